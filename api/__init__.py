@@ -1,0 +1,3 @@
+"""HTTP API and CLI: routes, schemas, auth dependencies, error mapping."""
+
+from __future__ import annotations

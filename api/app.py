@@ -1,0 +1,59 @@
+"""The application factory: ``create_app(settings)`` builds one ASGI app.
+
+A runtime (database engine, key provider, audit writer) is opened in the lifespan, once
+per server process, unless a test hands one in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+from fastapi import FastAPI
+
+from api.metrics import Metrics
+from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from api.problems import install_problem_handlers
+from api.routes import ROUTERS
+from vault import __version__
+from vault.clock import Clock
+from vault.runtime import Runtime, open_runtime
+from vault.settings import Settings
+
+__all__ = ["create_app"]
+
+
+def create_app(
+    settings: Settings, *, runtime: Runtime | None = None, clock: Clock | None = None
+) -> FastAPI:
+    owns_runtime = runtime is None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
+        if app.state.runtime is None:
+            app.state.runtime = open_runtime(settings, clock=clock)
+        try:
+            yield
+        finally:
+            if owns_runtime and app.state.runtime is not None:
+                app.state.runtime.close()
+                app.state.runtime = None
+
+    app = FastAPI(
+        title="linevault",
+        version=__version__,
+        description="Encrypted vault for the credentials of connected chat lines.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    install_problem_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    # Added last = outermost: every request, a refused oversized one too, gets an id.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+    return app

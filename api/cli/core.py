@@ -1,0 +1,125 @@
+"""``linevault init``, ``serve``, ``migrate`` and ``version``."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Annotated
+
+import typer
+
+from api.cli.common import DataDir, build_settings, fail
+from vault import __version__
+from vault.bootstrap import AlreadyInitialised, initialise, is_initialised
+from vault.storage.engine import make_engine
+from vault.storage.migrate import upgrade
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    name="linevault",
+    help="linevault: an encrypted vault for the credentials of connected chat lines.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.command("init")
+def init_command(
+    admin_email: Annotated[str, typer.Option("--admin-email", help="Email of the platform admin.")],
+    data_dir: DataDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    if_needed: Annotated[
+        bool, typer.Option("--if-needed", help="Exit 0 quietly when already initialised.")
+    ] = False,
+) -> None:
+    """Create the schema, the root key and the platform admin (password + TOTP, shown once)."""
+    settings = build_settings(data_dir)
+    if "@" not in admin_email or len(admin_email) > 320:
+        raise fail("--admin-email must be an email address", 2)
+    try:
+        if if_needed and is_initialised(settings):
+            typer.echo(f"{settings.data_dir} is already initialised.", err=True)
+            return
+        result = initialise(settings, admin_email=admin_email)
+    except AlreadyInitialised as exc:
+        raise fail(f"{exc}; nothing was changed", 2) from None
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "admin_email": result.admin_email,
+                    "admin_password": result.admin_password,
+                    "admin_totp_secret": result.admin_totp_secret,
+                }
+            )
+        )
+        return
+    typer.echo("linevault initialised. These credentials are shown ONCE; store them now:")
+    typer.echo(f"  admin email:        {result.admin_email}")
+    typer.echo(f"  admin password:     {result.admin_password}")
+    typer.echo(f"  admin TOTP secret:  {result.admin_totp_secret}")
+    uri = (
+        f"otpauth://totp/linevault:{result.admin_email}?secret={result.admin_totp_secret}"
+        "&issuer=linevault"
+    )
+    typer.echo(f"  authenticator URI:  {uri}")
+    try:
+        from api.cli.qr import print_qr
+
+        print_qr(uri)
+    except ImportError:
+        pass
+
+
+@app.command("migrate")
+def migrate_command(data_dir: DataDir = None) -> None:
+    """Bring the database schema up to date (safe to run repeatedly)."""
+    settings = build_settings(data_dir)
+    engine = make_engine(settings.sqlalchemy_url, pool_size=1)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    typer.echo("schema is current")
+
+
+@app.command("serve")
+def serve_command(
+    data_dir: DataDir = None,
+    host: Annotated[str | None, typer.Option("--host")] = None,
+    port: Annotated[int | None, typer.Option("--port")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Server processes.")] = None,
+) -> None:
+    """Serve the HTTP API (default 127.0.0.1:8210)."""
+    import uvicorn
+
+    settings = build_settings(data_dir, host=host, port=port, workers=workers)
+    if not is_initialised(settings):
+        raise fail(f"{settings.data_dir} is not initialised: run `linevault init` first", 2)
+    # Worker processes rebuild the same settings from the environment.
+    os.environ["LINEVAULT_DATA_DIR"] = str(settings.data_dir)
+    loop = "uvloop"
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        loop = "asyncio"
+    uvicorn.run(
+        "api.server:build_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop=loop,
+        http="httptools",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@app.command("version")
+def version_command() -> None:
+    """Print the version."""
+    typer.echo(__version__)

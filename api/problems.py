@@ -1,0 +1,138 @@
+"""RFC 9457 problem details: the one table from domain errors to HTTP.
+
+Like hvac's status-code -> exception table, reversed. A body never carries a stack
+trace, a request value, or any secret; validation errors name the field, not its value.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from kms.errors import KmsError, KmsUnavailable
+from vault import errors as e
+
+__all__ = ["PROBLEM_TABLE", "install_problem_handlers", "problem_response"]
+
+log = logging.getLogger("linevault.api")
+
+# domain error -> (status, code, title)
+PROBLEM_TABLE: Mapping[type[Exception], tuple[int, str, str]] = {
+    e.InvalidRequest: (400, "invalid_request", "Invalid request"),
+    e.Unauthenticated: (401, "unauthenticated", "Authentication required"),
+    e.MfaInvalid: (401, "mfa_invalid", "Second factor not accepted"),
+    e.Forbidden: (403, "forbidden", "Forbidden"),
+    e.MfaRequired: (403, "mfa_required", "Fresh second factor required"),
+    e.NotFound: (404, "not_found", "Not found"),
+    e.Conflict: (409, "conflict", "Conflict"),
+    e.Revoked: (410, "revoked", "Revoked"),
+    e.RateLimited: (429, "rate_limited", "Too many requests"),
+    e.AuditUnavailable: (503, "audit_unavailable", "Audit trail unavailable"),
+    e.Unavailable: (503, "unavailable", "Service unavailable"),
+    KmsUnavailable: (503, "unavailable", "Key provider unavailable"),
+}
+
+_HTTP_CODES: Mapping[int, tuple[str, str]] = {
+    400: ("invalid_request", "Invalid request"),
+    401: ("unauthenticated", "Authentication required"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not_found", "Not found"),
+    405: ("method_not_allowed", "Method not allowed"),
+    409: ("conflict", "Conflict"),
+    413: ("payload_too_large", "Payload too large"),
+    415: ("invalid_request", "Unsupported media type"),
+    422: ("invalid_request", "Invalid request"),
+    429: ("rate_limited", "Too many requests"),
+    503: ("unavailable", "Service unavailable"),
+}
+
+
+def problem_response(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"https://linevault.dev/problems/{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if extra:
+        body.update(extra)
+    return JSONResponse(
+        body,
+        status_code=status,
+        media_type="application/problem+json",
+        headers=dict(headers or {}),
+    )
+
+
+def _lookup(exc: Exception) -> tuple[int, str, str] | None:
+    for cls in type(exc).__mro__:
+        if cls in PROBLEM_TABLE:
+            return PROBLEM_TABLE[cls]
+    return None
+
+
+def _validation_detail(exc: RequestValidationError) -> tuple[str, list[dict[str, str]]]:
+    """Name each offending field and the kind of problem, never the submitted value."""
+    fields: list[dict[str, str]] = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        fields.append({"field": ".".join(loc) or "body", "problem": str(err.get("type", "invalid"))})
+    names = ", ".join(sorted({f["field"] for f in fields})) or "body"
+    return f"invalid value for: {names}", fields
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(e.VaultError)
+    async def _domain(_: Request, exc: e.VaultError) -> JSONResponse:
+        status, code, title = _lookup(exc) or (500, "internal_error", "Internal error")
+        headers: dict[str, str] = {}
+        extra: dict[str, Any] = {}
+        if isinstance(exc, e.RateLimited):
+            headers["Retry-After"] = str(exc.retry_after)
+        if isinstance(exc, e.InvalidRequest) and exc.field:
+            extra["fields"] = [{"field": exc.field, "problem": "invalid"}]
+        return problem_response(status, code, title, exc.detail, headers=headers, extra=extra)
+
+    @app.exception_handler(KmsError)
+    async def _kms(_: Request, exc: KmsError) -> JSONResponse:
+        status, code, title = _lookup(exc) or (500, "internal_error", "Internal error")
+        log.error("key provider error: %s", type(exc).__name__)
+        return problem_response(status, code, title, "the key provider failed")
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        detail, fields = _validation_detail(exc)
+        return problem_response(422, "invalid_request", "Invalid request", detail, extra={"fields": fields})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code, title = _HTTP_CODES.get(exc.status_code, ("error", "Error"))
+        detail = exc.detail if isinstance(exc.detail, str) else title
+        return problem_response(exc.status_code, code, title, detail, headers=exc.headers)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(DBAPIError)
+    async def _database(_: Request, exc: Exception) -> JSONResponse:
+        log.error("database error: %s", type(exc).__name__)
+        return problem_response(503, "unavailable", "Service unavailable", "the database is unavailable")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error: %s", type(exc).__name__)
+        return problem_response(500, "internal_error", "Internal error", "an internal error occurred")

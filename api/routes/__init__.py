@@ -1,0 +1,13 @@
+"""Every router of the HTTP API, in the order they are mounted."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.routes import system
+
+__all__ = ["ROUTERS"]
+
+ROUTERS: list[APIRouter] = [
+    system.router,
+]

@@ -1,0 +1,45 @@
+"""Health and metrics: what a load balancer and Prometheus read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from sqlalchemy import text
+
+from api.deps import Rt
+from vault import __version__
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/v1/sys/health")
+def health(runtime: Rt) -> JSONResponse:
+    parts: dict[str, str] = {}
+    try:
+        with runtime.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        parts["database"] = "ok"
+    except Exception:
+        parts["database"] = "unavailable"
+    try:
+        runtime.provider.health()
+        parts["kms"] = "ok"
+    except Exception:
+        parts["kms"] = "unavailable"
+    parts["audit"] = "ok" if runtime.audit_writer.running and parts["database"] == "ok" else "unavailable"
+    healthy = all(v == "ok" for v in parts.values())
+    body: dict[str, Any] = {"status": "ok" if healthy else "unavailable", "version": __version__, **parts}
+    if not healthy:
+        body["failing"] = [k for k, v in parts.items() if v != "ok"]
+    return JSONResponse(body, status_code=200 if healthy else 503)
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(
+        request.app.state.metrics.render(), media_type="text/plain; version=0.0.4"
+    )

@@ -1,0 +1,65 @@
+"""The layer contract (api -> vault -> kms, no web framework below api) is enforced."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+
+
+def _run_linter(tree: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--config", str(tree / "pyproject.toml"), "--no-cache"],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _copy_tree(dst: Path) -> Path:
+    for name in ("vault", "kms", "api"):
+        shutil.copytree(ROOT / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", dst / "pyproject.toml")
+    return dst
+
+
+def test_contract_holds_on_the_real_tree(tmp_path: Path) -> None:
+    result = _run_linter(_copy_tree(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_contract_fails_when_vault_imports_fastapi(tmp_path: Path) -> None:
+    tree = _copy_tree(tmp_path)
+    (tree / "vault" / "leak.py").write_text("from fastapi import FastAPI\n\n__all__ = ['FastAPI']\n")
+    result = _run_linter(tree)
+    assert result.returncode != 0
+    assert "vault.leak" in result.stdout
+
+
+def test_contract_fails_when_kms_imports_vault(tmp_path: Path) -> None:
+    tree = _copy_tree(tmp_path)
+    (tree / "kms" / "leak.py").write_text("import vault.errors\n")
+    result = _run_linter(tree)
+    assert result.returncode != 0
+    assert "kms.leak" in result.stdout
+
+
+def test_only_one_module_imports_hazmat() -> None:
+    offenders = []
+    for path in (ROOT / "vault").rglob("*.py"):
+        if "hazmat" in path.read_text():
+            offenders.append(path)
+    for path in (ROOT / "api").rglob("*.py"):
+        if "hazmat" in path.read_text():
+            offenders.append(path)
+    kms_users = [p for p in (ROOT / "kms").rglob("*.py") if "cryptography.hazmat" in p.read_text()]
+    assert offenders == []
+    assert [p.name for p in kms_users] == ["crypto.py"]

@@ -1,0 +1,143 @@
+"""First start of a data dir: schema, root key, system keys and the platform admin.
+
+Refuses to touch an initialised data dir or database, so running ``init`` twice can
+never replace a root key or an admin.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime
+
+import pyotp
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from vault.audit.chain import append_events
+from vault.audit.events import AuditEvent
+from vault.clock import Clock, SystemClock
+from vault.identity.passwords import Passwords, generate_password
+from vault.ids import new_id
+from vault.keys.system import SystemKeys
+from vault.runtime import kms_config, provider_for_init
+from vault.settings import Settings
+from vault.storage.engine import make_engine, unit_of_work
+from vault.storage.migrate import current_revision, upgrade
+from vault.storage.models import SystemSecret, User
+from vault.storage.sessions import session_factory
+
+__all__ = ["AlreadyInitialised", "BootstrapResult", "create_user_row", "initialise", "is_initialised"]
+
+
+class AlreadyInitialised(RuntimeError):
+    """The data dir or database already holds a linevault installation."""
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    admin_email: str
+    admin_password: str = ""
+    admin_totp_secret: str = ""
+
+    def __repr__(self) -> str:  # never print the secrets by accident
+        return f"BootstrapResult(admin_email={self.admin_email!r})"
+
+
+def is_initialised(settings: Settings) -> bool:
+    config = kms_config(settings)
+    key_file = getattr(config, "key_file", None)
+    if key_file is not None and getattr(config, "root_key_b64", None) is None and key_file.exists():
+        return True
+    engine = make_engine(settings.sqlalchemy_url, pool_size=1)
+    try:
+        if current_revision(engine) is None:
+            return False
+        with engine.connect() as conn:
+            return bool(conn.execute(select(func.count()).select_from(SystemSecret)).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def create_user_row(
+    session: Session,
+    *,
+    email: str,
+    password_hash: str,
+    platform_role: str | None,
+    now: datetime,
+    totp_secret_enc: bytes | None = None,
+    user_id: str | None = None,
+) -> User:
+    user = User(
+        id=user_id or new_id("usr"),
+        email=email.strip().lower(),
+        password_hash=password_hash,
+        platform_role=platform_role,
+        totp_secret_enc=totp_secret_enc,
+        totp_enrolled=totp_secret_enc is not None,
+        created_at=now,
+        credentials_changed_at=now,
+    )
+    session.add(user)
+    session.flush()
+    return user
+
+
+def initialise(
+    settings: Settings,
+    *,
+    admin_email: str,
+    clock: Clock | None = None,
+    passwords: Passwords | None = None,
+) -> BootstrapResult:
+    clock = clock or SystemClock()
+    if is_initialised(settings):
+        raise AlreadyInitialised(f"{settings.data_dir} is already initialised")
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(settings.data_dir, 0o700)
+    engine = make_engine(settings.sqlalchemy_url, pool_size=1)
+    try:
+        upgrade(engine)
+        provider = provider_for_init(settings)
+        try:
+            password = generate_password()
+            totp_secret = pyotp.random_base32(32)  # 160 bits, RFC 4226's recommended size
+            passwords = passwords or Passwords()
+            now = clock.now()
+            with unit_of_work(session_factory(engine)) as session:
+                system = SystemKeys.create(session, provider, now=now)
+                user_id = new_id("usr")
+                create_user_row(
+                    session,
+                    user_id=user_id,
+                    email=admin_email,
+                    password_hash=passwords.hash(password),
+                    platform_role="admin",
+                    now=now,
+                    totp_secret_enc=system.seal_totp(user_id=user_id, secret=totp_secret),
+                )
+                append_events(
+                    session,
+                    [
+                        AuditEvent(
+                            action="system.init",
+                            outcome="success",
+                            actor_type="system",
+                            actor_id="linevault-init",
+                            resource_type="user",
+                            resource_id=user_id,
+                            reason="bootstrap platform admin created",
+                        )
+                    ],
+                    now=now,
+                )
+        finally:
+            provider.close()
+    finally:
+        engine.dispose()
+    return BootstrapResult(
+        admin_email=admin_email.strip().lower(),
+        admin_password=password,
+        admin_totp_secret=totp_secret,
+    )

@@ -1,0 +1,85 @@
+"""Typed domain errors.
+
+The API layer maps each class to one problem+json code in a single table
+(``api/problems.py``); domain code raises these and never thinks about HTTP.
+Messages are written for the caller and never carry secret values.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuditUnavailable",
+    "Conflict",
+    "Forbidden",
+    "InvalidRequest",
+    "MfaInvalid",
+    "MfaRequired",
+    "NotFound",
+    "RateLimited",
+    "Revoked",
+    "Unauthenticated",
+    "Unavailable",
+    "VaultError",
+]
+
+
+class VaultError(Exception):
+    """Base of every error the domain raises on purpose."""
+
+    default_detail = "request failed"
+
+    def __init__(self, detail: str | None = None) -> None:
+        self.detail = detail or self.default_detail
+        super().__init__(self.detail)
+
+
+class InvalidRequest(VaultError):
+    default_detail = "the request is not valid"
+
+    def __init__(self, detail: str | None = None, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(detail)
+
+
+class Unauthenticated(VaultError):
+    default_detail = "authentication required"
+
+
+class MfaInvalid(VaultError):
+    default_detail = "the second-factor code is not valid"
+
+
+class Forbidden(VaultError):
+    default_detail = "not allowed"
+
+
+class MfaRequired(VaultError):
+    default_detail = "this action needs a fresh second factor"
+
+
+class NotFound(VaultError):
+    default_detail = "not found"
+
+
+class Conflict(VaultError):
+    default_detail = "conflicts with the current state"
+
+
+class Revoked(VaultError):
+    default_detail = "the credential has been revoked"
+
+
+class RateLimited(VaultError):
+    default_detail = "too many attempts; retry later"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int = 1) -> None:
+        self.retry_after = max(1, int(retry_after))
+        super().__init__(detail)
+
+
+class AuditUnavailable(VaultError):
+    default_detail = "the audit trail cannot be written; request refused"
+
+
+class Unavailable(VaultError):
+    default_detail = "a dependency is unavailable"

@@ -1,0 +1,3 @@
+"""Users, passwords, sessions and the second factor."""
+
+from __future__ import annotations

@@ -1,0 +1,112 @@
+"""The composition root: builds every long-lived collaborator of a process once.
+
+The API and the CLI each call :func:`open_runtime` with the one ``Settings`` object and
+hand the pieces to services; nothing below reads settings or the environment itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+
+from kms import KeyProvider, LocalKmsConfig, Pkcs11KmsConfig, initialize_provider, open_provider
+from vault.audit.trail import AuditTrail
+from vault.audit.writer import AuditWriter
+from vault.clock import Clock, SystemClock
+from vault.identity.passwords import Passwords
+from vault.keys.cache import KekCache
+from vault.keys.keyring import KeyRing
+from vault.keys.system import SystemKeys
+from vault.settings import Settings
+from vault.storage.engine import SessionFactory, make_engine, readonly, unit_of_work
+from vault.storage.migrate import current_revision, head_revision
+from vault.storage.sessions import session_factory
+
+__all__ = ["NotInitialised", "Runtime", "kms_config", "open_runtime", "provider_for_init"]
+
+
+class NotInitialised(RuntimeError):
+    """The data dir or database has not been set up with ``linevault init``."""
+
+
+def kms_config(settings: Settings) -> LocalKmsConfig | Pkcs11KmsConfig:
+    if settings.kms_provider == "pkcs11":
+        pin = settings.pkcs11_pin.get_secret_value() if settings.pkcs11_pin else None
+        if pin is None and settings.pkcs11_pin_file is not None:
+            pin = settings.pkcs11_pin_file.read_text().strip()
+        if not (settings.pkcs11_module and settings.pkcs11_token_label and pin):
+            raise NotInitialised(
+                "the pkcs11 provider needs LINEVAULT_PKCS11_MODULE, LINEVAULT_PKCS11_TOKEN_LABEL "
+                "and LINEVAULT_PKCS11_PIN or LINEVAULT_PKCS11_PIN_FILE"
+            )
+        return Pkcs11KmsConfig(
+            module_path=settings.pkcs11_module,
+            token_label=settings.pkcs11_token_label,
+            pin=pin,
+            key_label=settings.pkcs11_key_label,
+        )
+    root = settings.root_key.get_secret_value() if settings.root_key else None
+    return LocalKmsConfig(key_file=settings.key_file, root_key_b64=root)
+
+
+def provider_for_init(settings: Settings) -> KeyProvider:
+    return initialize_provider(kms_config(settings))
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: SessionFactory
+    readonly_sessions: SessionFactory
+    clock: Clock
+    provider: KeyProvider
+    keyring: KeyRing
+    system_keys: SystemKeys
+    passwords: Passwords
+    audit_writer: AuditWriter
+    audit: AuditTrail
+    extras: dict[str, object] = field(default_factory=dict)
+
+    def close(self) -> None:
+        self.audit_writer.stop()
+        self.provider.close()
+        self.engine.dispose()
+
+
+def open_runtime(settings: Settings, *, clock: Clock | None = None, start_writer: bool = True) -> Runtime:
+    clock = clock or SystemClock()
+    engine = make_engine(settings.sqlalchemy_url, pool_size=max(8, settings.threadpool_size // 2))
+    if current_revision(engine) is None:
+        engine.dispose()
+        raise NotInitialised("the database has no schema: run `linevault init` first")
+    if current_revision(engine) != head_revision():
+        engine.dispose()
+        raise NotInitialised("the database schema is not current: run `linevault migrate`")
+    provider = open_provider(kms_config(settings))
+    sessions = session_factory(engine)
+    with unit_of_work(sessions) as session:
+        system_keys = SystemKeys.load(session, provider)
+    writer = AuditWriter(sessions, clock=clock, batch_max=settings.audit_batch_max)
+    runtime = Runtime(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        readonly_sessions=session_factory(readonly(engine)),
+        clock=clock,
+        provider=provider,
+        keyring=KeyRing(
+            provider,
+            cache=KekCache(
+                max_entries=settings.kek_cache_size, ttl_seconds=settings.kek_cache_ttl_seconds
+            ),
+        ),
+        system_keys=system_keys,
+        passwords=Passwords(),
+        audit_writer=writer,
+        audit=AuditTrail(writer, clock=clock),
+    )
+    if start_writer:
+        writer.start()
+    return runtime

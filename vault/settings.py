@@ -1,0 +1,79 @@
+"""The one settings object of a linevault process.
+
+Built once at the edge (CLI or app factory) and passed down; domain code receives the
+values it needs through constructors and never reads the environment itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Every tunable of the service; environment variables carry the ``LINEVAULT_`` prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="LINEVAULT_", extra="ignore", frozen=True)
+
+    data_dir: Path = Path("./var")
+    database_url: SecretStr | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8210, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # Key provider ("root of trust").
+    kms_provider: Literal["local", "pkcs11"] = "local"
+    root_key: SecretStr | None = None  # base64; overrides the key file for the local provider
+    root_key_file: Path | None = None  # default: <data_dir>/root.key
+    pkcs11_module: str | None = None
+    pkcs11_token_label: str | None = None
+    pkcs11_pin: SecretStr | None = None
+    pkcs11_pin_file: Path | None = None
+    pkcs11_key_label: str = "linevault-root"
+    kek_cache_size: int = Field(default=10_000, ge=0)
+    kek_cache_ttl_seconds: float = Field(default=300.0, ge=0)
+    rewrap_batch_size: int = Field(default=1000, ge=1, le=100_000)
+
+    # Human sessions and second factor.
+    session_idle_minutes: float = Field(default=30.0, gt=0)
+    session_absolute_hours: float = Field(default=12.0, gt=0)
+    mfa_fresh_minutes: float = Field(default=5.0, gt=0)
+    mfa_token_ttl_seconds: int = Field(default=300, gt=0)
+    throttle_free_failures: int = Field(default=5, ge=1)
+    throttle_max_delay_seconds: int = Field(default=900, ge=1)
+
+    # Runners.
+    runner_token_ttl_seconds: int = Field(default=300, gt=0, le=86_400)
+    runner_rate_limit_per_minute: int = Field(default=600_000, ge=1)
+    lease_ttl_seconds: int = Field(default=60, ge=0)
+
+    # Audit.
+    audit_batch_max: int = Field(default=512, ge=1)
+    audit_checkpoint_every: int = Field(default=1000, ge=1)
+    audit_checkpoint_seconds: float = Field(default=30.0, gt=0)
+
+    # HTTP.
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    threadpool_size: int = Field(default=64, ge=4, le=1024)
+
+    @field_validator("data_dir", "root_key_file", "pkcs11_pin_file", mode="after")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL: the configured one, or SQLite inside the data dir."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{(self.data_dir / 'linevault.db').resolve()}"
+
+    @property
+    def key_file(self) -> Path:
+        return self.root_key_file or self.data_dir / "root.key"
