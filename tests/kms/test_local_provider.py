@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,25 @@ def test_key_file_not_in_repr(tmp_path: Path) -> None:
     assert secret not in repr(provider)
     wrapped = provider.wrap(new_key(), context=b"c")
     assert wrapped.blob.hex() not in repr(wrapped)
+
+
+def test_concurrent_rotation_from_two_instances(tmp_path: Path) -> None:
+    """Two instances stand in for two processes: the directory flock serialises them."""
+    key_file = tmp_path / "root.key"
+    first = LocalKeyProvider.initialize(key_file)
+    second = LocalKeyProvider.open(key_file)
+    created: list[str] = []
+
+    def rotate(provider: LocalKeyProvider) -> None:
+        for _ in range(5):
+            created.append(provider.create_root_key())
+
+    threads = [threading.Thread(target=rotate, args=(p,)) for p in (first, second) * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(created) == len(set(created)) == 20
+    ids = LocalKeyProvider.open(key_file).root_key_ids()
+    assert ids == [f"local-{n}" for n in range(1, 22)]
+    assert first.active_root_key_id() == second.active_root_key_id() == "local-21"
