@@ -198,10 +198,8 @@ class Soak:
             with self.lock:
                 done = sum(self.ops.values())
                 errs = sum(self.errors.values())
-            print(
-                f"  {seconds - max(0, deadline - time.monotonic()):6.0f}s  ops={done}  errors={errs}",
-                file=sys.stderr,
-            )
+            elapsed = seconds - max(0.0, deadline - time.monotonic())
+            print(f"  {elapsed:6.0f}s  ops={done}  errors={errs}", file=sys.stderr)
         self.stop.set()
         for w in workers:
             w.join(60)
