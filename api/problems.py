@@ -13,10 +13,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from kms.errors import KmsError, KmsUnavailable
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from kms.errors import KmsError, KmsUnavailable
 from vault import errors as e
 
 __all__ = ["PROBLEM_TABLE", "install_problem_handlers", "problem_response"]
