@@ -93,7 +93,7 @@ class TenantExporter:
                 .join(User, User.id == Membership.user_id)
                 .where(Membership.tenant_id == tenant_id)
                 .order_by(Membership.created_at, Membership.user_id)
-            ).tuples()
+            ).all()
         ]
         events = [
             audit_event_dict(row)
