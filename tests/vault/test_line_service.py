@@ -13,6 +13,7 @@ from kms.errors import DecryptionError
 from tests.support.lines import CTX, make_tenant, owner, planted, service, uow, user
 from vault.errors import Conflict, Forbidden, NotFound, Unprocessable
 from vault.keys.keyring import KeyRing
+from vault.lines.guard import no_mfa_check
 from vault.lines.schemas import LINE_TYPES
 from vault.runtime import Runtime
 from vault.storage.models import AuditEventRow, Kek, Line
@@ -198,7 +199,12 @@ def test_revoke_shreds_and_is_idempotent(runtime: Runtime) -> None:
     runtime.clock.advance(5)  # type: ignore[attr-defined]
     with uow(runtime) as session:
         revoked = service(runtime, session).revoke(
-            principal, tenant, view.id, reason="token leaked\nin a ticket", context=CTX
+            principal,
+            tenant,
+            view.id,
+            reason="token leaked\nin a ticket",
+            context=CTX,
+            verify_mfa=no_mfa_check,
         )
     assert revoked.status == "revoked" and revoked.revoked_at is not None
     assert revoked.version == 1 and revoked.fingerprint == view.fingerprint
@@ -210,7 +216,7 @@ def test_revoke_shreds_and_is_idempotent(runtime: Runtime) -> None:
     runtime.clock.advance(5)  # type: ignore[attr-defined]
     with uow(runtime) as session:
         again = service(runtime, session).revoke(
-            principal, tenant, view.id, reason=None, context=CTX
+            principal, tenant, view.id, reason=None, context=CTX, verify_mfa=no_mfa_check
         )
     assert again.to_dict() == revoked.to_dict()
     revokes = events(runtime, "credential.revoke")
@@ -220,7 +226,9 @@ def test_revoke_shreds_and_is_idempotent(runtime: Runtime) -> None:
             principal, tenant, view.id, credential=planted("messenger"), context=CTX
         )
     with uow(runtime) as session, pytest.raises(Unprocessable):
-        service(runtime, session).revoke(principal, tenant, view.id, reason="x" * 501, context=CTX)
+        service(runtime, session).revoke(
+            principal, tenant, view.id, reason="x" * 501, context=CTX, verify_mfa=no_mfa_check
+        )
 
 
 def test_roles_and_tenant_isolation(runtime: Runtime) -> None:
@@ -248,7 +256,7 @@ def test_roles_and_tenant_isolation(runtime: Runtime) -> None:
             with pytest.raises(Forbidden):
                 svc.create(who, tenant, line_type="widget", name="W", credential={}, context=CTX)
             with pytest.raises(Forbidden):
-                svc.revoke(who, tenant, view.id, reason=None, context=CTX)
+                svc.revoke(who, tenant, view.id, reason=None, context=CTX, verify_mfa=no_mfa_check)
             with pytest.raises(Forbidden):
                 svc.replace(who, tenant, view.id, credential={}, context=CTX)
         with pytest.raises(NotFound):
@@ -259,7 +267,7 @@ def test_roles_and_tenant_isolation(runtime: Runtime) -> None:
         with pytest.raises(NotFound):
             svc.get(stranger, other, view.id)
         with pytest.raises(NotFound):
-            svc.revoke(stranger, other, view.id, reason=None, context=CTX)
+            svc.revoke(stranger, other, view.id, reason=None, context=CTX, verify_mfa=no_mfa_check)
         # A platform admin on a tenant that does not exist.
         with pytest.raises(NotFound):
             svc.list(platform_admin, "tnt_missing")
@@ -298,7 +306,9 @@ def test_expiry_metadata_and_window(runtime: Runtime) -> None:
             context=CTX,
         )
     with uow(runtime) as session:
-        service(runtime, session).revoke(principal, tenant, gone.id, reason=None, context=CTX)
+        service(runtime, session).revoke(
+            principal, tenant, gone.id, reason=None, context=CTX, verify_mfa=no_mfa_check
+        )
     assert soon.expires_at is not None
     assert soon.to_dict()["expires_at"] == (now + timedelta(days=2)).replace(
         microsecond=0
@@ -360,3 +370,49 @@ def test_destroyed_kek_refuses_new_credentials(runtime: Runtime) -> None:
         service(runtime, session).create(
             owner(tenant), tenant, line_type="widget", name="W", credential={}, context=CTX
         )
+
+
+def test_failures_are_audited_and_mfa_is_checked_after_access(runtime: Runtime) -> None:
+    from vault.errors import MfaRequired
+
+    tenant = make_tenant(runtime)
+    with uow(runtime) as session:
+        view = service(runtime, session).create(
+            owner(tenant),
+            tenant,
+            line_type="telegram",
+            name="Bot",
+            credential=planted("telegram"),
+            context=CTX,
+        )
+
+    def needs_mfa() -> None:
+        raise MfaRequired()
+
+    bad = {"bot_token": "123:short-SECRETISH"}
+    cases = [
+        (user({}), NotFound, "denied", "not_found"),
+        (user({tenant: "member"}), Forbidden, "denied", "forbidden"),
+        (owner(tenant), MfaRequired, "denied", "mfa_required"),
+    ]
+    for who, error, outcome, reason in cases:
+        with uow(runtime) as session, pytest.raises(error):
+            service(runtime, session).revoke(
+                who, tenant, view.id, reason=None, context=CTX, verify_mfa=needs_mfa
+            )
+        last = events(runtime)[-1]
+        assert (last.action, last.outcome, last.reason) == ("credential.revoke", outcome, reason)
+    with uow(runtime) as session, pytest.raises(Unprocessable):
+        service(runtime, session).replace(
+            owner(tenant), tenant, view.id, credential=bad, context=CTX
+        )
+    last = events(runtime)[-1]
+    assert (last.action, last.outcome, last.reason) == (
+        "credential.replace",
+        "error",
+        "invalid_request: credential.bot_token",
+    )
+    assert "SECRETISH" not in event_text(last)
+    with uow(runtime) as session:
+        current = service(runtime, session).get(owner(tenant), tenant, view.id)
+    assert current.status == "active" and current.version == 1

@@ -14,6 +14,7 @@ from tests.support.lines import CTX, make_tenant, owner, planted, service, uow, 
 from vault.errors import Forbidden, NotFound
 from vault.ids import new_id
 from vault.keys.keyring import KeyRing, kek_ad
+from vault.lines.guard import no_mfa_check
 from vault.privacy.erasure import TenantEraser
 from vault.privacy.export import EXPORT_FORMAT, TenantExporter
 from vault.runtime import Runtime, open_runtime
@@ -106,7 +107,7 @@ def erase(runtime: Runtime, principal, tenant: str):  # type: ignore[no-untyped-
     with uow(runtime) as session:
         return TenantEraser(
             session, kek_cache=runtime.keyring.cache, audit=runtime.audit, clock=runtime.clock
-        ).delete(principal, tenant, context=CTX)
+        ).delete(principal, tenant, context=CTX, verify_mfa=no_mfa_check)
 
 
 def test_tenant_deletion_shreds_every_key_and_keeps_the_audit(
@@ -148,12 +149,16 @@ def test_tenant_deletion_shreds_every_key_and_keeps_the_audit(
         assert all(k.destroyed_at is not None for k in keks)
         actions = list(
             session.execute(
-                select(AuditEventRow.action)
+                select(AuditEventRow.action, AuditEventRow.outcome, AuditEventRow.reason)
                 .where(AuditEventRow.tenant_id == tenant)
                 .order_by(AuditEventRow.seq)
-            ).scalars()
+            ).all()
         )
-        assert actions == ["credential.create"] * 4 + ["tenant.delete"]
+        assert [tuple(a) for a in actions] == [("credential.create", "success", None)] * 4 + [
+            ("tenant.delete", "denied", "forbidden"),
+            ("tenant.delete", "denied", "not_found"),
+            ("tenant.delete", "success", None),
+        ]
         all_wrapped = [
             (k.tenant_id, k.version, k.root_key_id, k.wrapped)
             for k in session.execute(select(Kek).where(Kek.wrapped.is_not(None))).scalars()
@@ -235,13 +240,13 @@ def test_export_has_metadata_and_no_secrets(runtime: Runtime) -> None:
         line_id = session.execute(select(Line.id).where(Line.tenant_id == tenant)).scalars().first()
         assert line_id is not None
         service(runtime, session).revoke(
-            owner(tenant), tenant, line_id, reason="rotate", context=CTX
+            owner(tenant), tenant, line_id, reason="rotate", context=CTX, verify_mfa=no_mfa_check
         )
 
     def export(principal):  # type: ignore[no-untyped-def]
         with uow(runtime) as session:
             return TenantExporter(session, audit=runtime.audit, clock=runtime.clock).export(
-                principal, tenant, context=CTX
+                principal, tenant, context=CTX, verify_mfa=no_mfa_check
             )
 
     with pytest.raises(Forbidden):
@@ -253,8 +258,12 @@ def test_export_has_metadata_and_no_secrets(runtime: Runtime) -> None:
     assert len(doc["lines"]) == 4 and {ln["status"] for ln in doc["lines"]} == {"active", "revoked"}
     assert doc["members"][0]["user_id"] == member_id and doc["members"][0]["role"] == "member"
     assert doc["grants"][0]["lines"] == ["*"]
-    assert [e["action"] for e in doc["audit_events"]] == ["credential.create"] * 4 + [
-        "credential.revoke"
+    assert [(e["action"], e["outcome"]) for e in doc["audit_events"]] == [
+        ("credential.create", "success")
+    ] * 4 + [
+        ("credential.revoke", "success"),
+        ("tenant.export", "denied"),
+        ("tenant.export", "denied"),
     ]
     assert doc["audit_events"][0]["actor"]["type"] == "user"
     text = json.dumps(doc)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal, get_args
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vault.clock import rfc3339
 from vault.errors import Unprocessable
@@ -45,12 +45,17 @@ LINE_TYPES: Final[tuple[str, ...]] = get_args(LineType)
 _TOKEN = r"^[A-Za-z0-9._~+/=|-]+$"  # noqa: S105 (a pattern, not a password)
 _SECRET = r"^[A-Za-z0-9._~+/=-]+$"  # noqa: S105
 
-BotToken = Annotated[
-    str, Field(pattern=r"^[0-9]{1,20}:[A-Za-z0-9_-]{30,200}$", max_length=221)
-]
+BotToken = Annotated[str, Field(pattern=r"^[0-9]{1,20}:[A-Za-z0-9_-]{30,200}$", max_length=221)]
 AccessToken = Annotated[str, Field(min_length=8, max_length=4096, pattern=_TOKEN)]
 AppSecret = Annotated[str, Field(min_length=8, max_length=256, pattern=_SECRET)]
 NumericId = Annotated[str, Field(pattern=r"^[0-9]{1,32}$", max_length=32)]
+Rfc3339 = Annotated[
+    str,
+    Field(
+        pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})$",
+        max_length=40,
+    ),
+]
 SigningSecret = Annotated[str, Field(min_length=32, max_length=512, pattern=_SECRET)]
 
 _STRICT = ConfigDict(extra="forbid", strict=True, frozen=True, hide_input_in_errors=True)
@@ -64,7 +69,7 @@ class TelegramCredential(BaseModel):
 class InstagramCredential(BaseModel):
     model_config = _STRICT
     access_token: AccessToken
-    expires_at: AwareDatetime | None = None
+    expires_at: Rfc3339 | None = None
     user_id: NumericId | None = None
     app_secret: AppSecret | None = None
 
@@ -148,17 +153,20 @@ def _field_name(loc: tuple[int | str, ...], *, prefix: str) -> str:
 
 
 def _describe(error_type: str) -> str:
-    return {"extra_forbidden": "unknown field", "missing": "required"}.get(
-        error_type, "malformed"
-    )
+    return {"extra_forbidden": "unknown field", "missing": "required"}.get(error_type, "malformed")
 
 
-def _bounded(moment: datetime, *, field: str) -> datetime:
+def _bounded(text: str, *, field: str) -> datetime:
+    """An RFC 3339 timestamp (already pattern-checked) as UTC, between 2000 and 2200."""
     try:
-        value = moment.astimezone(UTC).replace(microsecond=0)
+        value: datetime | None = (
+            datetime.fromisoformat(text.replace("Z", "+00:00"))
+            .astimezone(UTC)
+            .replace(microsecond=0)
+        )
     except (OverflowError, ValueError):
-        value = _LATEST
-    if not _EARLIEST <= value < _LATEST:
+        value = None
+    if value is None or not _EARLIEST <= value < _LATEST:
         raise Unprocessable(f"invalid value for: {field} (out of range)", field=field)
     return value
 
@@ -173,7 +181,7 @@ def parse_credential(
     if not isinstance(credential, Mapping):
         raise Unprocessable(f"invalid value for: {prefix} (an object)", field=prefix)
     try:
-        # JSON mode: strict types, yet RFC 3339 strings are accepted for expires_at.
+        # JSON mode, strict: no coercion (a number is not a token); fields by pattern.
         parsed = model.model_validate_json(json.dumps(dict(credential)), strict=True)
     except (TypeError, ValueError) as exc:
         if not isinstance(exc, ValidationError):
@@ -188,10 +196,10 @@ def parse_credential(
     if isinstance(parsed, WidgetCredential) and parsed.signing_secret is None:
         generated["signing_secret"] = secrets.token_urlsafe(32)  # 256 bits
         parsed = WidgetCredential(signing_secret=generated["signing_secret"])
-    expires_at = parsed.expires_at if isinstance(parsed, InstagramCredential) else None
     doc: dict[str, Any] = parsed.model_dump(mode="json", exclude_none=True)
-    if expires_at is not None:
-        expires_at = _bounded(expires_at, field=f"{prefix}.expires_at")
+    expires_at: datetime | None = None
+    if isinstance(parsed, InstagramCredential) and parsed.expires_at is not None:
+        expires_at = _bounded(parsed.expires_at, field=f"{prefix}.expires_at")
         doc["expires_at"] = rfc3339(expires_at)
     plaintext = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
     return ParsedCredential(

@@ -16,6 +16,7 @@ flip the active version between our read of it and our commit. On SQLite the
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,6 +33,7 @@ from vault.ids import new_id
 from vault.keys.keyring import KeyRing
 from vault.keys.shred import shred_line_credential
 from vault.keys.system import SystemKeys
+from vault.lines.guard import MfaCheck, failures_audited
 from vault.lines.schemas import ParsedCredential, parse_credential, parse_line_name, parse_line_type
 from vault.storage.models import Line, Tenant
 
@@ -45,6 +47,7 @@ __all__ = [
 ]
 
 FINGERPRINT_PURPOSE = "credential-fingerprint"
+_NO_CONTEXT = RequestContext()
 MAX_REASON = 500
 
 
@@ -145,14 +148,16 @@ class LineService:
         tenant_id: str,
         *,
         expiring_within: timedelta | None = None,
+        context: RequestContext = _NO_CONTEXT,
     ) -> Sequence[LineView]:
         """Every line of the tenant; with a window, only active lines expiring within it.
 
         Already-expired active lines are included in the window (they need attention
         most); revoked lines are not, nothing can be done with them.
         """
-        authorize(principal, tenant_id, Permission.LINE_READ)
-        load_tenant(self._session, tenant_id)
+        with self._guard("line.list", principal, tenant_id, ("tenant", tenant_id), context):
+            authorize(principal, tenant_id, Permission.LINE_READ)
+            load_tenant(self._session, tenant_id)
         stmt = select(Line).where(Line.tenant_id == tenant_id)
         if expiring_within is not None:
             cutoff = self._clock.now() + expiring_within
@@ -162,10 +167,18 @@ class LineService:
         stmt = stmt.order_by(Line.created_at, Line.id)
         return [line_view(row) for row in self._session.execute(stmt).scalars()]
 
-    def get(self, principal: UserPrincipal, tenant_id: str, line_id: str) -> LineView:
-        authorize(principal, tenant_id, Permission.LINE_READ)
-        load_tenant(self._session, tenant_id)
-        return line_view(self._line(tenant_id, line_id, lock=False))
+    def get(
+        self,
+        principal: UserPrincipal,
+        tenant_id: str,
+        line_id: str,
+        *,
+        context: RequestContext = _NO_CONTEXT,
+    ) -> LineView:
+        with self._guard("line.read", principal, tenant_id, ("line", line_id), context):
+            authorize(principal, tenant_id, Permission.LINE_READ)
+            load_tenant(self._session, tenant_id)
+            return line_view(self._line(tenant_id, line_id, lock=False))
 
     # -- writes -----------------------------------------------------------------------
 
@@ -179,11 +192,12 @@ class LineService:
         credential: object,
         context: RequestContext,
     ) -> LineView:
-        authorize(principal, tenant_id, Permission.LINE_WRITE)
-        kind = parse_line_type(line_type)
-        display = parse_line_name(name)
-        parsed = parse_credential(kind, credential)
-        tenant = load_tenant(self._session, tenant_id, share_lock=True)
+        with self._guard("credential.create", principal, tenant_id, ("tenant", tenant_id), context):
+            authorize(principal, tenant_id, Permission.LINE_WRITE)
+            tenant = load_tenant(self._session, tenant_id, share_lock=True)
+            kind = parse_line_type(line_type)
+            display = parse_line_name(name)
+            parsed = parse_credential(kind, credential)
         now = self._clock.now()
         line = Line(
             id=new_id("ln"),
@@ -214,12 +228,13 @@ class LineService:
 
         A revoked line stays revoked (409): revocation is terminal, create a new line.
         """
-        authorize(principal, tenant_id, Permission.LINE_WRITE)
-        tenant = load_tenant(self._session, tenant_id, share_lock=True)
-        line = self._line(tenant_id, line_id, lock=True)
-        parsed = parse_credential(line.type, credential)
-        if line.status != "active":
-            raise Conflict("the line is revoked; create a new line instead")
+        with self._guard("credential.replace", principal, tenant_id, ("line", line_id), context):
+            authorize(principal, tenant_id, Permission.LINE_WRITE)
+            tenant = load_tenant(self._session, tenant_id, share_lock=True)
+            line = self._line(tenant_id, line_id, lock=True)
+            parsed = parse_credential(line.type, credential)
+            if line.status != "active":
+                raise Conflict("the line is revoked; create a new line instead")
         line.version += 1
         line.updated_at = self._clock.now()
         self._seal_into(line, tenant, parsed)
@@ -235,23 +250,25 @@ class LineService:
         *,
         reason: str | None,
         context: RequestContext,
+        verify_mfa: MfaCheck,
     ) -> LineView:
         """Destroy the secret and its DEK and mark the line revoked, in one transaction.
 
-        The caller (the route) has already checked MFA. Revoking a revoked line is
-        idempotent: 200 with the same metadata, and an event saying so.
+        ``verify_mfa`` runs after the access checks, so a stranger still gets 404 and a
+        member 403 rather than a hint to bring a second factor. Revoking a revoked line
+        is idempotent: 200 with the same metadata, and an event saying so.
         """
-        authorize(principal, tenant_id, Permission.LINE_REVOKE)
-        if reason is not None and len(reason) > MAX_REASON:
-            raise Unprocessable(
-                f"invalid value for: reason (at most {MAX_REASON} characters)", field="reason"
-            )
-        load_tenant(self._session, tenant_id)
-        line = self._line(tenant_id, line_id, lock=True)
+        with self._guard("credential.revoke", principal, tenant_id, ("line", line_id), context):
+            authorize(principal, tenant_id, Permission.LINE_REVOKE)
+            load_tenant(self._session, tenant_id)
+            line = self._line(tenant_id, line_id, lock=True)
+            if reason is not None and len(reason) > MAX_REASON:
+                raise Unprocessable(
+                    f"invalid value for: reason (at most {MAX_REASON} characters)", field="reason"
+                )
+            verify_mfa()
         if line.status == "revoked":
-            self._record(
-                "credential.revoke", principal, line, context, reason="already_revoked"
-            )
+            self._record("credential.revoke", principal, line, context, reason="already_revoked")
             return line_view(line)
         now = self._clock.now()
         shred_line_credential(self._session, line=line)
@@ -264,6 +281,25 @@ class LineService:
         return line_view(line)
 
     # -- internals --------------------------------------------------------------------
+
+    def _guard(
+        self,
+        action: str,
+        principal: UserPrincipal,
+        tenant_id: str,
+        resource: tuple[str, str],
+        context: RequestContext,
+    ) -> AbstractContextManager[None]:
+        return failures_audited(
+            self._session,
+            self._audit,
+            action=action,
+            principal=principal,
+            tenant_id=tenant_id,
+            resource_type=resource[0],
+            resource_id=resource[1],
+            context=context,
+        )
 
     def _line(self, tenant_id: str, line_id: str, *, lock: bool) -> Line:
         stmt = select(Line).where(Line.id == line_id, Line.tenant_id == tenant_id)

@@ -28,6 +28,7 @@ from vault.authz import Permission, UserPrincipal, authorize
 from vault.clock import Clock
 from vault.keys.cache import KekCache
 from vault.keys.shred import shred_tenant_keys
+from vault.lines.guard import MfaCheck, failures_audited
 from vault.lines.service import load_tenant
 from vault.storage.models import Grant, GrantLine, KeyRotation, Line, Membership, Tenant
 
@@ -52,12 +53,28 @@ class TenantEraser:
         self._clock = clock
 
     def delete(
-        self, principal: UserPrincipal, tenant_id: str, *, context: RequestContext
+        self,
+        principal: UserPrincipal,
+        tenant_id: str,
+        *,
+        context: RequestContext,
+        verify_mfa: MfaCheck,
     ) -> DeletedTenant:
-        """Shred and delete ``tenant_id``; the route has already checked MFA."""
-        authorize(principal, tenant_id, Permission.TENANT_DELETE)
+        """Shred and delete ``tenant_id``; ``verify_mfa`` runs after the access checks."""
         session = self._session
-        load_tenant(session, tenant_id)
+        with failures_audited(
+            session,
+            self._audit,
+            action="tenant.delete",
+            principal=principal,
+            tenant_id=tenant_id,
+            resource_type="tenant",
+            resource_id=tenant_id,
+            context=context,
+        ):
+            authorize(principal, tenant_id, Permission.TENANT_DELETE)
+            load_tenant(session, tenant_id)
+            verify_mfa()
         # Lock the tenant row: concurrent line writers hold FOR SHARE on it.
         session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
         now = self._clock.now()

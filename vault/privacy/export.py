@@ -19,6 +19,7 @@ from vault.audit.events import AuditEvent, RequestContext
 from vault.audit.trail import AuditTrail
 from vault.authz import Permission, UserPrincipal, authorize
 from vault.clock import Clock, rfc3339
+from vault.lines.guard import MfaCheck, failures_audited
 from vault.lines.service import line_view, load_tenant
 from vault.storage.models import AuditEventRow, Grant, GrantLine, Line, Membership, User
 
@@ -56,12 +57,28 @@ class TenantExporter:
         self._clock = clock
 
     def export(
-        self, principal: UserPrincipal, tenant_id: str, *, context: RequestContext
+        self,
+        principal: UserPrincipal,
+        tenant_id: str,
+        *,
+        context: RequestContext,
+        verify_mfa: MfaCheck,
     ) -> dict[str, Any]:
-        """The tenant's metadata as one JSON-ready document; the route checks MFA first."""
-        authorize(principal, tenant_id, Permission.TENANT_EXPORT)
+        """The tenant's metadata as one JSON-ready document; MFA checked after access."""
         session = self._session
-        tenant = load_tenant(session, tenant_id)
+        with failures_audited(
+            session,
+            self._audit,
+            action="tenant.export",
+            principal=principal,
+            tenant_id=tenant_id,
+            resource_type="tenant",
+            resource_id=tenant_id,
+            context=context,
+        ):
+            authorize(principal, tenant_id, Permission.TENANT_EXPORT)
+            tenant = load_tenant(session, tenant_id)
+            verify_mfa()
         lines = session.execute(
             select(Line).where(Line.tenant_id == tenant_id).order_by(Line.created_at, Line.id)
         ).scalars()
