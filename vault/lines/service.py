@@ -33,6 +33,7 @@ from vault.ids import new_id
 from vault.keys.keyring import KeyRing
 from vault.keys.shred import shred_line_credential
 from vault.keys.system import SystemKeys
+from vault.lines.expiry import parse_window
 from vault.lines.guard import MfaCheck, failures_audited
 from vault.lines.schemas import ParsedCredential, parse_credential, parse_line_name, parse_line_type
 from vault.storage.models import Line, Tenant
@@ -147,17 +148,20 @@ class LineService:
         principal: UserPrincipal,
         tenant_id: str,
         *,
-        expiring_within: timedelta | None = None,
+        expiring_within: timedelta | str | None = None,
         context: RequestContext = _NO_CONTEXT,
     ) -> Sequence[LineView]:
         """Every line of the tenant; with a window, only active lines expiring within it.
 
         Already-expired active lines are included in the window (they need attention
-        most); revoked lines are not, nothing can be done with them.
+        most); revoked lines are not, nothing can be done with them. A window given as
+        text (``7d``) is parsed after the access check, so a stranger still gets 404.
         """
         with self._guard("line.list", principal, tenant_id, ("tenant", tenant_id), context):
             authorize(principal, tenant_id, Permission.LINE_READ)
             load_tenant(self._session, tenant_id)
+            if isinstance(expiring_within, str):
+                expiring_within = parse_window(expiring_within)
         stmt = select(Line).where(Line.tenant_id == tenant_id)
         if expiring_within is not None:
             cutoff = self._clock.now() + expiring_within
