@@ -163,11 +163,10 @@ def test_planted_secrets_never_leak(
         assert not any(needle in blob for blob in blobs), "a planted secret is in the database"
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])  # a file-level property; PG: docs/lines.md
 def test_shredded_envelopes_leave_the_sqlite_files(
-    runtime: Runtime, client: TestClient, settings: Settings, backend: str
+    runtime: Runtime, client: TestClient, settings: Settings
 ) -> None:
-    if backend != "sqlite":
-        pytest.skip("file-level scrubbing is a SQLite property (PostgreSQL: see docs/lines.md)")
     tenant, kept = make_tenant(runtime), make_tenant(runtime, "kept")
     admin = make_user(runtime, "admin@corp.test", platform_role="admin")
     headers = bearer(new_session(runtime, admin.id, mfa_fresh=True))

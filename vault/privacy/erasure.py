@@ -11,7 +11,7 @@ commit in one transaction.
 What this does not reach: database backups and WAL archives taken before the deletion
 still hold the wrapped KEKs. They stay unreadable only as long as the root key is not
 restored alongside them; erasure is complete once those backups age out or the root key
-is rotated with the old root destroyed (see docs/keys.md).
+is rotated with the old root destroyed (see docs/lines.md).
 """
 
 from __future__ import annotations
