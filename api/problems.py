@@ -25,6 +25,7 @@ log = logging.getLogger("linevault.api")
 
 # domain error -> (status, code, title)
 PROBLEM_TABLE: Mapping[type[Exception], tuple[int, str, str]] = {
+    e.Unprocessable: (422, "invalid_request", "Invalid request"),
     e.InvalidRequest: (400, "invalid_request", "Invalid request"),
     e.Unauthenticated: (401, "unauthenticated", "Authentication required"),
     e.MfaInvalid: (401, "mfa_invalid", "Second factor not accepted"),

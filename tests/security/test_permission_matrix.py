@@ -54,6 +54,7 @@ class World:
     other_tenant_id: str
     user_ids: dict[str, str] = field(default_factory=dict)
     counter: int = 0
+    line_id: str = ""
 
     def unique(self, prefix: str) -> str:
         self.counter += 1
@@ -69,9 +70,43 @@ def _new_member(world: World) -> dict[str, Any]:
 
 
 def row(
-    expected: dict[str, int], *, body: Body | None = None, fresh: bool = True
+    expected: dict[str, int],
+    *,
+    body: Body | None = None,
+    fresh: bool = True,
+    params: Callable[[World], dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    return {"expected": expected, "body": body, "fresh": fresh}
+    """``params``: path values made afresh for every request (e.g. a tenant to delete)."""
+    return {"expected": expected, "body": body, "fresh": fresh, "params": params}
+
+
+def _line(world: World) -> str:
+    """A telegram line in the main tenant, made once."""
+    if not world.line_id:
+        from tests.support.lines import CTX, planted, service, uow, user
+
+        with uow(world.runtime) as session:
+            world.line_id = (
+                service(world.runtime, session)
+                .create(
+                    user({world.tenant_id: "owner"}),
+                    world.tenant_id,
+                    line_type="telegram",
+                    name="matrix",
+                    credential=planted("telegram"),
+                    context=CTX,
+                )
+                .id
+            )
+    return world.line_id
+
+
+def _doomed_tenant(world: World) -> dict[str, str]:
+    """A tenant with the main tenant's memberships, so each DELETE has one to delete."""
+    tenant = make_tenant(world.runtime, world.unique("doomed"))
+    for role in ("owner", "admin", "member", "auditor"):
+        add_membership(world.runtime, tenant, world.user_ids[role], role)
+    return {"tenant_id": tenant}
 
 
 _PUBLIC = row({_ALL: 200})
@@ -87,6 +122,14 @@ _TENANT_MANAGERS = {
     "other_owner": 404,
     _ALL: 401,
 }
+_TENANT_MEMBERS = {
+    **dict.fromkeys(("platform_admin", "platform_auditor", "owner", "admin", "member"), 200),
+    "auditor": 200,
+    "no_role": 404,
+    "other_owner": 404,
+    _ALL: 401,
+}
+_TENANT_OWNER = {**_TENANT_MANAGERS, "admin": 403}
 _PLATFORM_ADMIN_ONLY = {"platform_admin": 201, **dict.fromkeys(USERS[1:], 403), _ALL: 401}
 
 EXPECTATIONS: dict[tuple[str, str], dict[str, Any]] = {
@@ -122,12 +165,29 @@ EXPECTATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/tenants/{tenant_id}/members"): row(
         {**_TENANT_MANAGERS, "platform_admin": 201, "owner": 201, "admin": 201}, body=_new_member
     ),
+    # Lines (any member reads; owner/admin write; revoke needs MFA, sessions here are fresh).
+    ("POST", "/v1/tenants/{tenant_id}/lines"): row(
+        {**_TENANT_MANAGERS, "platform_admin": 201, "owner": 201, "admin": 201},
+        body=lambda w: {"type": "widget", "name": "w", "credential": {}},
+    ),
+    ("GET", "/v1/tenants/{tenant_id}/lines"): row(_TENANT_MEMBERS),
+    ("GET", "/v1/tenants/{tenant_id}/lines/{line_id}"): row(_TENANT_MEMBERS),
+    ("PUT", "/v1/tenants/{tenant_id}/lines/{line_id}/credential"): row(
+        _TENANT_MANAGERS,
+        body=lambda w: {"credential": {"bot_token": "12345:" + secrets.token_urlsafe(30)}},
+    ),
+    # Idempotent: the first manager revokes, the next get 200 with the same metadata.
+    ("POST", "/v1/tenants/{tenant_id}/lines/{line_id}/revoke"): row(
+        _TENANT_MANAGERS, body=lambda w: {"reason": "matrix"}
+    ),
+    ("DELETE", "/v1/tenants/{tenant_id}"): row(_TENANT_OWNER, params=_doomed_tenant),
+    ("GET", "/v1/tenants/{tenant_id}/export"): row(_TENANT_OWNER),
 }
 
 
 def path_params(world: World) -> dict[str, str]:
     """Values for path parameters; other capabilities add theirs (line_id, ...)."""
-    return {"tenant_id": world.tenant_id}
+    return {"tenant_id": world.tenant_id, "line_id": _line(world)}
 
 
 @pytest.fixture
@@ -190,6 +250,8 @@ def test_every_route_for_every_role(client: TestClient, world: World) -> None:
                 continue
             url = path.format(**path_params(world))
             for role in ROLES:
+                if spec["params"] is not None:
+                    url = path.format(**{**path_params(world), **spec["params"](world)})
                 expected = spec["expected"].get(role, spec["expected"].get(_ALL))
                 body = spec["body"](world) if spec["body"] else None
                 response = client.request(
