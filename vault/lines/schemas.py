@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vault.clock import rfc3339
 from vault.errors import Unprocessable
+from vault.validation import clean_display_name
 
 __all__ = [
     "LINE_TYPES",
@@ -98,7 +99,6 @@ _MODELS: Final[Mapping[str, type[BaseModel]]] = {
 _SAFE_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _LATEST = datetime(2200, 1, 1, tzinfo=UTC)
-_NAME_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,10 +129,8 @@ def parse_line_type(value: object) -> str:
 
 def parse_line_name(value: object) -> str:
     """A display name: 1-200 characters, no control characters, outer spaces trimmed."""
-    if not isinstance(value, str):
-        raise Unprocessable("invalid value for: name", field="name")
-    name = value.strip()
-    if not name or len(name) > 200 or _NAME_FORBIDDEN.search(name):
+    name = clean_display_name(value)
+    if name is None:
         raise Unprocessable(
             "invalid value for: name (1-200 characters, no control characters)", field="name"
         )
