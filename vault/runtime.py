@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 
 from kms import KeyProvider, LocalKmsConfig, Pkcs11KmsConfig, initialize_provider, open_provider
+from vault.audit.checkpoints import Checkpointer
 from vault.audit.trail import AuditTrail
 from vault.audit.writer import AuditWriter
 from vault.clock import Clock, SystemClock
@@ -90,7 +91,20 @@ def open_runtime(
     sessions = session_factory(engine)
     with unit_of_work(sessions) as session:
         system_keys = SystemKeys.load(session, provider)
-    writer = AuditWriter(sessions, clock=clock, batch_max=settings.audit_batch_max)
+    checkpointer = Checkpointer(
+        signing_key=system_keys.signing_key,
+        key_id=system_keys.audit_key_id,
+        clock=clock,
+        every=settings.audit_checkpoint_every,
+        seconds=settings.audit_checkpoint_seconds,
+    )
+    writer = AuditWriter(
+        sessions,
+        clock=clock,
+        batch_max=settings.audit_batch_max,
+        hooks=[checkpointer.batch_hook],
+        idle_hook=lambda: checkpointer.idle(sessions),
+    )
     runtime = Runtime(
         settings=settings,
         engine=engine,
@@ -107,7 +121,7 @@ def open_runtime(
         system_keys=system_keys,
         passwords=Passwords(),
         audit_writer=writer,
-        audit=AuditTrail(writer, clock=clock),
+        audit=AuditTrail(writer, clock=clock, checkpointer=checkpointer),
     )
     if start_writer:
         writer.start()

@@ -44,7 +44,7 @@ class AuditWriter:
         clock: Clock,
         batch_max: int = 512,
         hooks: Sequence[BatchHook] = (),
-        idle_hook: Callable[[], None] | None = None,
+        idle_hook: Callable[[], object] | None = None,
         idle_seconds: float = 1.0,
     ) -> None:
         self._sessions = sessions
