@@ -61,7 +61,8 @@ def encode_cursor(after_seq: int) -> str:
 
 def decode_cursor(cursor: str) -> int:
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        padded = cursor + "=" * (-len(cursor) % 4)
+        raw = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
         if not raw.startswith(_CURSOR_PREFIX):
             raise ValueError
         value = int(raw[len(_CURSOR_PREFIX) :])
@@ -80,7 +81,7 @@ class AuditReader:
     def list_events(
         self, principal: UserPrincipal, query: EventFilter, *, context: RequestContext
     ) -> EventPage:
-        after = decode_cursor(query.cursor) if query.cursor else 0
+        after = decode_cursor(query.cursor) if query.cursor is not None else 0
         if query.since and query.until and query.since > query.until:
             raise InvalidRequest("since must not be after until", field="since")
         limit = max(1, min(query.limit, MAX_LIMIT))
