@@ -15,7 +15,7 @@ Every change is written to a temporary 0600 file, fsynced, renamed over the old
 file and the directory fsynced, so a crash leaves either the old or the new file,
 never a torn one. Changes from several processes on one host are serialised with
 ``flock`` on the directory, and each process notices a rewritten file (by inode,
-size and mtime) before its next operation, so a root created by one process is
+size, mtime and ctime) before its next operation, so a root created by one process is
 used for wrapping by all of them.
 """
 
@@ -52,7 +52,7 @@ DEFAULT_KEY_FILE_NAME: Final = "root.key"
 ENV_ROOT_KEY_ID: Final = "env-1"
 _FILE_FORMAT: Final = 1
 _ID_RE: Final = re.compile(r"^local-([1-9][0-9]{0,8})$")
-_FileSignature = tuple[int, int, int, int]
+_FileSignature = tuple[int, int, int, int, int]
 
 logger = logging.getLogger("linevault.kms")
 
@@ -93,6 +93,11 @@ def _decode(data: bytes) -> tuple[str, dict[str, bytes]]:
     except (ValueError, KeyError, TypeError, binascii.Error):
         raise KmsUnavailable("root key file is malformed") from None
     return active, keys
+
+
+def _signature(st: os.stat_result) -> _FileSignature:
+    # ctime also moves on chmod, so a file made group-readable is re-checked.
+    return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -150,7 +155,7 @@ def _read_key_file(path: Path) -> tuple[str, dict[str, bytes], _FileSignature]:
             )
         data = handle.read()
     active, keys = _decode(data)
-    return active, keys, (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
+    return active, keys, _signature(st)
 
 
 class LocalKeyProvider:
@@ -244,7 +249,7 @@ class LocalKeyProvider:
             st = os.stat(self._path)
         except FileNotFoundError:
             raise KmsUnavailable(f"root key file {self._path} has disappeared") from None
-        if (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns) != self._signature:
+        if _signature(st) != self._signature:
             self._active, self._keys, self._signature = _read_key_file(self._path)
 
     def active_root_key_id(self) -> str:

@@ -102,8 +102,9 @@ class _SharedSession:
         try:
             session = token.open(rw=True, user_pin=self.pin)
         except p11e.UserAlreadyLoggedIn:
-            # Someone else in this process logged in outside this registry; the
-            # login is process-wide, so a plain session is already authorised.
+            # Someone in this process logged in outside this registry (python-pkcs11
+            # then leaks the half-opened session); login is process-wide, so a plain
+            # session is already authorised.
             session = token.open(rw=True)
         except (p11e.PinIncorrect, p11e.PinInvalid, p11e.PinLenRange, p11e.PinLocked):
             raise KmsUnavailable(
@@ -236,7 +237,7 @@ class Pkcs11KeyProvider:
         if not label.startswith(head):
             return None
         tail = label[len(head) :]
-        if not tail.isdigit() or tail.startswith("0") or len(tail) > 9:
+        if not (tail.isascii() and tail.isdigit()) or tail.startswith("0") or len(tail) > 9:
             return None
         return int(tail)
 
