@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import system
+from api.routes import audit, system
 
 __all__ = ["ROUTERS"]
 
 ROUTERS: list[APIRouter] = [
     system.router,
+    audit.router,
 ]
