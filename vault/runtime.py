@@ -72,6 +72,7 @@ class Runtime:
 
     def close(self) -> None:
         self.audit_writer.stop()
+        self.audit_writer.dispose()
         self.provider.close()
         self.engine.dispose()
 
@@ -98,12 +99,16 @@ def open_runtime(
         every=settings.audit_checkpoint_every,
         seconds=settings.audit_checkpoint_seconds,
     )
+    # The group-commit writer gets its own small pool without pre-ping: a ping is one
+    # more round trip per batch, and a dead connection just fails one batch (closed).
+    writer_engine = make_engine(settings.sqlalchemy_url, pool_size=2, pre_ping=False)
+    writer_sessions = session_factory(writer_engine)
     writer = AuditWriter(
-        sessions,
+        writer_sessions,
         clock=clock,
         batch_max=settings.audit_batch_max,
         hooks=[checkpointer.batch_hook],
-        idle_hook=lambda: checkpointer.idle(sessions),
+        idle_hook=lambda: checkpointer.idle(writer_sessions),
     )
     runtime = Runtime(
         settings=settings,

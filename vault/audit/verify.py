@@ -143,7 +143,7 @@ class ChainVerifier:
                 if row[_PREV] != prev:
                     raise _Bad(seq, f"event {seq} does not link to the event before it")
                 stored = row[-1]
-                if hash_sorted_values(row[:-1]) != stored:
+                if hash_sorted_values(row) != stored:
                     raise _Bad(seq, f"event {seq} was modified (hash mismatch)")
                 signed = by_seq.get(seq)
                 if signed is not None and signed != stored:

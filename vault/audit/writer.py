@@ -63,6 +63,12 @@ class AuditWriter:
         thread = self._thread
         return thread is not None and thread.is_alive()
 
+    def dispose(self) -> None:
+        """Close the writer's connections (its session factory's engine)."""
+        bind = self._sessions.kw.get("bind")
+        if bind is not None and hasattr(bind, "dispose"):
+            bind.dispose()
+
     def add_hook(self, hook: BatchHook) -> None:
         self._hooks.append(hook)
 
