@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
 from vault.audit.chain import append_events, format_ts
@@ -83,33 +83,42 @@ def write_export(
     finally:
         session.close()
     with snapshot(engine) as conn:
-        public_key = audit_public_key(conn)
         rows = stream_events(conn, max_seq=covering.seq)
-        first = next(rows, None)
-        first_seq = int(first[_SEQ]) if first is not None else None  # type: ignore[call-overload]
-        checkpoints = load_checkpoints(
-            conn, min_seq=(first_seq - 1) if first_seq else 0, max_seq=covering.seq
-        )
-        header = {
-            "kind": FORMAT,
-            "version": 1,
-            "exported_at": format_ts(clock.now()),
-            "public_key": public_key.hex(),
-            "key_id": key_id_of(public_key),
-            "first_seq": first_seq,
-            "last_seq": covering.seq,
-        }
-        out.write(_line(header))
-        for cp in checkpoints:
-            out.write(_line(_checkpoint_json(cp)))
-        count = 0
-        if first is not None:
-            for row in _chain_one(first, rows):
-                doc = event_json(dict(zip(EVENT_COLUMNS, row, strict=True)))
-                out.write(_line({"kind": "event", **doc}))
-                count += 1
+        try:
+            return _write(out, conn, rows, covering.seq, clock)
+        finally:
+            rows.close()
+
+
+def _write(
+    out: TextIO, conn: Connection, rows: Iterator[tuple[object, ...]], last_seq: int, clock: Clock
+) -> ExportSummary:
+    public_key = audit_public_key(conn)
+    first = next(rows, None)
+    first_seq = int(first[_SEQ]) if first is not None else None  # type: ignore[call-overload]
+    checkpoints = load_checkpoints(
+        conn, min_seq=(first_seq - 1) if first_seq else 0, max_seq=last_seq
+    )
+    header = {
+        "kind": FORMAT,
+        "version": 1,
+        "exported_at": format_ts(clock.now()),
+        "public_key": public_key.hex(),
+        "key_id": key_id_of(public_key),
+        "first_seq": first_seq,
+        "last_seq": last_seq,
+    }
+    out.write(_line(header))
+    for cp in checkpoints:
+        out.write(_line(_checkpoint_json(cp)))
+    count = 0
+    if first is not None:
+        for row in _chain_one(first, rows):
+            doc = event_json(dict(zip(EVENT_COLUMNS, row, strict=True)))
+            out.write(_line({"kind": "event", **doc}))
+            count += 1
     return ExportSummary(
-        events=count, first_seq=first_seq, last_seq=covering.seq, checkpoint_seq=covering.seq
+        events=count, first_seq=first_seq, last_seq=last_seq, checkpoint_seq=last_seq
     )
 
 

@@ -9,7 +9,7 @@ never make an intact chain look truncated.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, select
@@ -80,14 +80,35 @@ def read_head_row(conn: Connection) -> tuple[int, str]:
     return int(row.seq), str(row.hash)
 
 
-def stream_events(conn: Connection, *, max_seq: int | None = None) -> Iterator[tuple[object, ...]]:
+def stream_events(
+    conn: Connection, *, max_seq: int | None = None
+) -> Generator[tuple[object, ...], None, None]:
     """Every event in seq order, as tuples in :data:`EVENT_COLUMNS` order."""
     stmt = select(*(_EV.c[name] for name in EVENT_COLUMNS)).order_by(_EV.c.seq)
     if max_seq is not None:
         stmt = stmt.where(_EV.c.seq <= max_seq)
-    result = conn.execution_options(stream_results=True, yield_per=_STREAM_BATCH).execute(stmt)
-    for partition in result.partitions(_STREAM_BATCH):
-        yield from partition
+    compiled = stmt.compile(dialect=conn.dialect)
+    # Plain DB-API tuples: SQLAlchemy's Row wrapper costs about as much as fetching the
+    # row, and verification is one tight loop over millions of them.
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    if conn.dialect.name == "postgresql":
+        cursor = dbapi.cursor(name="linevault_audit_stream")  # server-side: bounded memory
+    else:
+        cursor = dbapi.cursor()
+    try:
+        params = compiled.params
+        if compiled.positional:  # SQLite's qmark style
+            cursor.execute(str(compiled), tuple(params[k] for k in compiled.positiontup or ()))
+        else:
+            cursor.execute(str(compiled), params)
+        while True:
+            batch = cursor.fetchmany(_STREAM_BATCH)
+            if not batch:
+                return
+            yield from batch
+    finally:
+        cursor.close()
 
 
 def verify_database(engine: Engine, *, public_key: bytes | None = None) -> VerifyResult:
@@ -101,4 +122,8 @@ def verify_database(engine: Engine, *, public_key: bytes | None = None) -> Verif
         checkpoints = load_checkpoints(conn)
         head = read_head_row(conn)
         verifier = ChainVerifier(public_key=key, checkpoints=checkpoints, expected_head=head)
-        return verifier.run(stream_events(conn))
+        events = stream_events(conn)
+        try:
+            return verifier.run(events)
+        finally:
+            events.close()  # a failed check stops early: close the cursor while connected
