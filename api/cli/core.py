@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from api.cli import audit as audit_cli
 from api.cli import users
 from api.cli.common import DataDir, build_settings, fail
 from vault import __version__
@@ -24,6 +25,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(users.app, name="users")
+app.add_typer(audit_cli.app, name="audit")
 
 
 @app.command("init")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import auth, lines, me, privacy, system, tenants
+from api.routes import audit, auth, lines, me, privacy, system, tenants
 
 __all__ = ["ROUTERS"]
 
@@ -15,4 +15,5 @@ ROUTERS: list[APIRouter] = [
     tenants.router,
     lines.router,
     privacy.router,
+    audit.router,
 ]

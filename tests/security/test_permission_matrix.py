@@ -182,6 +182,19 @@ EXPECTATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ),
     ("DELETE", "/v1/tenants/{tenant_id}"): row(_TENANT_OWNER, params=_doomed_tenant),
     ("GET", "/v1/tenants/{tenant_id}/export"): row(_TENANT_OWNER),
+    # Audit: platform admins/auditors read all; tenant readers must name their tenant
+    # (no tenant_id here -> 400; the scoped reads are covered in tests/api/test_audit_routes).
+    ("GET", "/v1/audit/events"): row(
+        {
+            "platform_admin": 200,
+            "platform_auditor": 200,
+            **dict.fromkeys(("owner", "admin", "member", "auditor", "no_role", "other_owner"), 400),
+            _ALL: 401,
+        }
+    ),
+    ("GET", "/v1/audit/verify"): row(
+        {"platform_admin": 200, "platform_auditor": 200, **dict.fromkeys(USERS[2:], 403), _ALL: 401}
+    ),
 }
 
 
