@@ -23,10 +23,6 @@ log = logging.getLogger("linevault.access")
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 def _problem_bytes(status: int, code: str, title: str, detail: str) -> bytes:
     return json.dumps(
         {
@@ -71,34 +67,44 @@ class BodyLimitMiddleware:
                 try:
                     declared = int(value)
                 except ValueError:
-                    await _send_problem(send, 400, "invalid_request", "Invalid request", "bad Content-Length")
+                    await _send_problem(
+                        send, 400, "invalid_request", "Invalid request", "bad Content-Length"
+                    )
                     return
                 if declared > self.max_bytes:
                     await _send_problem(send, 413, "payload_too_large", "Payload too large", detail)
                     return
         received = 0
         started = False
+        refused = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            # Past the limit: answer 413 ourselves and tell the app the client went away,
+            # so no route or body parser ever sees the oversized payload.
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _BodyTooLarge
+                    refused = True
+                    if not started:
+                        await _send_problem(
+                            send, 413, "payload_too_large", "Payload too large", detail
+                        )
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal started
+            if refused:
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await _send_problem(send, 413, "payload_too_large", "Payload too large", detail)
+        await self.app(scope, limited_receive, guarded_send)
 
 
 class RequestContextMiddleware:
@@ -117,8 +123,10 @@ class RequestContextMiddleware:
             if name == b"x-request-id":
                 incoming = value.decode("latin-1")
                 break
-        request_id = incoming if incoming and _SAFE_REQUEST_ID.match(incoming) else (
-            "req_" + secrets.token_hex(12)
+        request_id = (
+            incoming
+            if incoming and _SAFE_REQUEST_ID.match(incoming)
+            else ("req_" + secrets.token_hex(12))
         )
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id

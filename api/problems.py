@@ -13,10 +13,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from kms.errors import KmsError, KmsUnavailable
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kms.errors import KmsError, KmsUnavailable
 from vault import errors as e
 
 __all__ = ["PROBLEM_TABLE", "install_problem_handlers", "problem_response"]
@@ -92,7 +92,9 @@ def _validation_detail(exc: RequestValidationError) -> tuple[str, list[dict[str,
     fields: list[dict[str, str]] = []
     for err in exc.errors():
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
-        fields.append({"field": ".".join(loc) or "body", "problem": str(err.get("type", "invalid"))})
+        fields.append(
+            {"field": ".".join(loc) or "body", "problem": str(err.get("type", "invalid"))}
+        )
     names = ", ".join(sorted({f["field"] for f in fields})) or "body"
     return f"invalid value for: {names}", fields
 
@@ -118,7 +120,9 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         detail, fields = _validation_detail(exc)
-        return problem_response(422, "invalid_request", "Invalid request", detail, extra={"fields": fields})
+        return problem_response(
+            422, "invalid_request", "Invalid request", detail, extra={"fields": fields}
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -130,9 +134,13 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(DBAPIError)
     async def _database(_: Request, exc: Exception) -> JSONResponse:
         log.error("database error: %s", type(exc).__name__)
-        return problem_response(503, "unavailable", "Service unavailable", "the database is unavailable")
+        return problem_response(
+            503, "unavailable", "Service unavailable", "the database is unavailable"
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error: %s", type(exc).__name__)
-        return problem_response(500, "internal_error", "Internal error", "an internal error occurred")
+        return problem_response(
+            500, "internal_error", "Internal error", "an internal error occurred"
+        )

@@ -14,12 +14,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from tests.support.db import PostgresServer, SqliteTemplate, postgres_url_or_skip, reset_database
 from vault.bootstrap import BootstrapResult, initialise
 from vault.clock import FixedClock
 from vault.runtime import Runtime, open_runtime
 from vault.settings import Settings
 from vault.storage.engine import make_engine
-from tests.support.db import PostgresServer, SqliteTemplate, postgres_url_or_skip, reset_database
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,9 @@ def _digest(directory: Path) -> dict[str, str]:
 def test_init_json_then_refuses_second_time(tmp_path: Path, db_url: str) -> None:
     data = tmp_path / "var"
     env = {"LINEVAULT_DATABASE_URL": db_url}
-    first = run("init", "--admin-email", "Admin@Example.test", "--data-dir", str(data), "--json", env=env)
+    first = run(
+        "init", "--admin-email", "Admin@Example.test", "--data-dir", str(data), "--json", env=env
+    )
     assert first.returncode == 0, first.stderr
     doc = json.loads(first.stdout)
     assert set(doc) == {"admin_email", "admin_password", "admin_totp_secret"}
@@ -50,12 +52,16 @@ def test_init_json_then_refuses_second_time(tmp_path: Path, db_url: str) -> None
     assert doc["admin_password"] not in first.stderr
 
     before = _digest(data)
-    second = run("init", "--admin-email", "x@example.test", "--data-dir", str(data), "--json", env=env)
+    second = run(
+        "init", "--admin-email", "x@example.test", "--data-dir", str(data), "--json", env=env
+    )
     assert second.returncode == 2
     assert second.stdout == ""
     assert _digest(data) == before
 
-    again = run("init", "--admin-email", "x@example.test", "--data-dir", str(data), "--if-needed", env=env)
+    again = run(
+        "init", "--admin-email", "x@example.test", "--data-dir", str(data), "--if-needed", env=env
+    )
     assert again.returncode == 0
 
 

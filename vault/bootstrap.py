@@ -27,7 +27,13 @@ from vault.storage.migrate import current_revision, upgrade
 from vault.storage.models import SystemSecret, User
 from vault.storage.sessions import session_factory
 
-__all__ = ["AlreadyInitialised", "BootstrapResult", "create_user_row", "initialise", "is_initialised"]
+__all__ = [
+    "AlreadyInitialised",
+    "BootstrapResult",
+    "create_user_row",
+    "initialise",
+    "is_initialised",
+]
 
 
 class AlreadyInitialised(RuntimeError):
@@ -49,6 +55,8 @@ def is_initialised(settings: Settings) -> bool:
     key_file = getattr(config, "key_file", None)
     if key_file is not None and getattr(config, "root_key_b64", None) is None and key_file.exists():
         return True
+    if settings.database_url is None and not (settings.data_dir / "linevault.db").exists():
+        return False
     engine = make_engine(settings.sqlalchemy_url, pool_size=1)
     try:
         if current_revision(engine) is None:

@@ -75,7 +75,9 @@ class Runtime:
         self.engine.dispose()
 
 
-def open_runtime(settings: Settings, *, clock: Clock | None = None, start_writer: bool = True) -> Runtime:
+def open_runtime(
+    settings: Settings, *, clock: Clock | None = None, start_writer: bool = True
+) -> Runtime:
     clock = clock or SystemClock()
     engine = make_engine(settings.sqlalchemy_url, pool_size=max(8, settings.threadpool_size // 2))
     if current_revision(engine) is None:

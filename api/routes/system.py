@@ -30,9 +30,15 @@ def health(runtime: Rt) -> JSONResponse:
         parts["kms"] = "ok"
     except Exception:
         parts["kms"] = "unavailable"
-    parts["audit"] = "ok" if runtime.audit_writer.running and parts["database"] == "ok" else "unavailable"
+    parts["audit"] = (
+        "ok" if runtime.audit_writer.running and parts["database"] == "ok" else "unavailable"
+    )
     healthy = all(v == "ok" for v in parts.values())
-    body: dict[str, Any] = {"status": "ok" if healthy else "unavailable", "version": __version__, **parts}
+    body: dict[str, Any] = {
+        "status": "ok" if healthy else "unavailable",
+        "version": __version__,
+        **parts,
+    }
     if not healthy:
         body["failing"] = [k for k, v in parts.items() if v != "ok"]
     return JSONResponse(body, status_code=200 if healthy else 503)

@@ -19,7 +19,7 @@ def assert_problem(response, status: int, code: str) -> dict:
     assert response.status_code == status
     assert response.headers["content-type"].startswith("application/problem+json")
     body = response.json()
-    assert PROBLEM_KEYS <= body.keys()
+    assert body.keys() >= PROBLEM_KEYS
     assert body["status"] == status
     assert body["code"] == code
     assert "Traceback" not in response.text
@@ -70,9 +70,17 @@ def test_malformed_json_is_422(client: TestClient, probe) -> None:
     assert probe["n"] == 0
 
 
-def test_oversized_declared_body_is_413_and_never_reaches_the_route(client: TestClient, probe) -> None:
+def test_oversized_declared_body_is_413_and_never_reaches_the_route(
+    client: TestClient, probe
+) -> None:
     payload = json.dumps({"name": "x" * (70 * 1024), "count": 1})
-    assert_problem(client.post("/v1/_test/sink", content=payload, headers={"content-type": "application/json"}), 413, "payload_too_large")
+    assert_problem(
+        client.post(
+            "/v1/_test/sink", content=payload, headers={"content-type": "application/json"}
+        ),
+        413,
+        "payload_too_large",
+    )
     assert probe["n"] == 0
 
 
@@ -92,7 +100,9 @@ def test_oversized_streamed_body_is_413(client: TestClient, probe) -> None:
 
 def test_body_just_under_limit_is_accepted(client: TestClient, probe) -> None:
     payload = json.dumps({"name": "x" * (60 * 1024), "count": 1})
-    response = client.post("/v1/_test/sink", content=payload, headers={"content-type": "application/json"})
+    response = client.post(
+        "/v1/_test/sink", content=payload, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 200
     assert probe["n"] == 1
 
@@ -104,7 +114,8 @@ def test_authorization_header_never_logged(client: TestClient, probe) -> None:
 
     class Capture(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            records.append(formatter.format(record))
+            if not record.name.startswith(("httpx", "httpcore")):  # the test's own client
+                records.append(formatter.format(record))
 
     handler = Capture(level=logging.DEBUG)
     root = logging.getLogger()

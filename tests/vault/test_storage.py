@@ -28,10 +28,8 @@ def test_migrations_match_models(db_url: str) -> None:
         engine.dispose()
 
 
-def test_sqlite_pragmas(backend: str, db_url: str) -> None:
-    if backend != "sqlite":
-        pytest.skip("SQLite only")
-    engine = make_engine(db_url, pool_size=1)
+def test_sqlite_pragmas(sqlite_template, tmp_path) -> None:
+    engine = make_engine(sqlite_template.fresh(tmp_path), pool_size=1)
     try:
         with engine.connect() as conn:
             assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
@@ -53,7 +51,9 @@ def test_utc_round_trip_and_naive_refused(db_url: str) -> None:
         assert loaded == moment
         assert loaded.tzinfo is not None and loaded.utcoffset() == timedelta(0)
         with pytest.raises(Exception, match="naive"), unit_of_work(sessions) as s:
-            s.add(Tenant(id="tnt_y", name="y", created_at=datetime(2026, 1, 1), active_kek_version=1))
+            s.add(
+                Tenant(id="tnt_y", name="y", created_at=datetime(2026, 1, 1), active_kek_version=1)
+            )
             s.flush()
     finally:
         engine.dispose()

@@ -20,9 +20,6 @@ from vault.storage.models import AuditEventRow, AuditHead
 
 __all__ = ["ChainHead", "append_events", "format_ts", "read_head"]
 
-_EVENTS = AuditEventRow.__table__
-_HEAD = AuditHead.__table__
-
 
 class ChainHead:
     __slots__ = ("hash", "seq")
@@ -38,7 +35,7 @@ def format_ts(moment: datetime) -> str:
 
 
 def read_head(session: Session, *, lock: bool) -> ChainHead:
-    stmt = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1)
+    stmt = select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)
     if lock and session.get_bind().dialect.name != "sqlite":
         stmt = stmt.with_for_update()
     row = session.execute(stmt).one()
@@ -65,6 +62,6 @@ def append_events(
         row = event.to_row(seq=seq, ts=ts, prev_hash=prev)
         row["hash"] = prev = event_hash(row)
         rows.append(row)
-    session.execute(insert(_EVENTS), rows)
-    session.execute(update(_HEAD).where(_HEAD.c.id == 1).values(seq=seq, hash=prev))
+    session.execute(insert(AuditEventRow), rows)
+    session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=prev))
     return rows

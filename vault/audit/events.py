@@ -109,7 +109,9 @@ class AuditEvent:
         for name, limit in _LIMITS.items():
             row[name] = sanitize(row[name], limit)
         row["details"] = (
-            json.dumps(dict(self.details), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            json.dumps(
+                dict(self.details), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+            )
             if self.details
             else None
         )

@@ -20,7 +20,9 @@ def generate_password(length: int = 24) -> str:
 class Passwords:
     """argon2id hashing; a dummy hash keeps unknown accounts on the same work as known ones."""
 
-    def __init__(self, *, memory_kib: int = 19_456, time_cost: int = 2, parallelism: int = 1) -> None:
+    def __init__(
+        self, *, memory_kib: int = 19_456, time_cost: int = 2, parallelism: int = 1
+    ) -> None:
         if memory_kib < 19_456 or time_cost < 2 or parallelism < 1:
             raise ValueError("argon2id parameters below OWASP's minimum")
         self._hasher = PasswordHasher(
@@ -34,7 +36,10 @@ class Passwords:
     def verify(self, stored_hash: str | None, password: str) -> bool:
         """Constant work whether or not the account exists (``stored_hash`` None)."""
         try:
-            return self._hasher.verify(stored_hash or self._dummy, password) and stored_hash is not None
+            return (
+                self._hasher.verify(stored_hash or self._dummy, password)
+                and stored_hash is not None
+            )
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from kms.crypto import new_key, open_sealed, seal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kms import KeyProvider, WrappedKey
-from kms.crypto import new_key, open_sealed, seal
 from vault.errors import NotFound
 from vault.keys.cache import KekCache
 from vault.keys.context import associated_data
@@ -137,7 +137,9 @@ class KeyRing:
             aad=dek_ad(tenant_id, line_id, credential_version, kek_version),
             key_version=kek_version,
         )
-        return SealedCredential(kek_version=kek_version, wrapped_dek=wrapped_dek, ciphertext=ciphertext)
+        return SealedCredential(
+            kek_version=kek_version, wrapped_dek=wrapped_dek, ciphertext=ciphertext
+        )
 
     @staticmethod
     def open_credential(
@@ -180,4 +182,3 @@ class KeyRing:
             aad=dek_ad(tenant_id, line_id, credential_version, new_version),
             key_version=new_version,
         )
-

@@ -14,11 +14,11 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
+from kms.crypto import SigningKey, hkdf_sha256, hmac_sha256, new_key, open_sealed, seal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kms import KeyProvider, WrappedKey
-from kms.crypto import SigningKey, hkdf_sha256, hmac_sha256, new_key, open_sealed, seal
 from vault.keys.context import associated_data
 from vault.storage.models import SystemSecret
 
@@ -49,14 +49,18 @@ class SystemKeys:
 
     def mac(self, purpose: str, message: bytes) -> bytes:
         """A keyed hash for one purpose (e.g. ``runner-token``, ``fingerprint``)."""
-        key = hkdf_sha256(self.hmac_root, salt=None, info=b"linevault/mac/" + purpose.encode(), length=32)
+        key = hkdf_sha256(
+            self.hmac_root, salt=None, info=b"linevault/mac/" + purpose.encode(), length=32
+        )
         return hmac_sha256(key, message)
 
     def seal_totp(self, *, user_id: str, secret: str) -> bytes:
         return seal(self.totp_key, secret.encode(), aad=associated_data("totp", user=user_id))
 
     def open_totp(self, *, user_id: str, envelope: bytes) -> str:
-        return open_sealed(self.totp_key, envelope, aad=associated_data("totp", user=user_id)).decode()
+        return open_sealed(
+            self.totp_key, envelope, aad=associated_data("totp", user=user_id)
+        ).decode()
 
     # -- lifecycle --------------------------------------------------------------------
 

@@ -16,7 +16,14 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["SessionFactory", "is_sqlite", "make_engine", "normalize_url", "readonly", "unit_of_work"]
+__all__ = [
+    "SessionFactory",
+    "is_sqlite",
+    "make_engine",
+    "normalize_url",
+    "readonly",
+    "unit_of_work",
+]
 
 SessionFactory = sessionmaker[Session]
 _READONLY = "linevault_readonly"
@@ -24,7 +31,7 @@ _READONLY = "linevault_readonly"
 
 def normalize_url(url: str) -> str:
     """Accept plain ``postgresql://`` URLs and use the psycopg 3 driver for them."""
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
+    if url.startswith(("postgresql://", "postgres://")):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
 

@@ -36,8 +36,8 @@ __all__ = [
     "Kek",
     "KeyRotation",
     "Line",
-    "MfaChallenge",
     "Membership",
+    "MfaChallenge",
     "RecoveryCode",
     "Runner",
     "RunnerToken",
@@ -240,9 +240,7 @@ class RunnerToken(Base):
 
     __tablename__ = "runner_tokens"
     token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
-    runner_id: Mapped[str] = mapped_column(
-        ForeignKey("runners.id", ondelete="CASCADE"), index=True
-    )
+    runner_id: Mapped[str] = mapped_column(ForeignKey("runners.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -250,9 +248,7 @@ class RunnerToken(Base):
 class Grant(Base):
     __tablename__ = "grants"
     id: Mapped[str] = mapped_column(ID, primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(
-        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
-    )
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     runner_id: Mapped[str] = mapped_column(ForeignKey("runners.id", ondelete="CASCADE"))
     all_lines: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
