@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import system
+from api.routes import auth, me, system, tenants
 
 __all__ = ["ROUTERS"]
 
 ROUTERS: list[APIRouter] = [
     system.router,
+    auth.router,
+    me.router,
+    tenants.router,
 ]
