@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import auth, me, system, tenants
+from api.routes import auth, keys, me, system, tenants
 
 __all__ = ["ROUTERS"]
 
@@ -13,4 +13,5 @@ ROUTERS: list[APIRouter] = [
     auth.router,
     me.router,
     tenants.router,
+    keys.router,
 ]
