@@ -19,8 +19,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import Table, bindparam, select, text, update
 from sqlalchemy.orm import Session
 
 from kms.errors import KmsError
@@ -288,16 +289,18 @@ def _apply(session: Session, updates: list[tuple[str, int, int, bytes]], *, to_v
         for start in range(0, len(updates), _PG_CHUNK):
             total += _apply_pg(session, updates[start : start + _PG_CHUNK], to_version)
         return total
-    result = session.execute(
-        update(Line)
+    table = cast(Table, Line.__table__)
+    lines = table.c
+    # Core (not ORM) executemany: one prepared statement, many parameter sets.
+    result = session.connection().execute(
+        update(table)
         .where(
-            Line.id == bindparam("b_id"),
-            Line.version == bindparam("b_cv"),
-            Line.kek_version == bindparam("b_kv"),
-            Line.wrapped_dek.is_not(None),
+            lines.id == bindparam("b_id"),
+            lines.version == bindparam("b_cv"),
+            lines.kek_version == bindparam("b_kv"),
+            lines.wrapped_dek.is_not(None),
         )
-        .values(wrapped_dek=bindparam("b_w"), kek_version=to_version)
-        .execution_options(synchronize_session=False),
+        .values(wrapped_dek=bindparam("b_w"), kek_version=to_version),
         [{"b_id": i, "b_cv": cv, "b_kv": kv, "b_w": w} for i, cv, kv, w in updates],
     )
     return int(getattr(result, "rowcount", 0) or 0)
