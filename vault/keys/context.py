@@ -16,6 +16,8 @@ because they sit on the credential fetch path (tests hold them equal).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 __all__ = ["associated_data", "credential_data", "dek_data"]
 
 _PREFIX = b"linevault/ad/v1"
@@ -37,6 +39,7 @@ _DEK_HEAD = _PREFIX + b"|" + _item("purpose", "credential-dek")
 _CRED_HEAD = _PREFIX + b"|" + _item("purpose", "credential")
 
 
+@lru_cache(maxsize=16_384)  # hot lines' encodings are reused on every fetch
 def dek_data(tenant_id: str, line_id: str, credential_version: int, kek_version: int) -> bytes:
     """``associated_data("credential-dek", tenant=, line=, credential_version=, kek_version=)``."""
     t = tenant_id.encode()
@@ -56,6 +59,7 @@ def dek_data(tenant_id: str, line_id: str, credential_version: int, kek_version:
     )
 
 
+@lru_cache(maxsize=16_384)
 def credential_data(tenant_id: str, line_id: str, line_type: str, credential_version: int) -> bytes:
     """``associated_data("credential", tenant=, line=, type=, credential_version=)``."""
     t = tenant_id.encode()

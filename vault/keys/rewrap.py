@@ -37,7 +37,6 @@ from vault.storage.models import Kek, KeyRotation, Line
 __all__ = ["BatchResult", "RewrapError", "Rewrapper", "running_rotations"]
 
 SYSTEM_ACTOR = "linevault-rewrap"
-_PG_CHUNK = 1000  # rows per UPDATE ... FROM (VALUES ...) statement (4 parameters each)
 
 Progress = Callable[[int], None]
 
@@ -285,10 +284,7 @@ def _apply(session: Session, updates: list[tuple[str, int, int, bytes]], *, to_v
     if not updates:
         return 0
     if session.get_bind().dialect.name == "postgresql":
-        total = 0
-        for start in range(0, len(updates), _PG_CHUNK):
-            total += _apply_pg(session, updates[start : start + _PG_CHUNK], to_version)
-        return total
+        return _apply_pg(session, updates, to_version)
     table = cast(Table, Line.__table__)
     lines = table.c
     # Core (not ORM) executemany: one prepared statement, many parameter sets.
@@ -307,20 +303,16 @@ def _apply(session: Session, updates: list[tuple[str, int, int, bytes]], *, to_v
 
 
 def _apply_pg(session: Session, updates: list[tuple[str, int, int, bytes]], to_version: int) -> int:
-    # One statement per chunk instead of one per row: the rewrap is round-trip bound.
-    values = ", ".join(
-        f"(CAST(:i{n} AS varchar), CAST(:c{n} AS integer), CAST(:k{n} AS integer), "
-        f"CAST(:w{n} AS bytea))"
-        for n in range(len(updates))
-    )
-    params: dict[str, object] = {"to_version": to_version}
-    for n, (line_id, cv, kv, blob) in enumerate(updates):
-        params[f"i{n}"], params[f"c{n}"], params[f"k{n}"], params[f"w{n}"] = line_id, cv, kv, blob
+    # One statement, four array parameters: no per-row round trip, bind or compile cost.
     statement = text(
-        "UPDATE lines SET wrapped_dek = v.w, kek_version = :to_version "  # noqa: S608
-        f"FROM (VALUES {values}) AS v(id, cv, kv, w) "
+        "UPDATE lines SET wrapped_dek = v.w, kek_version = :to_version "
+        "FROM unnest(CAST(:ids AS varchar[]), CAST(:cvs AS integer[]), "
+        "CAST(:kvs AS integer[]), CAST(:ws AS bytea[])) AS v(id, cv, kv, w) "
         "WHERE lines.id = v.id AND lines.version = v.cv AND lines.kek_version = v.kv "
         "AND lines.wrapped_dek IS NOT NULL"
     )
-    result = session.execute(statement, params)
+    ids, cvs, kvs, ws = (list(col) for col in zip(*updates, strict=True))
+    result = session.execute(
+        statement, {"to_version": to_version, "ids": ids, "cvs": cvs, "kvs": kvs, "ws": ws}
+    )
     return int(getattr(result, "rowcount", 0) or 0)
