@@ -41,6 +41,7 @@ def _rotation(view: RotationView) -> dict[str, Any]:
         "pending_rewrap": view.pending_rewrap,
         "started_at": rfc3339(view.started_at),
         "finished_at": rfc3339(view.finished_at),
+        "resumed": view.resumed,
     }
 
 
