@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import auth, keys, me, system, tenants
+from api.routes import auth, keys, lines, me, privacy, system, tenants
 
 __all__ = ["ROUTERS"]
 
@@ -13,5 +13,7 @@ ROUTERS: list[APIRouter] = [
     auth.router,
     me.router,
     tenants.router,
+    lines.router,
+    privacy.router,
     keys.router,
 ]
