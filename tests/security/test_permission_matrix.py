@@ -182,6 +182,13 @@ EXPECTATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ),
     ("DELETE", "/v1/tenants/{tenant_id}"): row(_TENANT_OWNER, params=_doomed_tenant),
     ("GET", "/v1/tenants/{tenant_id}/export"): row(_TENANT_OWNER),
+    # Keys: managers rotate (MFA; sessions here are fresh); a repeat resumes, also 202.
+    ("POST", "/v1/tenants/{tenant_id}/keys/rotate"): row(
+        {**_TENANT_MANAGERS, "platform_admin": 202, "owner": 202, "admin": 202}
+    ),
+    ("GET", "/v1/tenants/{tenant_id}/keys"): row(
+        {**_TENANT_MANAGERS, "auditor": 200, "platform_auditor": 200}
+    ),
 }
 
 
