@@ -123,7 +123,6 @@ def test_rotation_survives_sigkill_at_random_points(
     assert final["exit"] == 0, final
     report = final["report"]
     assert report["state"] == "done", report
-    assert report["statements"] > 150, report  # kill points 1..260 span the whole run
     _check_invariants(runtime, tenant_id, secrets)
     with unit_of_work(runtime.sessions) as session:
         states = {
