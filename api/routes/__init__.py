@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import audit, auth, lines, me, privacy, system, tenants
+from api.routes import audit, auth, keys, lines, me, privacy, system, tenants
 
 __all__ = ["ROUTERS"]
 
@@ -16,4 +16,5 @@ ROUTERS: list[APIRouter] = [
     lines.router,
     privacy.router,
     audit.router,
+    keys.router,
 ]

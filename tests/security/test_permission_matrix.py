@@ -195,6 +195,13 @@ EXPECTATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/v1/audit/verify"): row(
         {"platform_admin": 200, "platform_auditor": 200, **dict.fromkeys(USERS[2:], 403), _ALL: 401}
     ),
+    # Keys: managers rotate (MFA; sessions here are fresh); a repeat resumes, also 202.
+    ("POST", "/v1/tenants/{tenant_id}/keys/rotate"): row(
+        {**_TENANT_MANAGERS, "platform_admin": 202, "owner": 202, "admin": 202}
+    ),
+    ("GET", "/v1/tenants/{tenant_id}/keys"): row(
+        {**_TENANT_MANAGERS, "auditor": 200, "platform_auditor": 200}
+    ),
 }
 
 
