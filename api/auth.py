@@ -2,11 +2,60 @@
 
 Public names other routes rely on:
 - ``CurrentUser``: the authenticated human (``UserPrincipal``) from ``Authorization: Bearer``
-  with a session token; 401 ``unauthenticated`` otherwise (runner tokens included).
+  with a session token; 401 ``unauthenticated`` otherwise (runner tokens included), and
+  the denied attempt is audited (``auth.session``).
 - ``require_mfa(runtime, session, principal, mfa_code, ctx)``: passes when the session is
-  MFA-fresh or ``mfa_code`` is a valid unused TOTP code; else ``MfaRequired``/``MfaInvalid``.
+  MFA-fresh or ``mfa_code`` is a valid unused TOTP code; else ``MfaRequired`` (403
+  ``mfa_required``) or ``MfaInvalid`` (401 ``mfa_invalid``, throttled and audited).
+
+The logic lives in ``vault.identity``; this module only adapts it to FastAPI.
 """
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from typing import Annotated
+
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from api.deps import Ctx, Rt
+from vault.audit.events import RequestContext
+from vault.authz import UserPrincipal
+from vault.identity.service import authenticator_for
+from vault.runtime import Runtime
+
+__all__ = ["CurrentUser", "bearer_token", "current_user", "require_mfa"]
+
+_bearer = HTTPBearer(auto_error=False, description="A session token from /v1/auth/login")
+
+
+def bearer_token(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str | None:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        return None
+    return credentials.credentials
+
+
+def current_user(
+    runtime: Rt, ctx: Ctx, token: Annotated[str | None, Depends(bearer_token)]
+) -> UserPrincipal:
+    return authenticator_for(runtime).authenticate(token, ctx=ctx)
+
+
+CurrentUser = Annotated[UserPrincipal, Depends(current_user)]
+
+
+def require_mfa(
+    runtime: Runtime,
+    session: Session,
+    principal: UserPrincipal,
+    mfa_code: str | None,
+    ctx: RequestContext,
+) -> None:
+    """Raise unless the session is MFA-fresh or ``mfa_code`` is a valid unused code.
+
+    Call it before the route's own changes; on failure it rolls ``session`` back.
+    """
+    authenticator_for(runtime).require_mfa(session, principal, mfa_code, ctx)

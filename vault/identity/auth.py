@@ -1,0 +1,422 @@
+"""Authentication flows: password login, the TOTP step, step-up, session checks, logout.
+
+Unlike ordinary domain services, these flows own their short transactions, for two
+reasons: a failed attempt must leave its throttle counter and audit event behind even
+though the request fails (so they are written in a transaction of their own), and the
+argon2 work must not run while holding a write transaction (on SQLite that is the
+database lock). Every attempt, successful or not, leaves one ``auth.*`` audit event;
+none carries the password, code or token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from vault.audit.events import AuditEvent, Outcome, RequestContext
+from vault.audit.trail import AuditTrail
+from vault.authz import UserPrincipal
+from vault.clock import Clock
+from vault.errors import MfaInvalid, MfaRequired, RateLimited, Unauthenticated
+from vault.identity.passwords import Passwords
+from vault.identity.recovery import RecoveryCodes
+from vault.identity.sessions import IssuedSession, SessionStore
+from vault.identity.throttle import Throttler
+from vault.identity.totp import consume_step, match_step
+from vault.ids import new_id, new_token
+from vault.keys.system import SystemKeys
+from vault.storage.engine import SessionFactory, unit_of_work
+from vault.storage.models import MfaChallenge, User
+
+__all__ = ["Authenticator", "LoginResult"]
+
+_MFA_TOKEN_PREFIX = "lvm_"  # noqa: S105 - a scheme tag, not a secret
+
+
+@dataclass(frozen=True, slots=True)
+class LoginResult:
+    mfa_token: str | None = None
+    session: IssuedSession | None = None
+
+    def __repr__(self) -> str:
+        return f"LoginResult(mfa_required={self.mfa_token is not None})"
+
+
+class _Denied(Exception):
+    """Internal: an attempt failed; carries what to record once the transaction is gone."""
+
+    def __init__(
+        self, reason: str, *, keys: list[str], actor_id: str | None, error: Exception
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.keys = keys
+        self.actor_id = actor_id
+        self.error = error
+
+
+class Authenticator:
+    def __init__(
+        self,
+        *,
+        sessions: SessionFactory,
+        readonly_sessions: SessionFactory,
+        clock: Clock,
+        audit: AuditTrail,
+        passwords: Passwords,
+        system_keys: SystemKeys,
+        store: SessionStore,
+        throttler: Throttler,
+        recovery: RecoveryCodes,
+        mfa_token_ttl_seconds: int,
+    ) -> None:
+        self._sessions = sessions
+        self._readonly = readonly_sessions
+        self._clock = clock
+        self._audit = audit
+        self._passwords = passwords
+        self._keys = system_keys
+        self.store = store
+        self.throttler = throttler
+        self.recovery = recovery
+        self._mfa_ttl = mfa_token_ttl_seconds
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _event(
+        self,
+        action: str,
+        outcome: Outcome,
+        *,
+        actor_id: str | None,
+        reason: str,
+        ctx: RequestContext,
+        session_id: str | None = None,
+    ) -> AuditEvent:
+        return AuditEvent(
+            action=action,
+            outcome=outcome,
+            actor_type="user",
+            actor_id=actor_id,
+            resource_type="session" if session_id else None,
+            resource_id=session_id,
+            reason=reason,
+            context=ctx,
+        )
+
+    def password_keys(self, email: str, ctx: RequestContext) -> list[str]:
+        # The account key is a keyed hash of the address: unknown addresses are throttled
+        # exactly like known ones, and the table never lists who tried what.
+        tag = self._keys.mac("throttle-email", email.strip().lower().encode()).hex()[:32]
+        return [f"pw:acct:{tag}", f"pw:ip:{ctx.ip or '-'}"]
+
+    @staticmethod
+    def code_keys(user_id: str, ctx: RequestContext) -> list[str]:
+        return [f"otp:acct:{user_id}", f"otp:ip:{ctx.ip or '-'}"]
+
+    def _record_denial(self, action: str, denied: _Denied, ctx: RequestContext) -> None:
+        """Count the failure and audit it in one short transaction of its own."""
+        now = self._clock.now()
+        with unit_of_work(self._sessions) as session:
+            if denied.keys:
+                self.throttler.fail(session, denied.keys, now=now)
+            self._audit.record(
+                session,
+                self._event(
+                    action, "denied", actor_id=denied.actor_id, reason=denied.reason, ctx=ctx
+                ),
+            )
+
+    def _rate_limited(
+        self, action: str, exc: RateLimited, actor_id: str | None, ctx: RequestContext
+    ) -> RateLimited:
+        self._audit.emit(
+            self._event(action, "denied", actor_id=actor_id, reason="rate limited", ctx=ctx)
+        )
+        return exc
+
+    def _verify_code(
+        self, session: Session, user: User, code: str, *, now: datetime, allow_recovery: bool
+    ) -> str | None:
+        """Check and consume a TOTP (or recovery) code; returns which kind matched."""
+        if user.totp_enrolled and user.totp_secret_enc is not None:
+            secret = self._keys.open_totp(user_id=user.id, envelope=user.totp_secret_enc)
+            step = match_step(secret, code, now=now)
+            if step is not None and consume_step(session, user_id=user.id, step=step):
+                return "totp"
+        if (
+            allow_recovery
+            and user.totp_enrolled
+            and self.recovery.consume(session, user_id=user.id, code=code, now=now)
+        ):
+            return "recovery code"
+        return None
+
+    # -- login ------------------------------------------------------------------------
+
+    def login(self, *, email: str, password: str, ctx: RequestContext) -> LoginResult:
+        now = self._clock.now()
+        keys = self.password_keys(email, ctx)
+        normalized = email.strip().lower()
+        with unit_of_work(self._readonly) as session:
+            try:
+                self.throttler.check(session, keys, now=now)
+            except RateLimited as exc:
+                raise self._rate_limited("auth.login", exc, None, ctx) from None
+            user = session.execute(
+                select(User).where(User.email == normalized)
+            ).scalar_one_or_none()
+        # Same argon2 work whether or not the account exists (a dummy hash otherwise).
+        good = self._passwords.verify(user.password_hash if user else None, password)
+        if user is None or not good or user.disabled_at is not None:
+            denied = _Denied(
+                "wrong email or password",
+                keys=keys,
+                actor_id=user.id if user else None,
+                error=Unauthenticated("the email or password is not correct"),
+            )
+            self._record_denial("auth.login", denied, ctx)
+            raise denied.error
+        with unit_of_work(self._sessions) as session:
+            self.throttler.reset(session, keys[:1])
+            if self._passwords.needs_rehash(user.password_hash):
+                session.execute(
+                    update(User)
+                    .where(User.id == user.id)
+                    .values(password_hash=self._passwords.hash(password))
+                )
+            if user.totp_enrolled:
+                token = new_token(_MFA_TOKEN_PREFIX)
+                session.add(
+                    MfaChallenge(
+                        id=new_id("mfa"),
+                        token_hash=self._keys.mac("mfa-token", token.encode()),
+                        user_id=user.id,
+                        expires_at=now + timedelta(seconds=self._mfa_ttl),
+                    )
+                )
+                session.flush()
+                self._audit.record(
+                    session,
+                    self._event(
+                        "auth.login",
+                        "success",
+                        actor_id=user.id,
+                        reason="password accepted; second factor required",
+                        ctx=ctx,
+                    ),
+                )
+                return LoginResult(mfa_token=token)
+            issued = self.store.create(session, user_id=user.id, now=now, mfa_fresh=False)
+            self._audit.record(
+                session,
+                self._event(
+                    "auth.login",
+                    "success",
+                    actor_id=user.id,
+                    reason="password accepted",
+                    ctx=ctx,
+                    session_id=issued.session_id,
+                ),
+            )
+            return LoginResult(session=issued)
+
+    def complete_mfa(self, *, mfa_token: str, code: str, ctx: RequestContext) -> IssuedSession:
+        now = self._clock.now()
+        ip_key = [f"otp:ip:{ctx.ip or '-'}"]
+        try:
+            with unit_of_work(self._sessions) as session:
+                challenge = session.execute(
+                    select(MfaChallenge).where(
+                        MfaChallenge.token_hash == self._keys.mac("mfa-token", mfa_token.encode())
+                    )
+                ).scalar_one_or_none()
+                if (
+                    challenge is None
+                    or challenge.used_at is not None
+                    or now >= challenge.expires_at
+                ):
+                    raise _Denied(
+                        "unknown, used or expired mfa_token",
+                        keys=ip_key,
+                        actor_id=None,
+                        error=MfaInvalid("the mfa_token is not valid; log in again"),
+                    )
+                user = session.get(User, challenge.user_id)
+                assert user is not None
+                keys = self.code_keys(user.id, ctx)
+                try:
+                    self.throttler.check(session, keys, now=now)
+                except RateLimited as exc:
+                    session.rollback()
+                    raise self._rate_limited("auth.mfa", exc, user.id, ctx) from None
+                kind = self._verify_code(session, user, code, now=now, allow_recovery=True)
+                if kind is None:
+                    raise _Denied(
+                        "wrong or used code", keys=keys, actor_id=user.id, error=MfaInvalid()
+                    )
+                claimed = session.execute(
+                    update(MfaChallenge)
+                    .where(MfaChallenge.id == challenge.id, MfaChallenge.used_at.is_(None))
+                    .values(used_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+                if getattr(claimed, "rowcount", 0) != 1:
+                    raise _Denied(
+                        "mfa_token already used", keys=keys, actor_id=user.id, error=MfaInvalid()
+                    )
+                self.throttler.reset(session, keys[:1])
+                issued = self.store.create(session, user_id=user.id, now=now, mfa_fresh=True)
+                self._audit.record(
+                    session,
+                    self._event(
+                        "auth.mfa",
+                        "success",
+                        actor_id=user.id,
+                        reason=f"{kind} accepted",
+                        ctx=ctx,
+                        session_id=issued.session_id,
+                    ),
+                )
+                return issued
+        except _Denied as denied:
+            self._record_denial("auth.mfa", denied, ctx)
+            raise denied.error from None
+
+    # -- sessions ---------------------------------------------------------------------
+
+    def authenticate(self, token: str | None, *, ctx: RequestContext) -> UserPrincipal:
+        """The principal behind a session token; 401 (audited) for anything else."""
+        now = self._clock.now()
+        resolved = None
+        if token:
+            with unit_of_work(self._readonly) as session:
+                resolved = self.store.resolve(session, token, now=now)
+        if resolved is None:
+            reason = "invalid or expired session token" if token else "no session token"
+            self._audit.emit(
+                self._event("auth.session", "denied", actor_id=None, reason=reason, ctx=ctx)
+            )
+            raise Unauthenticated()
+        if self.store.needs_touch(resolved, now=now):
+            with unit_of_work(self._sessions) as session:
+                self.store.touch(session, resolved.session_id, now=now)
+        platform_role = resolved.platform_role
+        return UserPrincipal(
+            user_id=resolved.user_id,
+            email=resolved.email,
+            platform_role=platform_role if platform_role in ("admin", "auditor") else None,  # type: ignore[arg-type]
+            session_id=resolved.session_id,
+            mfa_fresh=resolved.mfa_fresh,
+            tenant_roles=resolved.tenant_roles,
+        )
+
+    def step_up(self, principal: UserPrincipal, *, code: str, ctx: RequestContext) -> datetime:
+        now = self._clock.now()
+        keys = self.code_keys(principal.user_id, ctx)
+        try:
+            with unit_of_work(self._sessions) as session:
+                try:
+                    self.throttler.check(session, keys, now=now)
+                except RateLimited as exc:
+                    session.rollback()
+                    raise self._rate_limited("auth.step_up", exc, principal.user_id, ctx) from None
+                user = session.get(User, principal.user_id)
+                if user is None or not user.totp_enrolled:
+                    raise _Denied(
+                        "no second factor enrolled",
+                        keys=[],
+                        actor_id=principal.user_id,
+                        error=MfaInvalid("no second factor is enrolled for this account"),
+                    )
+                if self._verify_code(session, user, code, now=now, allow_recovery=False) is None:
+                    raise _Denied(
+                        "wrong or used code", keys=keys, actor_id=user.id, error=MfaInvalid()
+                    )
+                self.throttler.reset(session, keys[:1])
+                until = self.store.mark_fresh(session, principal.session_id, now=now)
+                self._audit.record(
+                    session,
+                    self._event(
+                        "auth.step_up",
+                        "success",
+                        actor_id=user.id,
+                        reason="totp accepted",
+                        ctx=ctx,
+                        session_id=principal.session_id,
+                    ),
+                )
+                return until
+        except _Denied as denied:
+            self._record_denial("auth.step_up", denied, ctx)
+            raise denied.error from None
+
+    def logout(self, principal: UserPrincipal, *, ctx: RequestContext) -> None:
+        now = self._clock.now()
+        with unit_of_work(self._sessions) as session:
+            self.store.revoke(session, principal.session_id, now=now)
+            self._audit.record(
+                session,
+                self._event(
+                    "auth.logout",
+                    "success",
+                    actor_id=principal.user_id,
+                    reason="logged out",
+                    ctx=ctx,
+                    session_id=principal.session_id,
+                ),
+            )
+
+    # -- per-request second factor ----------------------------------------------------
+
+    def require_mfa(
+        self,
+        session: Session,
+        principal: UserPrincipal,
+        mfa_code: str | None,
+        ctx: RequestContext,
+    ) -> None:
+        """Pass if the session is MFA-fresh or ``mfa_code`` is a valid unused TOTP code.
+
+        The code is consumed in the caller's transaction (it authorizes that request
+        only, and only if the request commits). On failure the caller's transaction is
+        rolled back here, before the throttle and audit writes, since the request is
+        failing anyway and, on SQLite, its write lock would block them.
+        """
+        if principal.mfa_fresh:
+            return
+        if not mfa_code:
+            raise MfaRequired()
+        now = self._clock.now()
+        keys = self.code_keys(principal.user_id, ctx)
+        try:
+            self.throttler.check(session, keys, now=now)
+        except RateLimited as exc:
+            session.rollback()
+            raise self._rate_limited("auth.mfa_code", exc, principal.user_id, ctx) from None
+        user = session.get(User, principal.user_id)
+        if (
+            user is None
+            or self._verify_code(session, user, mfa_code, now=now, allow_recovery=False) is None
+        ):
+            session.rollback()
+            denied = _Denied(
+                "wrong or used mfa_code", keys=keys, actor_id=principal.user_id, error=MfaInvalid()
+            )
+            self._record_denial("auth.mfa_code", denied, ctx)
+            raise denied.error
+        self.throttler.reset(session, keys[:1])
+        self._audit.record(
+            session,
+            self._event(
+                "auth.mfa_code",
+                "success",
+                actor_id=user.id,
+                reason="per-request totp accepted",
+                ctx=ctx,
+                session_id=principal.session_id,
+            ),
+        )
