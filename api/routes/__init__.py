@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import system
+from api.routes import credentials, grants, runners, system
 
 __all__ = ["ROUTERS"]
 
 ROUTERS: list[APIRouter] = [
     system.router,
+    runners.router,
+    grants.router,
+    credentials.router,
 ]

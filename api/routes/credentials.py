@@ -1,0 +1,98 @@
+"""``GET /v1/tenants/{tenant_id}/lines/{line_id}/credential``: runners fetch a secret.
+
+The hot path. The route stays a plain sync function (run in the thread pool: the work is
+one blocking database read and a wait for the audit group commit) with no dependency
+injection beyond the request, and writes its JSON by hand; everything that decides
+access lives in :class:`vault.runners.CredentialFetcher`.
+"""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, Field
+
+from api.deps import get_runtime, request_context
+from api.problems import problem_response
+from vault.clock import rfc3339
+from vault.errors import Unauthenticated
+from vault.identity.service import authenticator_for
+from vault.identity.sessions import SESSION_TOKEN_PREFIX
+from vault.runners import fetcher_for
+from vault.runners.secrets import looks_like_runner_token
+from vault.storage.engine import unit_of_work
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["credentials"])
+
+
+class CredentialOut(BaseModel):
+    line_id: str
+    tenant_id: str
+    type: str
+    version: int
+    credential: dict[str, object] = Field(description="The secret fields of this line type.")
+    expires_at: str | None = Field(description="When the credential itself expires, if known.")
+    lease_ttl: int = Field(description="Seconds a client may cache this answer.")
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+@router.get(
+    "/v1/tenants/{tenant_id}/lines/{line_id}/credential",
+    response_model=CredentialOut,
+    responses={
+        401: {"description": "no valid runner token"},
+        403: {"description": "a human session (only runners receive secrets)"},
+        404: {"description": "not granted to this runner (existence is not revealed)"},
+        410: {"description": "revoked"},
+        429: {"description": "rate limited (Retry-After)"},
+        503: {"description": "audit_unavailable: no secret without a durable audit event"},
+    },
+)
+def fetch_credential(tenant_id: str, line_id: str, request: Request) -> Response:
+    """Fetch a line's current credential with a runner bearer token (audited)."""
+    runtime = get_runtime(request)
+    ctx = request_context(request)
+    fetcher = fetcher_for(runtime)
+    token = _bearer(request)
+    if token and not looks_like_runner_token(token) and token.startswith(SESSION_TOKEN_PREFIX):
+        with unit_of_work(runtime.readonly_sessions) as session:
+            human = authenticator_for(runtime).store.resolve(
+                session, token, now=runtime.clock.now()
+            )
+        if human is not None:
+            fetcher.refuse_user(
+                user_id=human.user_id, tenant_id=tenant_id, line_id=line_id, context=ctx
+            )
+    try:
+        got = fetcher.fetch(token=token, tenant_id=tenant_id, line_id=line_id, context=ctx)
+    except Unauthenticated as exc:
+        return problem_response(
+            401,
+            "unauthenticated",
+            "Authentication required",
+            exc.detail,
+            headers={"WWW-Authenticate": 'Bearer realm="linevault", error="invalid_token"'},
+        )
+    body = json.dumps(
+        {
+            "line_id": got.line_id,
+            "tenant_id": got.tenant_id,
+            "type": got.type,
+            "version": got.version,
+            "credential": got.credential,
+            "expires_at": rfc3339(got.expires_at),
+            "lease_ttl": got.lease_ttl,
+        },
+        separators=(",", ":"),
+    ).encode()
+    return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
