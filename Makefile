@@ -48,7 +48,7 @@ bench-audit: $(VENV)/.installed-dev
 	$(BIN)/python bench/audit.py
 
 soak: $(VENV)/.installed-dev
-	$(BIN)/python bench/soak.py --minutes 10
+	$(BIN)/python bench/soak.py --minutes 10 --db postgres --json-out bench/results/soak.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

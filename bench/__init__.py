@@ -1,0 +1,1 @@
+"""Benchmark harness for linevault: drives servers over HTTP only."""

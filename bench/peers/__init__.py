@@ -1,0 +1,1 @@
+"""Peer products that linevault is measured against."""
