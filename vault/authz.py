@@ -16,7 +16,9 @@ from typing import Literal
 from vault.errors import Forbidden, NotFound
 
 __all__ = [
+    "PLATFORM_PERMISSIONS",
     "PLATFORM_ROLES",
+    "PlatformPermission",
     "TENANT_PERMISSIONS",
     "TENANT_ROLES",
     "Permission",
@@ -24,6 +26,8 @@ __all__ = [
     "RunnerPrincipal",
     "UserPrincipal",
     "authorize",
+    "authorize_platform",
+    "can_assign_role",
     "effective_role",
     "require_platform",
 ]
@@ -65,6 +69,29 @@ TENANT_PERMISSIONS: Mapping[Permission, frozenset[str]] = {
     Permission.KEY_READ: _MANAGERS | {"auditor"},
     Permission.KEY_ROTATE: _MANAGERS,
     Permission.AUDIT_READ: frozenset({"owner", "auditor"}),
+}
+
+
+class PlatformPermission(StrEnum):
+    """Actions outside any one tenant."""
+
+    TENANT_CREATE = "platform.tenant.create"
+    TENANT_LIST_ALL = "platform.tenant.list_all"
+    USER_CREATE = "platform.user.create"
+
+
+PLATFORM_PERMISSIONS: Mapping[PlatformPermission, frozenset[str]] = {
+    PlatformPermission.TENANT_CREATE: frozenset({"admin"}),
+    PlatformPermission.TENANT_LIST_ALL: frozenset({"admin", "auditor"}),
+    PlatformPermission.USER_CREATE: frozenset({"admin"}),
+}
+
+# Who may hand out (or take away) each tenant role: an admin manages admins, members
+# and auditors, but only an owner makes or unmakes owners, so an admin cannot raise
+# themselves (or anyone) above their own role.
+_ASSIGNABLE_BY: Mapping[str, frozenset[str]] = {
+    "owner": frozenset({"owner", "admin", "member", "auditor"}),
+    "admin": frozenset({"admin", "member", "auditor"}),
 }
 
 
@@ -120,3 +147,19 @@ def require_platform(principal: Principal, *roles: Literal["admin", "auditor"]) 
     if not isinstance(principal, UserPrincipal) or principal.platform_role not in roles:
         raise Forbidden()
     return principal
+
+
+def authorize_platform(principal: Principal, permission: PlatformPermission) -> UserPrincipal:
+    """Return the user if their platform role carries ``permission``; else ``Forbidden``."""
+    if (
+        not isinstance(principal, UserPrincipal)
+        or principal.platform_role not in PLATFORM_PERMISSIONS[permission]
+    ):
+        raise Forbidden()
+    return principal
+
+
+def can_assign_role(actor_role: str, *, new_role: str, current_role: str | None) -> bool:
+    """May a member with ``actor_role`` change someone from ``current_role`` to ``new_role``?"""
+    allowed = _ASSIGNABLE_BY.get(actor_role, frozenset())
+    return new_role in allowed and (current_role is None or current_role in allowed)

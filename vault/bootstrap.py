@@ -8,23 +8,22 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import datetime
 
-import pyotp
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from vault.audit.chain import append_events
 from vault.audit.events import AuditEvent
 from vault.clock import Clock, SystemClock
 from vault.identity.passwords import Passwords, generate_password
+from vault.identity.totp import new_secret
+from vault.identity.users import create_user_row
 from vault.ids import new_id
 from vault.keys.system import SystemKeys
 from vault.runtime import kms_config, provider_for_init
 from vault.settings import Settings
 from vault.storage.engine import make_engine, unit_of_work
 from vault.storage.migrate import current_revision, upgrade
-from vault.storage.models import SystemSecret, User
+from vault.storage.models import SystemSecret
 from vault.storage.sessions import session_factory
 
 __all__ = [
@@ -67,31 +66,6 @@ def is_initialised(settings: Settings) -> bool:
         engine.dispose()
 
 
-def create_user_row(
-    session: Session,
-    *,
-    email: str,
-    password_hash: str,
-    platform_role: str | None,
-    now: datetime,
-    totp_secret_enc: bytes | None = None,
-    user_id: str | None = None,
-) -> User:
-    user = User(
-        id=user_id or new_id("usr"),
-        email=email.strip().lower(),
-        password_hash=password_hash,
-        platform_role=platform_role,
-        totp_secret_enc=totp_secret_enc,
-        totp_enrolled=totp_secret_enc is not None,
-        created_at=now,
-        credentials_changed_at=now,
-    )
-    session.add(user)
-    session.flush()
-    return user
-
-
 def initialise(
     settings: Settings,
     *,
@@ -110,7 +84,7 @@ def initialise(
         provider = provider_for_init(settings)
         try:
             password = generate_password()
-            totp_secret = pyotp.random_base32(32)  # 160 bits, RFC 4226's recommended size
+            totp_secret = new_secret()  # 160 bits, RFC 4226's recommended size
             passwords = passwords or Passwords()
             now = clock.now()
             with unit_of_work(session_factory(engine)) as session:

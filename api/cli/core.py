@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from api.cli import users
 from api.cli.common import DataDir, build_settings, fail
 from vault import __version__
 from vault.bootstrap import AlreadyInitialised, initialise, is_initialised
@@ -22,6 +23,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+app.add_typer(users.app, name="users")
 
 
 @app.command("init")

@@ -31,7 +31,7 @@ from vault.keys.system import SystemKeys
 from vault.storage.engine import SessionFactory, unit_of_work
 from vault.storage.models import MfaChallenge, User
 
-__all__ = ["Authenticator", "LoginResult"]
+__all__ = ["Authenticator", "Denied", "LoginResult"]
 
 _MFA_TOKEN_PREFIX = "lvm_"  # noqa: S105 - a scheme tag, not a secret
 
@@ -45,7 +45,7 @@ class LoginResult:
         return f"LoginResult(mfa_required={self.mfa_token is not None})"
 
 
-class _Denied(Exception):
+class Denied(Exception):
     """Internal: an attempt failed; carries what to record once the transaction is gone."""
 
     def __init__(
@@ -77,6 +77,9 @@ class Authenticator:
         self._readonly = readonly_sessions
         self._clock = clock
         self._audit = audit
+        self.readonly_sessions = readonly_sessions
+        self.clock = clock
+        self.audit = audit
         self._passwords = passwords
         self._keys = system_keys
         self.store = store
@@ -86,7 +89,7 @@ class Authenticator:
 
     # -- helpers ----------------------------------------------------------------------
 
-    def _event(
+    def event(
         self,
         action: str,
         outcome: Outcome,
@@ -117,7 +120,7 @@ class Authenticator:
     def code_keys(user_id: str, ctx: RequestContext) -> list[str]:
         return [f"otp:acct:{user_id}", f"otp:ip:{ctx.ip or '-'}"]
 
-    def _record_denial(self, action: str, denied: _Denied, ctx: RequestContext) -> None:
+    def record_denial(self, action: str, denied: Denied, ctx: RequestContext) -> None:
         """Count the failure and audit it in one short transaction of its own."""
         now = self._clock.now()
         with unit_of_work(self._sessions) as session:
@@ -125,20 +128,20 @@ class Authenticator:
                 self.throttler.fail(session, denied.keys, now=now)
             self._audit.record(
                 session,
-                self._event(
+                self.event(
                     action, "denied", actor_id=denied.actor_id, reason=denied.reason, ctx=ctx
                 ),
             )
 
-    def _rate_limited(
+    def rate_limited(
         self, action: str, exc: RateLimited, actor_id: str | None, ctx: RequestContext
     ) -> RateLimited:
         self._audit.emit(
-            self._event(action, "denied", actor_id=actor_id, reason="rate limited", ctx=ctx)
+            self.event(action, "denied", actor_id=actor_id, reason="rate limited", ctx=ctx)
         )
         return exc
 
-    def _verify_code(
+    def verify_code(
         self, session: Session, user: User, code: str, *, now: datetime, allow_recovery: bool
     ) -> str | None:
         """Check and consume a TOTP (or recovery) code; returns which kind matched."""
@@ -165,20 +168,20 @@ class Authenticator:
             try:
                 self.throttler.check(session, keys, now=now)
             except RateLimited as exc:
-                raise self._rate_limited("auth.login", exc, None, ctx) from None
+                raise self.rate_limited("auth.login", exc, None, ctx) from None
             user = session.execute(
                 select(User).where(User.email == normalized)
             ).scalar_one_or_none()
         # Same argon2 work whether or not the account exists (a dummy hash otherwise).
         good = self._passwords.verify(user.password_hash if user else None, password)
         if user is None or not good or user.disabled_at is not None:
-            denied = _Denied(
+            denied = Denied(
                 "wrong email or password",
                 keys=keys,
                 actor_id=user.id if user else None,
                 error=Unauthenticated("the email or password is not correct"),
             )
-            self._record_denial("auth.login", denied, ctx)
+            self.record_denial("auth.login", denied, ctx)
             raise denied.error
         with unit_of_work(self._sessions) as session:
             self.throttler.reset(session, keys[:1])
@@ -201,7 +204,7 @@ class Authenticator:
                 session.flush()
                 self._audit.record(
                     session,
-                    self._event(
+                    self.event(
                         "auth.login",
                         "success",
                         actor_id=user.id,
@@ -213,7 +216,7 @@ class Authenticator:
             issued = self.store.create(session, user_id=user.id, now=now, mfa_fresh=False)
             self._audit.record(
                 session,
-                self._event(
+                self.event(
                     "auth.login",
                     "success",
                     actor_id=user.id,
@@ -239,7 +242,7 @@ class Authenticator:
                     or challenge.used_at is not None
                     or now >= challenge.expires_at
                 ):
-                    raise _Denied(
+                    raise Denied(
                         "unknown, used or expired mfa_token",
                         keys=ip_key,
                         actor_id=None,
@@ -252,10 +255,10 @@ class Authenticator:
                     self.throttler.check(session, keys, now=now)
                 except RateLimited as exc:
                     session.rollback()
-                    raise self._rate_limited("auth.mfa", exc, user.id, ctx) from None
-                kind = self._verify_code(session, user, code, now=now, allow_recovery=True)
+                    raise self.rate_limited("auth.mfa", exc, user.id, ctx) from None
+                kind = self.verify_code(session, user, code, now=now, allow_recovery=True)
                 if kind is None:
-                    raise _Denied(
+                    raise Denied(
                         "wrong or used code", keys=keys, actor_id=user.id, error=MfaInvalid()
                     )
                 claimed = session.execute(
@@ -265,14 +268,14 @@ class Authenticator:
                     .execution_options(synchronize_session=False)
                 )
                 if getattr(claimed, "rowcount", 0) != 1:
-                    raise _Denied(
+                    raise Denied(
                         "mfa_token already used", keys=keys, actor_id=user.id, error=MfaInvalid()
                     )
                 self.throttler.reset(session, keys[:1])
                 issued = self.store.create(session, user_id=user.id, now=now, mfa_fresh=True)
                 self._audit.record(
                     session,
-                    self._event(
+                    self.event(
                         "auth.mfa",
                         "success",
                         actor_id=user.id,
@@ -282,8 +285,8 @@ class Authenticator:
                     ),
                 )
                 return issued
-        except _Denied as denied:
-            self._record_denial("auth.mfa", denied, ctx)
+        except Denied as denied:
+            self.record_denial("auth.mfa", denied, ctx)
             raise denied.error from None
 
     # -- sessions ---------------------------------------------------------------------
@@ -298,7 +301,7 @@ class Authenticator:
         if resolved is None:
             reason = "invalid or expired session token" if token else "no session token"
             self._audit.emit(
-                self._event("auth.session", "denied", actor_id=None, reason=reason, ctx=ctx)
+                self.event("auth.session", "denied", actor_id=None, reason=reason, ctx=ctx)
             )
             raise Unauthenticated()
         if self.store.needs_touch(resolved, now=now):
@@ -323,24 +326,24 @@ class Authenticator:
                     self.throttler.check(session, keys, now=now)
                 except RateLimited as exc:
                     session.rollback()
-                    raise self._rate_limited("auth.step_up", exc, principal.user_id, ctx) from None
+                    raise self.rate_limited("auth.step_up", exc, principal.user_id, ctx) from None
                 user = session.get(User, principal.user_id)
                 if user is None or not user.totp_enrolled:
-                    raise _Denied(
+                    raise Denied(
                         "no second factor enrolled",
                         keys=[],
                         actor_id=principal.user_id,
                         error=MfaInvalid("no second factor is enrolled for this account"),
                     )
-                if self._verify_code(session, user, code, now=now, allow_recovery=False) is None:
-                    raise _Denied(
+                if self.verify_code(session, user, code, now=now, allow_recovery=False) is None:
+                    raise Denied(
                         "wrong or used code", keys=keys, actor_id=user.id, error=MfaInvalid()
                     )
                 self.throttler.reset(session, keys[:1])
                 until = self.store.mark_fresh(session, principal.session_id, now=now)
                 self._audit.record(
                     session,
-                    self._event(
+                    self.event(
                         "auth.step_up",
                         "success",
                         actor_id=user.id,
@@ -350,8 +353,8 @@ class Authenticator:
                     ),
                 )
                 return until
-        except _Denied as denied:
-            self._record_denial("auth.step_up", denied, ctx)
+        except Denied as denied:
+            self.record_denial("auth.step_up", denied, ctx)
             raise denied.error from None
 
     def logout(self, principal: UserPrincipal, *, ctx: RequestContext) -> None:
@@ -360,7 +363,7 @@ class Authenticator:
             self.store.revoke(session, principal.session_id, now=now)
             self._audit.record(
                 session,
-                self._event(
+                self.event(
                     "auth.logout",
                     "success",
                     actor_id=principal.user_id,
@@ -396,22 +399,22 @@ class Authenticator:
             self.throttler.check(session, keys, now=now)
         except RateLimited as exc:
             session.rollback()
-            raise self._rate_limited("auth.mfa_code", exc, principal.user_id, ctx) from None
+            raise self.rate_limited("auth.mfa_code", exc, principal.user_id, ctx) from None
         user = session.get(User, principal.user_id)
         if (
             user is None
-            or self._verify_code(session, user, mfa_code, now=now, allow_recovery=False) is None
+            or self.verify_code(session, user, mfa_code, now=now, allow_recovery=False) is None
         ):
             session.rollback()
-            denied = _Denied(
+            denied = Denied(
                 "wrong or used mfa_code", keys=keys, actor_id=principal.user_id, error=MfaInvalid()
             )
-            self._record_denial("auth.mfa_code", denied, ctx)
+            self.record_denial("auth.mfa_code", denied, ctx)
             raise denied.error
         self.throttler.reset(session, keys[:1])
         self._audit.record(
             session,
-            self._event(
+            self.event(
                 "auth.mfa_code",
                 "success",
                 actor_id=user.id,

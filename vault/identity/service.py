@@ -8,15 +8,22 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from sqlalchemy.orm import Session
+
+from vault.audit.events import RequestContext
 from vault.identity.auth import Authenticator
+from vault.identity.factors import FactorChanges
 from vault.identity.recovery import RecoveryCodes
 from vault.identity.sessions import SessionStore
+from vault.identity.tenants import TenantService
 from vault.identity.throttle import Throttler
+from vault.identity.users import UserService
 from vault.runtime import Runtime
 
-__all__ = ["authenticator_for"]
+__all__ = ["authenticator_for", "factor_changes_for", "tenant_service", "user_service"]
 
 _KEY = "identity.authenticator"
+_FACTORS = "identity.factors"
 
 
 def authenticator_for(runtime: Runtime) -> Authenticator:
@@ -46,3 +53,36 @@ def authenticator_for(runtime: Runtime) -> Authenticator:
     )
     runtime.extras[_KEY] = authenticator
     return authenticator
+
+
+def factor_changes_for(runtime: Runtime) -> FactorChanges:
+    found = runtime.extras.get(_FACTORS)
+    if isinstance(found, FactorChanges):
+        return found
+    factors = FactorChanges(
+        authenticator=authenticator_for(runtime),
+        sessions=runtime.sessions,
+        passwords=runtime.passwords,
+        system_keys=runtime.system_keys,
+    )
+    runtime.extras[_FACTORS] = factors
+    return factors
+
+
+def user_service(runtime: Runtime, session: Session) -> UserService:
+    auth = authenticator_for(runtime)
+    return UserService(
+        session,
+        passwords=runtime.passwords,
+        system_keys=runtime.system_keys,
+        audit=runtime.audit,
+        clock=runtime.clock,
+        store=auth.store,
+        recovery=auth.recovery,
+    )
+
+
+def tenant_service(runtime: Runtime, session: Session, ctx: RequestContext) -> TenantService:
+    return TenantService(
+        session, keyring=runtime.keyring, audit=runtime.audit, clock=runtime.clock, ctx=ctx
+    )

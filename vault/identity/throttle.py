@@ -1,7 +1,7 @@
 """Failure throttling for passwords and second-factor codes (RFC 4226 §7, ASVS V6.3).
 
 Counters live in the ``throttles`` table so every server process sees the same state.
-Each failure after ``free_failures`` doubles a delay (1 s, 2 s, 4 s, ...) capped at
+From the ``free_failures``-th failure on, each one doubles a delay (1 s, 2 s, 4 s, ...) capped at
 ``max_delay_seconds``: guessing gets slow fast, yet an attacker can never lock an
 account out for longer than the cap. A counter forgets its failures once it has been
 quiet for ``decay_seconds``.
@@ -38,9 +38,9 @@ class Throttler:
     def delay_for(self, failures: int) -> int:
         """Seconds a key is blocked after its ``failures``-th failure (0 while still free)."""
         over = failures - self._free
-        if over <= 0:
+        if over < 0:
             return 0
-        return int(min(self._max, 2 ** min(over - 1, 30)))
+        return int(min(self._max, 2 ** min(over, 30)))
 
     def check(self, session: Session, keys: Sequence[str], *, now: datetime) -> None:
         """Raise ``RateLimited`` when any key is still blocked."""

@@ -1,0 +1,73 @@
+"""Human authentication: login, the TOTP step, step-up and logout (API.md, "Human
+authentication"). Thin: each route parses, calls ``vault.identity`` and shapes the reply.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.auth import CurrentUser
+from api.deps import Ctx, Rt
+from vault.clock import rfc3339
+from vault.identity.service import authenticator_for
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["authentication"])
+
+
+class LoginBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: str = Field(min_length=1, max_length=320)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class MfaBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mfa_token: str = Field(min_length=1, max_length=128)
+    code: str = Field(min_length=1, max_length=32)
+
+
+class CodeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str = Field(min_length=1, max_length=32)
+
+
+@router.post("/v1/auth/login")
+def login(body: LoginBody, runtime: Rt, ctx: Ctx) -> dict[str, Any]:
+    result = authenticator_for(runtime).login(email=body.email, password=body.password, ctx=ctx)
+    if result.mfa_token is not None:
+        return {"mfa_required": True, "mfa_token": result.mfa_token}
+    assert result.session is not None
+    return {
+        "mfa_required": False,
+        "session_token": result.session.token,
+        "expires_at": rfc3339(result.session.expires_at),
+    }
+
+
+@router.post("/v1/auth/mfa")
+def mfa(body: MfaBody, runtime: Rt, ctx: Ctx) -> dict[str, Any]:
+    issued = authenticator_for(runtime).complete_mfa(
+        mfa_token=body.mfa_token, code=body.code, ctx=ctx
+    )
+    return {
+        "session_token": issued.token,
+        "expires_at": rfc3339(issued.expires_at),
+        "mfa_fresh_until": rfc3339(issued.mfa_fresh_until),
+    }
+
+
+@router.post("/v1/auth/step-up")
+def step_up(body: CodeBody, runtime: Rt, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
+    until = authenticator_for(runtime).step_up(user, code=body.code, ctx=ctx)
+    return {"mfa_fresh_until": rfc3339(until)}
+
+
+@router.post("/v1/auth/logout", status_code=204)
+def logout(runtime: Rt, ctx: Ctx, user: CurrentUser) -> Response:
+    authenticator_for(runtime).logout(user, ctx=ctx)
+    return Response(status_code=204)

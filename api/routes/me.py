@@ -1,0 +1,86 @@
+"""The signed-in user: profile, TOTP enrollment, password change, and POST /v1/users."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.auth import CurrentUser, require_mfa
+from api.deps import Ctx, Db, Rt
+from vault.identity.service import factor_changes_for, user_service
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["users"])
+
+
+class TotpBeginBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mfa_code: str | None = Field(default=None, max_length=32)
+
+
+class CodeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str = Field(min_length=1, max_length=32)
+
+
+class PasswordBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=1, max_length=1024)
+
+
+class NewUserBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: str = Field(min_length=3, max_length=320)
+    platform_role: str | None = None
+
+
+@router.get("/v1/me")
+def me(runtime: Rt, db: Db, user: CurrentUser) -> dict[str, Any]:
+    profile = user_service(runtime, db).profile(user.user_id)
+    return {
+        "id": profile.id,
+        "email": profile.email,
+        "totp_enrolled": profile.totp_enrolled,
+        "platform_role": profile.platform_role,
+        "tenants": [{"id": tenant_id, "role": role} for tenant_id, role in profile.tenants],
+        "mfa_fresh": user.mfa_fresh,
+    }
+
+
+@router.post("/v1/me/totp")
+def begin_totp(
+    runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser, body: TotpBeginBody | None = None
+) -> dict[str, Any]:
+    users = user_service(runtime, db)
+    if users.is_enrolled(user.user_id):  # replacing a factor needs the current one
+        require_mfa(runtime, db, user, body.mfa_code if body else None, ctx)
+    secret, uri = users.begin_totp(user_id=user.user_id, ctx=ctx)
+    return {"secret": secret, "otpauth_uri": uri}
+
+
+@router.post("/v1/me/totp/confirm")
+def confirm_totp(body: CodeBody, runtime: Rt, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
+    codes = factor_changes_for(runtime).confirm_totp(user, code=body.code, ctx=ctx)
+    return {"totp_enrolled": True, "recovery_codes": codes}
+
+
+@router.post("/v1/me/password", status_code=204)
+def change_password(body: PasswordBody, runtime: Rt, ctx: Ctx, user: CurrentUser) -> Response:
+    factor_changes_for(runtime).change_password(
+        user, current=body.current_password, new=body.new_password, ctx=ctx
+    )
+    return Response(status_code=204)
+
+
+@router.post("/v1/users", status_code=201)
+def create_user(
+    body: NewUserBody, runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser
+) -> dict[str, Any]:
+    created, password = user_service(runtime, db).create_by(
+        user, email=body.email, platform_role=body.platform_role, ctx=ctx
+    )
+    return {"id": created.id, "email": created.email, "initial_password": password}

@@ -1,0 +1,80 @@
+"""Tenants and members (API.md, "Tenants"). DELETE and export live with the lines routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.auth import CurrentUser
+from api.deps import Ctx, Db, Rt
+from vault.clock import rfc3339
+from vault.identity.service import tenant_service
+from vault.identity.tenants import MemberView
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["tenants"])
+
+
+class NewTenantBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    owner_user_id: str | None = Field(default=None, max_length=40)
+
+
+class MemberBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: str = Field(min_length=1, max_length=40)
+    role: str = Field(min_length=1, max_length=16)
+
+
+def _member(view: MemberView) -> dict[str, Any]:
+    return {
+        "tenant_id": view.tenant_id,
+        "user_id": view.user_id,
+        "email": view.email,
+        "role": view.role,
+        "created_at": rfc3339(view.created_at),
+    }
+
+
+@router.post("/v1/tenants", status_code=201)
+def create_tenant(
+    body: NewTenantBody, runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser
+) -> dict[str, Any]:
+    view = tenant_service(runtime, db, ctx).create(
+        user, name=body.name, owner_user_id=body.owner_user_id
+    )
+    return {"id": view.id, "name": view.name, "created_at": rfc3339(view.created_at)}
+
+
+@router.get("/v1/tenants")
+def list_tenants(runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
+    views = tenant_service(runtime, db, ctx).list_for(user)
+    return {
+        "tenants": [
+            {"id": v.id, "name": v.name, "created_at": rfc3339(v.created_at), "role": v.role}
+            for v in views
+        ]
+    }
+
+
+@router.get("/v1/tenants/{tenant_id}/members")
+def list_members(
+    tenant_id: str, runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser
+) -> dict[str, Any]:
+    views = tenant_service(runtime, db, ctx).members(user, tenant_id)
+    return {"members": [_member(v) for v in views]}
+
+
+@router.post("/v1/tenants/{tenant_id}/members", status_code=201)
+def add_member(
+    tenant_id: str, *, body: MemberBody, runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser
+) -> JSONResponse:
+    view, created = tenant_service(runtime, db, ctx).set_member(
+        user, tenant_id, user_id=body.user_id, role=body.role
+    )
+    return JSONResponse(_member(view), status_code=201 if created else 200)

@@ -1,0 +1,238 @@
+"""Tenants and their members.
+
+Creating a tenant creates its first key-encryption key (version 1, wrapped by the root)
+in the same transaction, so a tenant never exists without a key. Access is decided by
+``vault.authz`` only; a caller with no role in a tenant gets ``NotFound``. Every denied
+attempt is audited through the group-commit writer after the request's transaction is
+rolled back (on SQLite its write lock would otherwise block the writer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vault.audit.events import AuditEvent, Outcome, RequestContext
+from vault.audit.trail import AuditTrail
+from vault.authz import (
+    TENANT_ROLES,
+    Permission,
+    PlatformPermission,
+    UserPrincipal,
+    authorize,
+    authorize_platform,
+    can_assign_role,
+    effective_role,
+)
+from vault.clock import Clock
+from vault.errors import Forbidden, InvalidRequest, NotFound, VaultError
+from vault.ids import new_id
+from vault.keys.keyring import KeyRing
+from vault.storage.models import Membership, Tenant, User
+
+__all__ = ["MemberView", "TenantService", "TenantView"]
+
+
+@dataclass(frozen=True, slots=True)
+class TenantView:
+    id: str
+    name: str
+    created_at: datetime
+    role: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    tenant_id: str
+    user_id: str
+    email: str
+    role: str
+    created_at: datetime
+
+
+class TenantService:
+    def __init__(
+        self,
+        session: Session,
+        *,
+        keyring: KeyRing,
+        audit: AuditTrail,
+        clock: Clock,
+        ctx: RequestContext,
+    ) -> None:
+        self._session = session
+        self._keyring = keyring
+        self._audit = audit
+        self._clock = clock
+        self._ctx = ctx
+
+    def _event(
+        self,
+        action: str,
+        outcome: Outcome,
+        principal: UserPrincipal,
+        *,
+        tenant_id: str | None,
+        resource: tuple[str, str] | None,
+        reason: str,
+    ) -> AuditEvent:
+        return AuditEvent(
+            action=action,
+            outcome=outcome,
+            actor_type="user",
+            actor_id=principal.user_id,
+            tenant_id=tenant_id,
+            resource_type=resource[0] if resource else None,
+            resource_id=resource[1] if resource else None,
+            reason=reason,
+            context=self._ctx,
+        )
+
+    def _deny(self, event: AuditEvent, error: VaultError) -> VaultError:
+        self._session.rollback()
+        self._audit.emit(event)
+        return error
+
+    def _live_tenant(self, tenant_id: str) -> Tenant:
+        tenant = self._session.get(Tenant, tenant_id)
+        if tenant is None or tenant.deleted_at is not None:
+            raise NotFound()
+        return tenant
+
+    def create(
+        self, principal: UserPrincipal, *, name: str, owner_user_id: str | None
+    ) -> TenantView:
+        try:
+            authorize_platform(principal, PlatformPermission.TENANT_CREATE)
+        except Forbidden as exc:
+            denied = self._event(
+                "tenant.create",
+                "denied",
+                principal,
+                tenant_id=None,
+                resource=None,
+                reason="platform admin required",
+            )
+            raise self._deny(denied, exc) from None
+        name = name.strip()
+        if not name or len(name) > 200:
+            raise InvalidRequest("name must have 1 to 200 characters", field="name")
+        now = self._clock.now()
+        if owner_user_id is not None and self._session.get(User, owner_user_id) is None:
+            raise InvalidRequest("owner_user_id does not name a user", field="owner_user_id")
+        tenant = Tenant(id=new_id("tnt"), name=name, active_kek_version=1, created_at=now)
+        self._session.add(tenant)
+        self._session.flush()
+        self._keyring.create_kek(self._session, tenant_id=tenant.id, version=1, now=now)
+        if owner_user_id is not None:
+            self._session.add(
+                Membership(tenant_id=tenant.id, user_id=owner_user_id, role="owner", created_at=now)
+            )
+            self._session.flush()
+        owner = f"; owner {owner_user_id}" if owner_user_id else ""
+        self._audit.record(
+            self._session,
+            self._event(
+                "tenant.create",
+                "success",
+                principal,
+                tenant_id=tenant.id,
+                resource=("tenant", tenant.id),
+                reason=f"tenant created with KEK v1{owner}",
+            ),
+        )
+        return TenantView(
+            tenant.id, tenant.name, tenant.created_at, "owner" if owner_user_id else None
+        )
+
+    def list_for(self, principal: UserPrincipal) -> list[TenantView]:
+        stmt = (
+            select(Tenant).where(Tenant.deleted_at.is_(None)).order_by(Tenant.created_at, Tenant.id)
+        )
+        see_all = principal.platform_role in ("admin", "auditor")
+        if not see_all:
+            ids = list(principal.tenant_roles)
+            if not ids:
+                return []
+            stmt = stmt.where(Tenant.id.in_(ids))
+        return [
+            TenantView(t.id, t.name, t.created_at, effective_role(principal, t.id))
+            for t in self._session.execute(stmt).scalars()
+        ]
+
+    def _authorized(
+        self, principal: UserPrincipal, tenant_id: str, permission: Permission, action: str
+    ) -> str:
+        try:
+            role = authorize(principal, tenant_id, permission)
+            self._live_tenant(tenant_id)
+            return role
+        except (NotFound, Forbidden) as exc:
+            denied = self._event(
+                action,
+                "denied",
+                principal,
+                tenant_id=tenant_id,
+                resource=("tenant", tenant_id),
+                reason=f"{permission.value} refused",
+            )
+            raise self._deny(denied, exc) from None
+
+    def members(self, principal: UserPrincipal, tenant_id: str) -> list[MemberView]:
+        self._authorized(principal, tenant_id, Permission.MEMBER_READ, "member.list")
+        rows = self._session.execute(
+            select(Membership, User.email)
+            .join(User, User.id == Membership.user_id)
+            .where(Membership.tenant_id == tenant_id)
+            .order_by(Membership.created_at, Membership.user_id)
+        ).all()
+        return [
+            MemberView(m.tenant_id, m.user_id, email, m.role, m.created_at) for m, email in rows
+        ]
+
+    def set_member(
+        self, principal: UserPrincipal, tenant_id: str, *, user_id: str, role: str
+    ) -> tuple[MemberView, bool]:
+        """Add ``user_id`` with ``role`` (or change their role); True when newly added."""
+        actor_role = self._authorized(principal, tenant_id, Permission.MEMBER_WRITE, "member.add")
+        if role not in TENANT_ROLES:
+            raise InvalidRequest("role must be owner, admin, member or auditor", field="role")
+        user = self._session.get(User, user_id)
+        if user is None:
+            raise InvalidRequest("user_id does not name a user", field="user_id")
+        existing = self._session.get(Membership, (tenant_id, user_id))
+        current = existing.role if existing else None
+        if not can_assign_role(actor_role, new_role=role, current_role=current):
+            denied = self._event(
+                "member.add",
+                "denied",
+                principal,
+                tenant_id=tenant_id,
+                resource=("user", user_id),
+                reason=f"a tenant {actor_role} may not assign {role}",
+            )
+            raise self._deny(denied, Forbidden("only an owner may assign or change the owner role"))
+        now = self._clock.now()
+        if existing is None:
+            existing = Membership(tenant_id=tenant_id, user_id=user_id, role=role, created_at=now)
+            self._session.add(existing)
+        else:
+            existing.role = role
+        self._session.flush()
+        change = f"role {current} -> {role}" if current else f"added as {role}"
+        self._audit.record(
+            self._session,
+            self._event(
+                "member.add" if current is None else "member.update",
+                "success",
+                principal,
+                tenant_id=tenant_id,
+                resource=("user", user_id),
+                reason=change,
+            ),
+        )
+        view = MemberView(tenant_id, user_id, user.email, role, existing.created_at)
+        return view, current is None
