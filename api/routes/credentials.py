@@ -1,9 +1,11 @@
 """``GET /v1/tenants/{tenant_id}/lines/{line_id}/credential``: runners fetch a secret.
 
-The hot path. The route stays a plain sync function (run in the thread pool: the work is
-one blocking database read and a wait for the audit group commit) with no dependency
-injection beyond the request, and writes its JSON by hand; everything that decides
-access lives in :class:`vault.runners.CredentialFetcher`.
+The hot path. The route is ``async``: on PostgreSQL its one SQL read runs on psycopg's
+asyncio connections and the wait for the audit group commit is an awaited future, so no
+worker thread is held (or woken) per request. It takes nothing from dependency
+injection but the request and writes its JSON by hand; everything that decides access
+lives in :class:`vault.runners.CredentialFetcher`. (Measured against a sync route in the
+thread pool: see docs/benchmarks.md.)
 """
 
 from __future__ import annotations
@@ -12,15 +14,17 @@ import json
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import get_runtime, request_context
 from api.problems import problem_response
+from vault.audit.events import RequestContext
 from vault.clock import rfc3339
 from vault.errors import Unauthenticated
 from vault.identity.service import authenticator_for
 from vault.identity.sessions import SESSION_TOKEN_PREFIX
 from vault.runners import fetcher_for
-from vault.runners.secrets import looks_like_runner_token
+from vault.runtime import Runtime
 from vault.storage.engine import unit_of_work
 
 __all__ = ["router"]
@@ -36,6 +40,18 @@ class CredentialOut(BaseModel):
     credential: dict[str, object] = Field(description="The secret fields of this line type.")
     expires_at: str | None = Field(description="When the credential itself expires, if known.")
     lease_ttl: int = Field(description="Seconds a client may cache this answer.")
+
+
+def _refuse_humans(
+    runtime: Runtime, token: str, tenant_id: str, line_id: str, ctx: RequestContext
+) -> None:
+    """A live human session gets 403 (audited); anything else falls through to 401."""
+    with unit_of_work(runtime.readonly_sessions) as session:
+        human = authenticator_for(runtime).store.resolve(session, token, now=runtime.clock.now())
+    if human is not None:
+        fetcher_for(runtime).refuse_user(
+            user_id=human.user_id, tenant_id=tenant_id, line_id=line_id, context=ctx
+        )
 
 
 def _bearer(request: Request) -> str | None:
@@ -58,23 +74,18 @@ def _bearer(request: Request) -> str | None:
         503: {"description": "audit_unavailable: no secret without a durable audit event"},
     },
 )
-def fetch_credential(tenant_id: str, line_id: str, request: Request) -> Response:
+async def fetch_credential(tenant_id: str, line_id: str, request: Request) -> Response:
     """Fetch a line's current credential with a runner bearer token (audited)."""
     runtime = get_runtime(request)
     ctx = request_context(request)
     fetcher = fetcher_for(runtime)
     token = _bearer(request)
-    if token and not looks_like_runner_token(token) and token.startswith(SESSION_TOKEN_PREFIX):
-        with unit_of_work(runtime.readonly_sessions) as session:
-            human = authenticator_for(runtime).store.resolve(
-                session, token, now=runtime.clock.now()
-            )
-        if human is not None:
-            fetcher.refuse_user(
-                user_id=human.user_id, tenant_id=tenant_id, line_id=line_id, context=ctx
-            )
+    if token and token.startswith(SESSION_TOKEN_PREFIX):
+        await run_in_threadpool(_refuse_humans, runtime, token, tenant_id, line_id, ctx)
     try:
-        got = fetcher.fetch(token=token, tenant_id=tenant_id, line_id=line_id, context=ctx)
+        got = await fetcher.fetch_async(
+            token=token, tenant_id=tenant_id, line_id=line_id, context=ctx
+        )
     except Unauthenticated as exc:
         return problem_response(
             401,

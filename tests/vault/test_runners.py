@@ -371,3 +371,13 @@ def test_token_issuer_revoke(runtime: Runtime, world) -> None:
         assert issuer.revoke(world["token"], context=CTX) is False
     with pytest.raises(Unauthenticated):
         fetch(runtime, world["token"], world["a"], world["a1"])
+
+
+def test_token_mac_key_matches_system_keys_mac(runtime: Runtime) -> None:
+    from kms.crypto import hmac_sha256
+    from vault.runners.secrets import token_mac_key
+
+    for token in ("lvrt_a", "lvrt_" + "b" * 43, ""):
+        assert hmac_sha256(token_mac_key(runtime.system_keys), token.encode()) == token_hash(
+            runtime.system_keys, token
+        )

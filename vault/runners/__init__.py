@@ -45,6 +45,7 @@ def fetcher_for(runtime: Runtime) -> CredentialFetcher:
             keyring=runtime.keyring,
             system_keys=runtime.system_keys,
             audit=runtime.audit,
+            writer=runtime.audit_writer,
             clock=runtime.clock,
             rate_limit_per_minute=settings.runner_rate_limit_per_minute,
             lease_ttl_seconds=settings.lease_ttl_seconds,

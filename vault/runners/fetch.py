@@ -22,28 +22,40 @@ the batches in flight, which is the right trade for not adding a write per reque
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, and_, bindparam, delete, exists, literal, or_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+import psycopg
+from sqlalchemy import Engine, Table, and_, bindparam, exists, literal, or_, select, text
 from sqlalchemy.orm import Session
 
-from vault.audit.events import AuditEvent, RequestContext
+from kms.crypto import hmac_sha256
+from kms.errors import KmsUnavailable
+from vault.audit.events import AuditEvent, Outcome, RequestContext
 from vault.audit.trail import AuditTrail
-from vault.audit.writer import BatchHook
+from vault.audit.writer import AuditWriter, BatchHook
 from vault.clock import Clock
-from vault.errors import Forbidden, NotFound, RateLimited, Revoked, Unauthenticated
+from vault.errors import (
+    AuditUnavailable,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    Revoked,
+    Unauthenticated,
+    Unavailable,
+    VaultError,
+)
 from vault.keys.keyring import KeyRing
 from vault.keys.system import SystemKeys
-from vault.runners.secrets import looks_like_runner_token, token_hash
-from vault.storage.engine import is_sqlite, readonly
+from vault.runners.reader import AsyncPgReader, SyncReader
+from vault.runners.secrets import looks_like_runner_token, token_mac_key
+from vault.storage.engine import is_sqlite
 from vault.storage.models import GrantLine, Kek, Line, Runner, RunnerToken, RunnerUsage, Tenant
 
 __all__ = [
@@ -142,8 +154,24 @@ class FetchedCredential:
         return f"FetchedCredential(line_id={self.line_id!r}, version={self.version})"
 
 
+@dataclass(frozen=True, slots=True)
+class _Decision:
+    """What to audit, then what to answer: the secret or a typed error."""
+
+    event: AuditEvent
+    result: FetchedCredential | None = None
+    error: VaultError | None = None
+
+
+_INVALID_TOKEN = "a valid runner access token is required"  # noqa: S105
+
+
 class CredentialFetcher:
-    """Serves ``GET /v1/tenants/{t}/lines/{l}/credential`` for runner tokens."""
+    """Serves ``GET /v1/tenants/{t}/lines/{l}/credential`` for runner tokens.
+
+    :meth:`fetch` is the blocking form, :meth:`fetch_async` the event-loop form used by
+    the route; both make the same decision from the same single row.
+    """
 
     def __init__(
         self,
@@ -152,25 +180,25 @@ class CredentialFetcher:
         keyring: KeyRing,
         system_keys: SystemKeys,
         audit: AuditTrail,
+        writer: AuditWriter,
         clock: Clock,
         rate_limit_per_minute: int,
         lease_ttl_seconds: int,
+        audit_timeout: float = 10.0,
     ) -> None:
-        # SQLite: a deferred (shared) transaction; PostgreSQL: autocommit, so the read is
-        # the only round trip (no BEGIN/ROLLBACK around one consistent statement).
-        self._engine = (
-            readonly(engine)
-            if is_sqlite(engine)
-            else engine.execution_options(isolation_level="AUTOCOMMIT")
-        )
+        self._sync = SyncReader(engine, _STATEMENT)
+        self._async_pg = None if is_sqlite(engine) else AsyncPgReader(engine, _STATEMENT)
         self._keyring = keyring
         self._keys = system_keys
+        self._token_key = token_mac_key(system_keys)
         self._audit = audit
+        self._writer = writer
         self._clock = clock
         self._limit = rate_limit_per_minute
         self._lease_ttl = lease_ttl_seconds
+        self._audit_timeout = audit_timeout
 
-    # -- the hot path -----------------------------------------------------------------
+    # -- the two entry points -----------------------------------------------------------
 
     def fetch(
         self, *, token: str | None, tenant_id: str, line_id: str, context: RequestContext
@@ -180,41 +208,83 @@ class CredentialFetcher:
         Every refusal is audited (``denied``) before it is raised. A tenant or line the
         runner holds no grant for is ``NotFound``, whether or not it exists.
         """
-        if not token or not looks_like_runner_token(token):
-            self._deny(None, tenant_id, line_id, context, "invalid_token")
-            raise Unauthenticated("a valid runner access token is required")
         now = self._clock.now()
-        window = minute_window(now)
-        params = {
-            "token_hash": token_hash(self._keys, token),
+        params = self._params(token, tenant_id, line_id, now)
+        row = self._sync.read(params) if params is not None else None
+        decision = self._decide(row, now=now, tenant_id=tenant_id, line_id=line_id, context=context)
+        self._audit.emit(decision.event)
+        return self._answer(decision)
+
+    async def fetch_async(
+        self, *, token: str | None, tenant_id: str, line_id: str, context: RequestContext
+    ) -> FetchedCredential:
+        now = self._clock.now()
+        params = self._params(token, tenant_id, line_id, now)
+        row = None
+        if params is not None:
+            if self._async_pg is not None:
+                try:
+                    row = await self._async_pg.read(params)
+                except psycopg.Error:
+                    raise Unavailable("the database is unavailable") from None
+            else:
+                row = await asyncio.to_thread(self._sync.read, params)
+        decision = self._decide(row, now=now, tenant_id=tenant_id, line_id=line_id, context=context)
+        future = asyncio.wrap_future(self._writer.submit(decision.event))
+        try:
+            await asyncio.wait_for(future, self._audit_timeout)
+        except Exception:
+            raise AuditUnavailable() from None
+        return self._answer(decision)
+
+    async def aclose(self) -> None:
+        if self._async_pg is not None:
+            await self._async_pg.aclose()
+
+    # -- one decision -------------------------------------------------------------------
+
+    def _params(
+        self, token: str | None, tenant_id: str, line_id: str, now: datetime
+    ) -> dict[str, Any] | None:
+        if not token or not looks_like_runner_token(token):
+            return None
+        return {
+            "token_hash": hmac_sha256(self._token_key, token.encode()),
             "tenant_id": tenant_id[:_ID_MAX],
             "line_id": line_id[:_ID_MAX],
-            "window": window,
+            "window": minute_window(now),
         }
-        with self._engine.connect() as conn:
-            row = conn.execute(_STATEMENT, params).first()
+
+    @staticmethod
+    def _answer(decision: _Decision) -> FetchedCredential:
+        if decision.error is not None:
+            raise decision.error
+        assert decision.result is not None
+        return decision.result
+
+    def _decide(
+        self, row: Any, *, now: datetime, tenant_id: str, line_id: str, context: RequestContext
+    ) -> _Decision:
+        def deny(reason: str, error: VaultError, runner_id: str | None = None) -> _Decision:
+            event = _event(runner_id, tenant_id, line_id, context, outcome="denied", reason=reason)
+            return _Decision(event=event, error=error)
+
         if row is None:
-            self._deny(None, tenant_id, line_id, context, "invalid_token")
-            raise Unauthenticated("a valid runner access token is required")
+            return deny("invalid_token", Unauthenticated(_INVALID_TOKEN))
         runner_id: str = row.runner_id
         if row.token_expires_at <= now:
-            self._deny(runner_id, tenant_id, line_id, context, "token_expired")
-            raise Unauthenticated("the access token has expired")
+            return deny("token_expired", Unauthenticated("the access token has expired"), runner_id)
         if row.runner_disabled_at is not None:
-            self._deny(runner_id, tenant_id, line_id, context, "runner_disabled")
-            raise Unauthenticated("a valid runner access token is required")
+            return deny("runner_disabled", Unauthenticated(_INVALID_TOKEN), runner_id)
         if row.used is not None and row.used >= self._limit:
-            self._deny(runner_id, tenant_id, line_id, context, RATE_LIMITED)
-            raise RateLimited(retry_after=math.ceil(60 - now.timestamp() % 60))
+            retry = RateLimited(retry_after=math.ceil(60 - now.timestamp() % 60))
+            return deny(RATE_LIMITED, retry, runner_id)
         if row.tenant_id is None or row.tenant_deleted_at is not None:
-            self._deny(runner_id, tenant_id, line_id, context, "no_such_tenant")
-            raise NotFound()
+            return deny("no_such_tenant", NotFound(), runner_id)
         if not row.granted:
-            self._deny(runner_id, tenant_id, line_id, context, "not_granted")
-            raise NotFound()
+            return deny("not_granted", NotFound(), runner_id)
         if row.line_id is None:
-            self._deny(runner_id, tenant_id, line_id, context, "no_such_line")
-            raise NotFound()
+            return deny("no_such_line", NotFound(), runner_id)
         if (
             row.status != "active"
             or row.ciphertext is None
@@ -222,8 +292,7 @@ class CredentialFetcher:
             or row.kek_state in (None, "destroyed")
             or row.kek_wrapped is None
         ):
-            self._deny(runner_id, tenant_id, line_id, context, "revoked")
-            raise Revoked()
+            return deny("revoked", Revoked(), runner_id)
         try:
             kek = self._keyring.unwrap_kek(
                 tenant_id=tenant_id,
@@ -239,29 +308,31 @@ class CredentialFetcher:
                     line_id=line_id,
                     line_type=row.type,
                     credential_version=row.version,
-                    wrapped_dek=row.wrapped_dek,
-                    ciphertext=row.ciphertext,
+                    wrapped_dek=bytes(row.wrapped_dek),
+                    ciphertext=bytes(row.ciphertext),
                 )
             )
+        except KmsUnavailable as exc:
+            event = _event(
+                runner_id, tenant_id, line_id, context, outcome="error", reason="kms_unavailable"
+            )
+            return _Decision(event=event, error=Unavailable(str(exc) or "key provider unavailable"))
         except Exception as exc:
-            self._event(
-                runner_id, tenant_id, line_id, context, outcome="error", reason=type(exc).__name__
-            )
-            raise
-        self._audit.emit(
-            AuditEvent(
-                action=FETCH_ACTION,
-                outcome="success",
-                actor_type="runner",
-                actor_id=runner_id,
-                tenant_id=tenant_id,
-                resource_type="line",
-                resource_id=line_id,
-                context=context,
-                details={"version": row.version},
-            )
+            reason = type(exc).__name__
+            event = _event(runner_id, tenant_id, line_id, context, outcome="error", reason=reason)
+            return _Decision(event=event, error=Unavailable("the credential could not be opened"))
+        event = AuditEvent(
+            action=FETCH_ACTION,
+            outcome="success",
+            actor_type="runner",
+            actor_id=runner_id,
+            tenant_id=tenant_id,
+            resource_type="line",
+            resource_id=line_id,
+            context=context,
+            details={"version": row.version},
         )
-        return FetchedCredential(
+        result = FetchedCredential(
             line_id=line_id,
             tenant_id=tenant_id,
             type=row.type,
@@ -270,65 +341,52 @@ class CredentialFetcher:
             expires_at=row.line_expires_at,
             lease_ttl=self._lease_ttl,
         )
+        return _Decision(event=event, result=result)
 
     def refuse_user(
         self, *, user_id: str, tenant_id: str, line_id: str, context: RequestContext
     ) -> None:
         """Humans never receive a stored secret: audit the attempt, then refuse."""
-        self._audit.emit(
-            AuditEvent(
-                action=FETCH_ACTION,
-                outcome="denied",
-                actor_type="user",
-                actor_id=user_id,
-                tenant_id=tenant_id,
-                resource_type="line",
-                resource_id=line_id,
-                reason="not_a_runner",
-                context=context,
-            )
+        event = _event(
+            user_id, tenant_id, line_id, context, outcome="denied", reason="not_a_runner"
         )
+        self._audit.emit(replace(event, actor_type="user"))
         raise Forbidden("only workflow runners receive credentials")
 
-    # -- refusals ---------------------------------------------------------------------
 
-    def _deny(
-        self,
-        runner_id: str | None,
-        tenant_id: str,
-        line_id: str,
-        context: RequestContext,
-        reason: str,
-    ) -> None:
-        self._event(runner_id, tenant_id, line_id, context, outcome="denied", reason=reason)
-
-    def _event(
-        self,
-        runner_id: str | None,
-        /,
-        tenant_id: str,
-        line_id: str,
-        context: RequestContext,
-        *,
-        outcome: Any,
-        reason: str,
-    ) -> None:
-        self._audit.emit(
-            AuditEvent(
-                action=FETCH_ACTION,
-                outcome=outcome,
-                actor_type="runner",
-                actor_id=runner_id,
-                tenant_id=tenant_id,
-                resource_type="line",
-                resource_id=line_id,
-                reason=reason,
-                context=context,
-            )
-        )
+def _event(
+    actor_id: str | None,
+    tenant_id: str,
+    line_id: str,
+    context: RequestContext,
+    *,
+    outcome: Outcome,
+    reason: str,
+) -> AuditEvent:
+    return AuditEvent(
+        action=FETCH_ACTION,
+        outcome=outcome,
+        actor_type="runner",
+        actor_id=actor_id,
+        tenant_id=tenant_id,
+        resource_type="line",
+        resource_id=line_id,
+        reason=reason,
+        context=context,
+    )
 
 
 # -- cross-process usage counters ---------------------------------------------------------
+
+
+# One statement text for both dialects (SQLite >= 3.24 and PostgreSQL share the upsert
+# syntax), built once: the hook runs inside every audit batch, on the writer's critical
+# path, so it must not pay for statement construction each time.
+_UPSERT_USAGE = text(
+    'INSERT INTO runner_usage (runner_id, "window", count) VALUES (:runner_id, :window, :count) '
+    'ON CONFLICT (runner_id, "window") DO UPDATE SET count = runner_usage.count + excluded.count'
+)
+_PRUNE_USAGE = text('DELETE FROM runner_usage WHERE "window" < :before')
 
 
 def usage_hook(clock: Clock, *, keep_windows: int = 10) -> BatchHook:
@@ -342,30 +400,26 @@ def usage_hook(clock: Clock, *, keep_windows: int = 10) -> BatchHook:
     def hook(
         session: Session, events: Sequence[AuditEvent], _rows: Sequence[dict[str, object]]
     ) -> None:
-        counts = Counter(
-            e.actor_id
-            for e in events
-            if e.action == FETCH_ACTION
-            and e.actor_type == "runner"
-            and e.actor_id is not None
-            and e.reason != RATE_LIMITED
-        )
+        counts: Counter[str] = Counter()
+        for e in events:
+            if (
+                e.action == FETCH_ACTION
+                and e.actor_type == "runner"
+                and e.actor_id is not None
+                and e.reason != RATE_LIMITED
+            ):
+                counts[e.actor_id] += 1
         if not counts:
             return
         window = minute_window(clock.now())
-        dialect = session.get_bind().dialect.name
-        insert_ = sqlite_insert if dialect == "sqlite" else pg_insert
-        stmt = insert_(_U)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[_U.c.runner_id, _U.c.window],
-            set_={"count": _U.c.count + stmt.excluded.count},
-        )
-        session.execute(
-            stmt,
+        conn = session.connection()
+        # Sorted, so two processes' batches lock counter rows in the same order.
+        conn.execute(
+            _UPSERT_USAGE,
             [{"runner_id": rid, "window": window, "count": n} for rid, n in sorted(counts.items())],
         )
         if state["pruned"] != window:
-            session.execute(delete(_U).where(_U.c.window < window - keep_windows))
+            conn.execute(_PRUNE_USAGE, {"before": window - keep_windows})
             state["pruned"] = window
 
     return hook

@@ -9,22 +9,26 @@ leaked value and let the fetch path tell a runner token from a human session at 
 
 from __future__ import annotations
 
+from kms.crypto import hkdf_sha256
 from vault.ids import new_token
 from vault.keys.system import SystemKeys
 
 __all__ = [
     "CLIENT_SECRET_PREFIX",
     "RUNNER_TOKEN_PREFIX",
+    "TOKEN_PURPOSE",
     "looks_like_runner_token",
     "new_client_secret",
     "new_runner_token",
     "secret_hash",
     "token_hash",
+    "token_mac_key",
 ]
 
 CLIENT_SECRET_PREFIX = "lvcs_"  # noqa: S105 (a prefix, not a secret)
 RUNNER_TOKEN_PREFIX = "lvrt_"  # noqa: S105
 _MAX_TOKEN_LENGTH = 256
+TOKEN_PURPOSE = "runner-token"  # noqa: S105 - a key label
 
 
 def new_client_secret() -> str:
@@ -45,4 +49,14 @@ def secret_hash(keys: SystemKeys, *, runner_id: str, secret: str) -> bytes:
 
 
 def token_hash(keys: SystemKeys, token: str) -> bytes:
-    return keys.mac("runner-token", token.encode())
+    return keys.mac(TOKEN_PURPOSE, token.encode())
+
+
+def token_mac_key(keys: SystemKeys) -> bytes:
+    """The derived key behind :func:`token_hash`, for the fetch path to derive once.
+
+    Must match ``SystemKeys.mac``'s derivation (a test pins the two together).
+    """
+    return hkdf_sha256(
+        keys.hmac_root, salt=None, info=b"linevault/mac/" + TOKEN_PURPOSE.encode(), length=32
+    )
