@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
+from api.deps import check_path_ids
 from api.metrics import Metrics
 from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from api.problems import install_problem_handlers
@@ -46,6 +47,7 @@ def create_app(
         version=__version__,
         description="Encrypted vault for the credentials of connected chat lines.",
         lifespan=lifespan,
+        dependencies=[Depends(check_path_ids)],
     )
     app.state.runtime = runtime
     app.state.settings = settings

@@ -9,6 +9,13 @@ Public names other routes rely on:
   ``mfa_required``) or ``MfaInvalid`` (401 ``mfa_invalid``, throttled and audited).
 
 The logic lives in ``vault.identity``; this module only adapts it to FastAPI.
+
+Ordering note for route authors: ``CurrentUser`` reads the session in a read-only
+transaction and, at most once a minute per session, refreshes its idle clock in a short
+write transaction of its own. Declare it before (or instead of) any custom dependency
+that already queries the request's ``Db`` session: on SQLite an open write transaction
+in ``Db`` would make that refresh wait for the lock. ``require_mfa`` consumes the code in
+the caller's ``Db`` transaction; call it before the route's own changes.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ audit event) that did not commit.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -14,9 +15,31 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from vault.audit.events import RequestContext
+from vault.errors import NotFound
 from vault.runtime import Runtime
 
-__all__ = ["Ctx", "Db", "Rt", "get_runtime", "request_context", "unit_of_work"]
+__all__ = [
+    "Ctx",
+    "Db",
+    "Rt",
+    "check_path_ids",
+    "get_runtime",
+    "request_context",
+    "unit_of_work",
+]
+
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def check_path_ids(request: Request) -> None:
+    """Every id in a path is opaque and server-made: anything else cannot exist.
+
+    Runs for every route (an app-level dependency), so junk such as NUL bytes, traversal
+    sequences or megabyte-long ids is answered with 404 before any route or query sees it.
+    """
+    for value in request.path_params.values():
+        if isinstance(value, str) and not _ID.match(value):
+            raise NotFound()
 
 
 def get_runtime(request: Request) -> Runtime:

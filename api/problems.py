@@ -13,10 +13,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from kms.errors import KmsError, KmsUnavailable
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from kms.errors import KmsError, KmsUnavailable
 from vault import errors as e
 
 __all__ = ["PROBLEM_TABLE", "install_problem_handlers", "problem_response"]
@@ -25,6 +25,7 @@ log = logging.getLogger("linevault.api")
 
 # domain error -> (status, code, title)
 PROBLEM_TABLE: Mapping[type[Exception], tuple[int, str, str]] = {
+    e.Unprocessable: (422, "invalid_request", "Invalid request"),
     e.InvalidRequest: (400, "invalid_request", "Invalid request"),
     e.Unauthenticated: (401, "unauthenticated", "Authentication required"),
     e.MfaInvalid: (401, "mfa_invalid", "Second factor not accepted"),
@@ -130,12 +131,22 @@ def install_problem_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else title
         return problem_response(exc.status_code, code, title, detail, headers=exc.headers)
 
-    @app.exception_handler(OperationalError)
     @app.exception_handler(DBAPIError)
     async def _database(_: Request, exc: Exception) -> JSONResponse:
+        # The driver's message can quote the offending value: log the class only.
         log.error("database error: %s", type(exc).__name__)
+        if isinstance(exc, DataError):  # the database refused a value (e.g. a NUL byte)
+            return problem_response(
+                400, "invalid_request", "Invalid request", "a value is not acceptable"
+            )
+        if isinstance(exc, IntegrityError):
+            return problem_response(409, "conflict", "Conflict", "conflicts with existing data")
+        if isinstance(exc, OperationalError | InterfaceError):
+            return problem_response(
+                503, "unavailable", "Service unavailable", "the database is unavailable"
+            )
         return problem_response(
-            503, "unavailable", "Service unavailable", "the database is unavailable"
+            500, "internal_error", "Internal error", "an internal error occurred"
         )
 
     @app.exception_handler(Exception)

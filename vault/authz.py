@@ -18,10 +18,10 @@ from vault.errors import Forbidden, NotFound
 __all__ = [
     "PLATFORM_PERMISSIONS",
     "PLATFORM_ROLES",
-    "PlatformPermission",
     "TENANT_PERMISSIONS",
     "TENANT_ROLES",
     "Permission",
+    "PlatformPermission",
     "Principal",
     "RunnerPrincipal",
     "UserPrincipal",

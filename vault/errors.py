@@ -19,6 +19,7 @@ __all__ = [
     "Revoked",
     "Unauthenticated",
     "Unavailable",
+    "Unprocessable",
     "VaultError",
 ]
 
@@ -39,6 +40,14 @@ class InvalidRequest(VaultError):
     def __init__(self, detail: str | None = None, *, field: str | None = None) -> None:
         self.field = field
         super().__init__(detail)
+
+
+class Unprocessable(InvalidRequest):
+    """Well-formed JSON whose content is refused (e.g. a malformed credential): 422.
+
+    The same ``invalid_request`` code as its parent; the status follows the contract,
+    which asks for 422 where a field's value, not the request's shape, is wrong.
+    """
 
 
 class Unauthenticated(VaultError):

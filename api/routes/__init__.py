@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import auth, credentials, grants, me, runners, system, tenants
+from api.routes import auth, credentials, grants, lines, me, privacy, runners, system, tenants
 
 __all__ = ["ROUTERS"]
 
@@ -16,6 +16,8 @@ ROUTERS: list[APIRouter] = [
     auth.router,
     me.router,
     tenants.router,
+    lines.router,
+    privacy.router,
     runners.router,
     grants.router,
 ]

@@ -32,7 +32,7 @@ __all__ = [
     "totp_code",
 ]
 
-TEST_PASSWORD = "correct horse battery staple"  # noqa: S105 - a test fixture value
+TEST_PASSWORD = "correct horse battery staple"
 
 
 @functools.cache

@@ -32,6 +32,7 @@ from vault.errors import Forbidden, InvalidRequest, NotFound, VaultError
 from vault.ids import new_id
 from vault.keys.keyring import KeyRing
 from vault.storage.models import Membership, Tenant, User
+from vault.validation import clean_display_name
 
 __all__ = ["MemberView", "TenantService", "TenantView"]
 
@@ -117,9 +118,12 @@ class TenantService:
                 reason="platform admin required",
             )
             raise self._deny(denied, exc) from None
-        name = name.strip()
-        if not name or len(name) > 200:
-            raise InvalidRequest("name must have 1 to 200 characters", field="name")
+        cleaned = clean_display_name(name)
+        if cleaned is None:
+            raise InvalidRequest(
+                "name must have 1 to 200 characters and no control characters", field="name"
+            )
+        name = cleaned
         now = self._clock.now()
         if owner_user_id is not None and self._session.get(User, owner_user_id) is None:
             raise InvalidRequest("owner_user_id does not name a user", field="owner_user_id")

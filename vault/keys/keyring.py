@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from kms.crypto import new_key, open_sealed, seal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kms import KeyProvider, WrappedKey
+from kms.crypto import new_key, open_sealed, seal
 from vault.errors import NotFound
 from vault.keys.cache import KekCache
 from vault.keys.context import associated_data

@@ -14,11 +14,11 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from kms.crypto import SigningKey, hkdf_sha256, hmac_sha256, new_key, open_sealed, seal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kms import KeyProvider, WrappedKey
+from kms.crypto import SigningKey, hkdf_sha256, hmac_sha256, new_key, open_sealed, seal
 from vault.keys.context import associated_data
 from vault.storage.models import SystemSecret
 

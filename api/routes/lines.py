@@ -1,0 +1,179 @@
+"""Lines and their credentials (API.md, "Lines and their credentials").
+
+Thin adapters: parse the body, call ``vault.lines.service.LineService``, return metadata.
+The credential object is validated by the domain (``vault.lines.schemas``), which names
+the offending field and never echoes its value; the route only checks the envelope.
+No route here returns a stored secret; ``generated`` appears once, when the vault made
+the secret in this very request.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, BackgroundTasks, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.auth import CurrentUser, require_mfa
+from api.deps import Ctx, Db, Rt
+from vault.lines.service import LineService, LineView
+from vault.privacy.scrub import scrub_after_shred
+
+__all__ = ["LineCreatedOut", "LineOut", "router"]
+
+router = APIRouter(tags=["lines"])
+
+
+class CreateLineBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: str = Field(max_length=32, description="telegram | instagram | messenger | widget")
+    name: str = Field(max_length=1000, description="1-200 characters")
+    credential: dict[str, Any] = Field(description="the type's credential object")
+
+
+class ReplaceCredentialBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    credential: dict[str, Any]
+
+
+class RevokeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(default=None, max_length=500)
+    mfa_code: str | None = Field(default=None, max_length=32)
+
+
+class LineOut(BaseModel):
+    id: str
+    tenant_id: str
+    type: str
+    name: str
+    status: Literal["active", "revoked"]
+    version: int
+    fingerprint: str | None
+    created_at: str
+    updated_at: str
+    expires_at: str | None
+    revoked_at: str | None
+
+
+class LineCreatedOut(LineOut):
+    generated: dict[str, str] | None = Field(
+        default=None, description="secrets the vault generated; shown in this response only"
+    )
+
+
+class LinesOut(BaseModel):
+    lines: list[LineOut]
+
+
+def _service(runtime: Rt, db: Db) -> LineService:
+    return LineService(
+        db,
+        keyring=runtime.keyring,
+        system_keys=runtime.system_keys,
+        audit=runtime.audit,
+        clock=runtime.clock,
+    )
+
+
+def _with_generated(view: LineView, status: int) -> JSONResponse:
+    body = view.to_dict()
+    if view.generated:
+        body["generated"] = dict(view.generated)
+    return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+@router.post(
+    "/v1/tenants/{tenant_id}/lines",
+    status_code=201,
+    response_model=LineCreatedOut,
+    responses={201: {"model": LineCreatedOut}},
+)
+def create_line(
+    tenant_id: str, *, body: CreateLineBody, runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser
+) -> JSONResponse:
+    view = _service(runtime, db).create(
+        user,
+        tenant_id,
+        line_type=body.type,
+        name=body.name,
+        credential=body.credential,
+        context=ctx,
+    )
+    return _with_generated(view, 201)
+
+
+@router.get("/v1/tenants/{tenant_id}/lines", response_model=LinesOut)
+def list_lines(
+    tenant_id: str,
+    *,
+    runtime: Rt,
+    db: Db,
+    ctx: Ctx,
+    user: CurrentUser,
+    expiring_within: Annotated[
+        str | None,
+        Query(max_length=16, description="only active lines expiring within e.g. 30m, 12h, 7d"),
+    ] = None,
+) -> dict[str, Any]:
+    views = _service(runtime, db).list(
+        user, tenant_id, expiring_within=expiring_within, context=ctx
+    )
+    return {"lines": [v.to_dict() for v in views]}
+
+
+@router.get("/v1/tenants/{tenant_id}/lines/{line_id}", response_model=LineOut)
+def get_line(
+    tenant_id: str, line_id: str, *, runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser
+) -> dict[str, Any]:
+    return _service(runtime, db).get(user, tenant_id, line_id, context=ctx).to_dict()
+
+
+@router.put(
+    "/v1/tenants/{tenant_id}/lines/{line_id}/credential",
+    response_model=LineCreatedOut,
+    responses={200: {"model": LineCreatedOut}},
+)
+def replace_credential(
+    tenant_id: str,
+    line_id: str,
+    *,
+    body: ReplaceCredentialBody,
+    runtime: Rt,
+    db: Db,
+    ctx: Ctx,
+    user: CurrentUser,
+    tasks: BackgroundTasks,
+) -> JSONResponse:
+    view = _service(runtime, db).replace(
+        user, tenant_id, line_id, credential=body.credential, context=ctx
+    )
+    tasks.add_task(scrub_after_shred, runtime.engine)  # the old version's bytes, too
+    return _with_generated(view, 200)
+
+
+@router.post("/v1/tenants/{tenant_id}/lines/{line_id}/revoke", response_model=LineOut)
+def revoke_line(
+    tenant_id: str,
+    line_id: str,
+    *,
+    runtime: Rt,
+    db: Db,
+    ctx: Ctx,
+    user: CurrentUser,
+    tasks: BackgroundTasks,
+    body: RevokeBody | None = None,
+) -> dict[str, Any]:
+    body = body or RevokeBody()
+    code = body.mfa_code
+    view = _service(runtime, db).revoke(
+        user,
+        tenant_id,
+        line_id,
+        reason=body.reason,
+        context=ctx,
+        verify_mfa=lambda: require_mfa(runtime, db, user, code, ctx),
+    )
+    tasks.add_task(scrub_after_shred, runtime.engine)  # runs after the commit
+    return view.to_dict()

@@ -1,0 +1,78 @@
+"""Tenant deletion and the data-subject export (API.md, "Tenants").
+
+``DELETE /v1/tenants/{tenant_id}`` crypto-shreds the tenant (owner or platform admin,
+MFA); ``GET /v1/tenants/{tenant_id}/export`` returns its metadata without secrets (owner,
+MFA). A GET has no body, so its one-request code may come in the ``X-MFA-Code`` header
+(never in the query string: codes do not belong in URLs or access logs).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, BackgroundTasks, Header
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.auth import CurrentUser, require_mfa
+from api.deps import Ctx, Db, Rt
+from vault.clock import rfc3339
+from vault.privacy.erasure import TenantEraser
+from vault.privacy.export import TenantExporter
+from vault.privacy.scrub import scrub_after_shred
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["tenants"])
+
+
+class MfaBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mfa_code: str | None = Field(default=None, max_length=32)
+
+
+class TenantDeletedOut(BaseModel):
+    id: str
+    deleted_at: str
+    shredded: bool
+
+
+@router.delete("/v1/tenants/{tenant_id}", response_model=TenantDeletedOut)
+def delete_tenant(
+    tenant_id: str,
+    *,
+    runtime: Rt,
+    db: Db,
+    ctx: Ctx,
+    user: CurrentUser,
+    tasks: BackgroundTasks,
+    body: MfaBody | None = None,
+) -> dict[str, Any]:
+    code = body.mfa_code if body else None
+    deleted = TenantEraser(
+        db, kek_cache=runtime.keyring.cache, audit=runtime.audit, clock=runtime.clock
+    ).delete(
+        user,
+        tenant_id,
+        context=ctx,
+        verify_mfa=lambda: require_mfa(runtime, db, user, code, ctx),
+    )
+    tasks.add_task(scrub_after_shred, runtime.engine)  # runs after the commit
+    return {"id": deleted.id, "deleted_at": rfc3339(deleted.deleted_at), "shredded": True}
+
+
+@router.get("/v1/tenants/{tenant_id}/export")
+def export_tenant(
+    tenant_id: str,
+    *,
+    runtime: Rt,
+    db: Db,
+    ctx: Ctx,
+    user: CurrentUser,
+    mfa_code: Annotated[str | None, Header(alias="X-MFA-Code", max_length=32)] = None,
+) -> dict[str, Any]:
+    return TenantExporter(db, audit=runtime.audit, clock=runtime.clock).export(
+        user,
+        tenant_id,
+        context=ctx,
+        verify_mfa=lambda: require_mfa(runtime, db, user, mfa_code, ctx),
+    )

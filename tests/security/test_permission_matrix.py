@@ -1,0 +1,268 @@
+"""Every route of the app x every kind of caller -> the expected status.
+
+EXPECTATIONS is keyed by (method, path template); a route without a row fails the test,
+so nobody can add an endpoint without deciding who may call it. Each row maps a role to
+a status (``_ALL`` fills the rest). Rows may name a ``body`` factory so the request is
+valid apart from who sends it. Sessions are made fresh for every request (logout ends
+them), MFA-fresh except where a row says otherwise.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.testclient import TestClient
+from starlette.routing import Route
+
+from tests.support.identity import (
+    TEST_PASSWORD,
+    add_membership,
+    bearer,
+    make_tenant,
+    make_user,
+    new_session,
+)
+from vault.runtime import Runtime
+from vault.settings import Settings
+
+ROLES = (
+    "platform_admin",
+    "platform_auditor",
+    "owner",
+    "admin",
+    "member",
+    "auditor",
+    "no_role",
+    "other_owner",
+    "anonymous",
+    "runner",
+)
+USERS = tuple(r for r in ROLES if r not in ("anonymous", "runner"))
+_ALL = "*"
+
+
+@dataclass
+class World:
+    runtime: Runtime
+    tenant_id: str
+    other_tenant_id: str
+    user_ids: dict[str, str] = field(default_factory=dict)
+    counter: int = 0
+    line_id: str = ""
+
+    def unique(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+
+Body = Callable[[World], dict[str, Any]]
+
+
+def _new_member(world: World) -> dict[str, Any]:
+    user = make_user(world.runtime, world.unique("target") + "@example.test")
+    return {"user_id": user.id, "role": "member"}
+
+
+def row(
+    expected: dict[str, int],
+    *,
+    body: Body | None = None,
+    fresh: bool = True,
+    params: Callable[[World], dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    """``params``: path values made afresh for every request (e.g. a tenant to delete)."""
+    return {"expected": expected, "body": body, "fresh": fresh, "params": params}
+
+
+def _line(world: World) -> str:
+    """A telegram line in the main tenant, made once."""
+    if not world.line_id:
+        from tests.support.lines import CTX, planted, service, uow, user
+
+        with uow(world.runtime) as session:
+            world.line_id = (
+                service(world.runtime, session)
+                .create(
+                    user({world.tenant_id: "owner"}),
+                    world.tenant_id,
+                    line_type="telegram",
+                    name="matrix",
+                    credential=planted("telegram"),
+                    context=CTX,
+                )
+                .id
+            )
+    return world.line_id
+
+
+def _doomed_tenant(world: World) -> dict[str, str]:
+    """A tenant with the main tenant's memberships, so each DELETE has one to delete."""
+    tenant = make_tenant(world.runtime, world.unique("doomed"))
+    for role in ("owner", "admin", "member", "auditor"):
+        add_membership(world.runtime, tenant, world.user_ids[role], role)
+    return {"tenant_id": tenant}
+
+
+_PUBLIC = row({_ALL: 200})
+_SIGNED_IN = {**dict.fromkeys(USERS, 200), _ALL: 401}
+_TENANT_MANAGERS = {
+    "platform_admin": 200,
+    "owner": 200,
+    "admin": 200,
+    "member": 403,
+    "auditor": 403,
+    "platform_auditor": 403,
+    "no_role": 404,
+    "other_owner": 404,
+    _ALL: 401,
+}
+_TENANT_MEMBERS = {
+    **dict.fromkeys(("platform_admin", "platform_auditor", "owner", "admin", "member"), 200),
+    "auditor": 200,
+    "no_role": 404,
+    "other_owner": 404,
+    _ALL: 401,
+}
+_TENANT_OWNER = {**_TENANT_MANAGERS, "admin": 403}
+_PLATFORM_ADMIN_ONLY = {"platform_admin": 201, **dict.fromkeys(USERS[1:], 403), _ALL: 401}
+
+EXPECTATIONS: dict[tuple[str, str], dict[str, Any]] = {
+    ("GET", "/v1/sys/health"): _PUBLIC,
+    ("GET", "/metrics"): _PUBLIC,
+    ("GET", "/openapi.json"): _PUBLIC,
+    ("GET", "/docs"): _PUBLIC,
+    ("GET", "/docs/oauth2-redirect"): _PUBLIC,
+    ("GET", "/redoc"): _PUBLIC,
+    # Human authentication: credentials in the body, not the session, decide.
+    ("POST", "/v1/auth/login"): row(
+        {_ALL: 401}, body=lambda w: {"email": "x@example.test", "password": "wrong password"}
+    ),
+    ("POST", "/v1/auth/mfa"): row({_ALL: 401}, body=lambda w: {"mfa_token": "lvm_x", "code": "1"}),
+    # No test user has TOTP: every signed-in caller gets 401 mfa_invalid, others 401.
+    ("POST", "/v1/auth/step-up"): row({_ALL: 401}, body=lambda w: {"code": "abcdef"}),
+    ("POST", "/v1/auth/logout"): row({**dict.fromkeys(USERS, 204), _ALL: 401}),
+    ("GET", "/v1/me"): row(_SIGNED_IN),
+    ("POST", "/v1/me/totp"): row(_SIGNED_IN, fresh=False),
+    # Runs after /v1/me/totp (route order): a pending enrollment and a wrong code.
+    ("POST", "/v1/me/totp/confirm"): row({_ALL: 401}, body=lambda w: {"code": "abcdef"}),
+    ("POST", "/v1/me/password"): row(
+        {**dict.fromkeys(USERS, 204), _ALL: 401},
+        body=lambda w: {"current_password": TEST_PASSWORD, "new_password": TEST_PASSWORD + "!"},
+    ),
+    ("POST", "/v1/users"): row(
+        _PLATFORM_ADMIN_ONLY,
+        body=lambda w: {"email": w.unique("new") + "@example.test", "platform_role": None},
+    ),
+    ("POST", "/v1/tenants"): row(_PLATFORM_ADMIN_ONLY, body=lambda w: {"name": "Tenant"}),
+    ("GET", "/v1/tenants"): row(_SIGNED_IN),
+    ("GET", "/v1/tenants/{tenant_id}/members"): row(_TENANT_MANAGERS),
+    ("POST", "/v1/tenants/{tenant_id}/members"): row(
+        {**_TENANT_MANAGERS, "platform_admin": 201, "owner": 201, "admin": 201}, body=_new_member
+    ),
+    # Lines (any member reads; owner/admin write; revoke needs MFA, sessions here are fresh).
+    ("POST", "/v1/tenants/{tenant_id}/lines"): row(
+        {**_TENANT_MANAGERS, "platform_admin": 201, "owner": 201, "admin": 201},
+        body=lambda w: {"type": "widget", "name": "w", "credential": {}},
+    ),
+    ("GET", "/v1/tenants/{tenant_id}/lines"): row(_TENANT_MEMBERS),
+    ("GET", "/v1/tenants/{tenant_id}/lines/{line_id}"): row(_TENANT_MEMBERS),
+    ("PUT", "/v1/tenants/{tenant_id}/lines/{line_id}/credential"): row(
+        _TENANT_MANAGERS,
+        body=lambda w: {"credential": {"bot_token": "12345:" + secrets.token_urlsafe(30)}},
+    ),
+    # Idempotent: the first manager revokes, the next get 200 with the same metadata.
+    ("POST", "/v1/tenants/{tenant_id}/lines/{line_id}/revoke"): row(
+        _TENANT_MANAGERS, body=lambda w: {"reason": "matrix"}
+    ),
+    ("DELETE", "/v1/tenants/{tenant_id}"): row(_TENANT_OWNER, params=_doomed_tenant),
+    ("GET", "/v1/tenants/{tenant_id}/export"): row(_TENANT_OWNER),
+}
+
+
+def path_params(world: World) -> dict[str, str]:
+    """Values for path parameters; other capabilities add theirs (line_id, ...)."""
+    return {"tenant_id": world.tenant_id, "line_id": _line(world)}
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> Settings:
+    # Hundreds of deliberate failures from one client address: no throttling here.
+    return Settings(  # type: ignore[call-arg]
+        data_dir=tmp_path / "var",
+        database_url=db_url,  # type: ignore[arg-type]
+        log_level="warning",
+        throttle_free_failures=100_000,
+    )
+
+
+@pytest.fixture
+def world(runtime: Runtime) -> Iterator[World]:
+    tenant, other = make_tenant(runtime, "T1"), make_tenant(runtime, "T2")
+    w = World(runtime, tenant, other)
+    platform = {"platform_admin": "admin", "platform_auditor": "auditor"}
+    for role in USERS:
+        user = make_user(runtime, f"{role}@matrix.test", platform_role=platform.get(role))
+        w.user_ids[role] = user.id
+        if role in ("owner", "admin", "member", "auditor"):
+            add_membership(runtime, tenant, user.id, role)
+        if role == "other_owner":
+            add_membership(runtime, other, user.id, "owner")
+    yield w
+
+
+def _headers(world: World, role: str, *, fresh: bool) -> dict[str, str]:
+    if role == "anonymous":
+        return {}
+    if role == "runner":
+        # Until runners are merged, any non-session bearer stands in for a runner token.
+        return bearer("lvr_" + secrets.token_urlsafe(32))
+    return bearer(new_session(world.runtime, world.user_ids[role], mfa_fresh=fresh))
+
+
+def _all_routes(client: TestClient) -> list[tuple[str, set[str]]]:
+    """Every (path, methods) of the app, through included routers too."""
+    found = []
+    for context in iter_route_contexts(client.app.routes):  # type: ignore[attr-defined]
+        route = context.original_route
+        if isinstance(route, APIRoute | Route) and context.path:
+            found.append((context.path, set(route.methods or ())))
+    assert len(found) > 10, "route discovery found too few routes"
+    return found
+
+
+def test_every_route_for_every_role(client: TestClient, world: World) -> None:
+    mismatches: list[str] = []
+    missing: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    for path, methods in _all_routes(client):
+        for method in sorted(methods - {"HEAD", "OPTIONS"}):
+            key = (method, path)
+            seen.add(key)
+            spec = EXPECTATIONS.get(key)
+            if spec is None:
+                missing.append(f"{method} {path}")
+                continue
+            url = path.format(**path_params(world))
+            for role in ROLES:
+                if spec["params"] is not None:
+                    url = path.format(**{**path_params(world), **spec["params"](world)})
+                expected = spec["expected"].get(role, spec["expected"].get(_ALL))
+                body = spec["body"](world) if spec["body"] else None
+                response = client.request(
+                    method, url, json=body, headers=_headers(world, role, fresh=spec["fresh"])
+                )
+                if response.status_code != expected:
+                    mismatches.append(
+                        f"{method} {path} as {role}: {response.status_code} != {expected}"
+                        f" ({response.text[:120]})"
+                    )
+    assert not missing, "routes without an EXPECTATIONS row: " + ", ".join(missing)
+    stale = set(EXPECTATIONS) - seen
+    assert not stale, f"EXPECTATIONS rows for routes that do not exist: {sorted(stale)}"
+    assert not mismatches, "\n".join(mismatches)

@@ -1,0 +1,93 @@
+"""Auditing the attempts that fail: denied (403/404/MFA) and refused (422/409) requests.
+
+A failed request changes nothing, so its unit of work is rolled back first (on SQLite its
+write lock would otherwise block the audit writer), and the event goes through the
+group-commit writer in its own durable transaction before the error reaches the caller.
+Reasons name the error kind and, for invalid input, the field; never a submitted value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.orm import Session
+
+from vault.audit.events import AuditEvent, Outcome, RequestContext
+from vault.audit.trail import AuditTrail
+from vault.authz import UserPrincipal
+from vault.errors import (
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    MfaInvalid,
+    MfaRequired,
+    NotFound,
+    VaultError,
+)
+
+__all__ = ["MfaCheck", "failures_audited", "no_mfa_check"]
+
+MfaCheck = Callable[[], None]
+
+_DENIED: tuple[type[VaultError], ...] = (Forbidden, NotFound, MfaRequired, MfaInvalid)
+_REFUSED: tuple[type[VaultError], ...] = (InvalidRequest, Conflict)
+_REASONS: dict[type[VaultError], str] = {
+    Forbidden: "forbidden",
+    NotFound: "not_found",
+    MfaRequired: "mfa_required",
+    MfaInvalid: "mfa_invalid",
+    Conflict: "conflict",
+}
+
+
+def no_mfa_check() -> None:
+    """For callers (tests, the CLI) that have verified the second factor themselves."""
+
+
+def _reason(exc: VaultError) -> str:
+    if isinstance(exc, InvalidRequest):
+        return f"invalid_request: {exc.field}" if exc.field else "invalid_request"
+    for cls, reason in _REASONS.items():
+        if isinstance(exc, cls):
+            return reason
+    return "error"
+
+
+@contextmanager
+def failures_audited(
+    session: Session,
+    audit: AuditTrail,
+    *,
+    action: str,
+    principal: UserPrincipal,
+    tenant_id: str,
+    resource_type: str,
+    resource_id: str,
+    context: RequestContext,
+) -> Iterator[None]:
+    try:
+        yield
+    except VaultError as exc:
+        outcome: Outcome
+        if isinstance(exc, _DENIED):
+            outcome = "denied"
+        elif isinstance(exc, _REFUSED):
+            outcome = "error"
+        else:
+            raise
+        session.rollback()
+        audit.emit(
+            AuditEvent(
+                action=action,
+                outcome=outcome,
+                actor_type="user",
+                actor_id=principal.user_id,
+                tenant_id=tenant_id,
+                resource_type=resource_type,
+                resource_id=resource_id,
+                reason=_reason(exc),
+                context=context,
+            )
+        )
+        raise

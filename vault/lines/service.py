@@ -1,0 +1,365 @@
+"""Lines and their credentials: create, list, read, replace and revoke.
+
+Each credential version is sealed through the key hierarchy (tenant KEK -> fresh DEK ->
+AES-GCM) and only the current version is stored: replacing overwrites the envelope, so
+the previous version's DEK and ciphertext are gone when the transaction commits, and
+revoking destroys them (crypto-shredding) in the same transaction as the status change
+and its audit event. Humans get metadata only; this service never returns a stored
+secret, only a vault-generated one, once, at the moment it is made.
+
+Writers lock what they change: the line row (``FOR UPDATE``) so two replacements cannot
+both produce version N+1, and the tenant row (``FOR SHARE``) so a KEK rotation cannot
+flip the active version between our read of it and our commit. On SQLite the
+``BEGIN IMMEDIATE`` write lock already serializes writers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vault.audit.events import AuditEvent, RequestContext, sanitize
+from vault.audit.trail import AuditTrail
+from vault.authz import Permission, UserPrincipal, authorize
+from vault.clock import Clock, rfc3339
+from vault.errors import Conflict, NotFound, Unprocessable
+from vault.ids import new_id
+from vault.keys.keyring import KeyRing
+from vault.keys.shred import shred_line_credential
+from vault.keys.system import SystemKeys
+from vault.lines.expiry import parse_window
+from vault.lines.guard import MfaCheck, failures_audited
+from vault.lines.schemas import ParsedCredential, parse_credential, parse_line_name, parse_line_type
+from vault.storage.models import Line, Tenant
+
+__all__ = [
+    "FINGERPRINT_PURPOSE",
+    "LineService",
+    "LineView",
+    "fingerprint",
+    "line_view",
+    "load_tenant",
+]
+
+FINGERPRINT_PURPOSE = "credential-fingerprint"
+_NO_CONTEXT = RequestContext()
+MAX_REASON = 500
+
+
+@dataclass(frozen=True, slots=True)
+class LineView:
+    """Line metadata, exactly the contract's fields; never any secret."""
+
+    id: str
+    tenant_id: str
+    type: str
+    name: str
+    status: str
+    version: int
+    fingerprint: str | None
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    generated: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON metadata (``generated`` is not part of it; the route adds it once)."""
+        return {
+            "id": self.id,
+            "tenant_id": self.tenant_id,
+            "type": self.type,
+            "name": self.name,
+            "status": self.status,
+            "version": self.version,
+            "fingerprint": self.fingerprint,
+            "created_at": rfc3339(self.created_at),
+            "updated_at": rfc3339(self.updated_at),
+            "expires_at": rfc3339(self.expires_at),
+            "revoked_at": rfc3339(self.revoked_at),
+        }
+
+
+def line_view(line: Line, *, generated: Mapping[str, str] | None = None) -> LineView:
+    return LineView(
+        id=line.id,
+        tenant_id=line.tenant_id,
+        type=line.type,
+        name=line.name,
+        status=line.status,
+        version=line.version,
+        fingerprint=line.fingerprint,
+        created_at=line.created_at,
+        updated_at=line.updated_at,
+        expires_at=line.expires_at,
+        revoked_at=line.revoked_at,
+        generated=dict(generated or {}),
+    )
+
+
+def fingerprint(system_keys: SystemKeys, *, tenant_id: str, plaintext: bytes) -> str:
+    """96 bits of a keyed HMAC over (tenant, canonical credential), as 24 hex digits.
+
+    Keyed, so it cannot be brute-forced offline from a database copy; tenant-scoped, so
+    equal tokens in two tenants do not correlate; the same token in one tenant keeps its
+    fingerprint, so an owner can tell whether a replacement really changed it.
+    """
+    tag = system_keys.mac(FINGERPRINT_PURPOSE, tenant_id.encode() + b"\x00" + plaintext)
+    return tag[:12].hex()
+
+
+def load_tenant(session: Session, tenant_id: str, *, share_lock: bool = False) -> Tenant:
+    """The live tenant row, or NotFound (deleted tenants are gone)."""
+    stmt = select(Tenant).where(Tenant.id == tenant_id, Tenant.deleted_at.is_(None))
+    if share_lock:
+        stmt = stmt.with_for_update(read=True)
+    tenant = session.execute(stmt).scalar_one_or_none()
+    if tenant is None:
+        raise NotFound()
+    return tenant
+
+
+class LineService:
+    def __init__(
+        self,
+        session: Session,
+        *,
+        keyring: KeyRing,
+        system_keys: SystemKeys,
+        audit: AuditTrail,
+        clock: Clock,
+    ) -> None:
+        self._session = session
+        self._keyring = keyring
+        self._system_keys = system_keys
+        self._audit = audit
+        self._clock = clock
+
+    # -- reads ------------------------------------------------------------------------
+
+    def list(
+        self,
+        principal: UserPrincipal,
+        tenant_id: str,
+        *,
+        expiring_within: timedelta | str | None = None,
+        context: RequestContext = _NO_CONTEXT,
+    ) -> Sequence[LineView]:
+        """Every line of the tenant; with a window, only active lines expiring within it.
+
+        Already-expired active lines are included in the window (they need attention
+        most); revoked lines are not, nothing can be done with them. A window given as
+        text (``7d``) is parsed after the access check, so a stranger still gets 404.
+        """
+        with self._guard("line.list", principal, tenant_id, ("tenant", tenant_id), context):
+            authorize(principal, tenant_id, Permission.LINE_READ)
+            load_tenant(self._session, tenant_id)
+            if isinstance(expiring_within, str):
+                expiring_within = parse_window(expiring_within)
+        stmt = select(Line).where(Line.tenant_id == tenant_id)
+        if expiring_within is not None:
+            cutoff = self._clock.now() + expiring_within
+            stmt = stmt.where(
+                Line.status == "active", Line.expires_at.is_not(None), Line.expires_at <= cutoff
+            )
+        stmt = stmt.order_by(Line.created_at, Line.id)
+        return [line_view(row) for row in self._session.execute(stmt).scalars()]
+
+    def get(
+        self,
+        principal: UserPrincipal,
+        tenant_id: str,
+        line_id: str,
+        *,
+        context: RequestContext = _NO_CONTEXT,
+    ) -> LineView:
+        with self._guard("line.read", principal, tenant_id, ("line", line_id), context):
+            authorize(principal, tenant_id, Permission.LINE_READ)
+            load_tenant(self._session, tenant_id)
+            return line_view(self._line(tenant_id, line_id, lock=False))
+
+    # -- writes -----------------------------------------------------------------------
+
+    def create(
+        self,
+        principal: UserPrincipal,
+        tenant_id: str,
+        *,
+        line_type: object,
+        name: object,
+        credential: object,
+        context: RequestContext,
+    ) -> LineView:
+        with self._guard("credential.create", principal, tenant_id, ("tenant", tenant_id), context):
+            authorize(principal, tenant_id, Permission.LINE_WRITE)
+            tenant = load_tenant(self._session, tenant_id, share_lock=True)
+            kind = parse_line_type(line_type)
+            display = parse_line_name(name)
+            parsed = parse_credential(kind, credential)
+        now = self._clock.now()
+        line = Line(
+            id=new_id("ln"),
+            tenant_id=tenant_id,
+            type=kind,
+            name=display,
+            status="active",
+            version=1,
+            created_at=now,
+            updated_at=now,
+        )
+        self._seal_into(line, tenant, parsed)
+        self._session.add(line)
+        self._session.flush()
+        self._record("credential.create", principal, line, context)
+        return line_view(line, generated=parsed.generated)
+
+    def replace(
+        self,
+        principal: UserPrincipal,
+        tenant_id: str,
+        line_id: str,
+        *,
+        credential: object,
+        context: RequestContext,
+    ) -> LineView:
+        """Seal a new version (version + 1); the previous envelope is overwritten.
+
+        A revoked line stays revoked (409): revocation is terminal, create a new line.
+        """
+        with self._guard("credential.replace", principal, tenant_id, ("line", line_id), context):
+            authorize(principal, tenant_id, Permission.LINE_WRITE)
+            tenant = load_tenant(self._session, tenant_id, share_lock=True)
+            line = self._line(tenant_id, line_id, lock=True)
+            parsed = parse_credential(line.type, credential)
+            if line.status != "active":
+                raise Conflict("the line is revoked; create a new line instead")
+        line.version += 1
+        line.updated_at = self._clock.now()
+        self._seal_into(line, tenant, parsed)
+        self._session.flush()
+        self._record("credential.replace", principal, line, context)
+        return line_view(line, generated=parsed.generated)
+
+    def revoke(
+        self,
+        principal: UserPrincipal,
+        tenant_id: str,
+        line_id: str,
+        *,
+        reason: str | None,
+        context: RequestContext,
+        verify_mfa: MfaCheck,
+    ) -> LineView:
+        """Destroy the secret and its DEK and mark the line revoked, in one transaction.
+
+        ``verify_mfa`` runs after the access checks, so a stranger still gets 404 and a
+        member 403 rather than a hint to bring a second factor. Revoking a revoked line
+        is idempotent: 200 with the same metadata, and an event saying so.
+        """
+        with self._guard("credential.revoke", principal, tenant_id, ("line", line_id), context):
+            authorize(principal, tenant_id, Permission.LINE_REVOKE)
+            load_tenant(self._session, tenant_id)
+            line = self._line(tenant_id, line_id, lock=True)
+            if reason is not None and len(reason) > MAX_REASON:
+                raise Unprocessable(
+                    f"invalid value for: reason (at most {MAX_REASON} characters)", field="reason"
+                )
+            verify_mfa()
+        if line.status == "revoked":
+            self._record("credential.revoke", principal, line, context, reason="already_revoked")
+            return line_view(line)
+        now = self._clock.now()
+        shred_line_credential(self._session, line=line)
+        line.status = "revoked"
+        line.revoked_at = now
+        line.updated_at = now
+        line.revoke_reason = sanitize(reason, MAX_REASON) if reason else None
+        self._session.flush()
+        self._record("credential.revoke", principal, line, context, reason=line.revoke_reason)
+        return line_view(line)
+
+    # -- internals --------------------------------------------------------------------
+
+    def _guard(
+        self,
+        action: str,
+        principal: UserPrincipal,
+        tenant_id: str,
+        resource: tuple[str, str],
+        context: RequestContext,
+    ) -> AbstractContextManager[None]:
+        return failures_audited(
+            self._session,
+            self._audit,
+            action=action,
+            principal=principal,
+            tenant_id=tenant_id,
+            resource_type=resource[0],
+            resource_id=resource[1],
+            context=context,
+        )
+
+    def _line(self, tenant_id: str, line_id: str, *, lock: bool) -> Line:
+        stmt = select(Line).where(Line.id == line_id, Line.tenant_id == tenant_id)
+        if lock:
+            stmt = stmt.with_for_update()
+        line = self._session.execute(stmt).scalar_one_or_none()
+        if line is None:
+            raise NotFound()
+        return line
+
+    def _seal_into(self, line: Line, tenant: Tenant, parsed: ParsedCredential) -> None:
+        kek_version = tenant.active_kek_version
+        kek = self._keyring.load_kek(self._session, tenant_id=tenant.id, version=kek_version)
+        sealed = self._keyring.seal_credential(
+            kek=kek,
+            kek_version=kek_version,
+            tenant_id=tenant.id,
+            line_id=line.id,
+            line_type=line.type,
+            credential_version=line.version,
+            plaintext=parsed.plaintext,
+        )
+        line.kek_version = sealed.kek_version
+        line.wrapped_dek = sealed.wrapped_dek
+        line.ciphertext = sealed.ciphertext
+        line.expires_at = parsed.expires_at
+        line.fingerprint = fingerprint(
+            self._system_keys, tenant_id=tenant.id, plaintext=parsed.plaintext
+        )
+
+    def _record(
+        self,
+        action: str,
+        principal: UserPrincipal,
+        line: Line,
+        context: RequestContext,
+        *,
+        reason: str | None = None,
+    ) -> None:
+        self._audit.record(
+            self._session,
+            AuditEvent(
+                action=action,
+                outcome="success",
+                actor_type="user",
+                actor_id=principal.user_id,
+                tenant_id=line.tenant_id,
+                resource_type="line",
+                resource_id=line.id,
+                reason=reason,
+                context=context,
+                details={
+                    "type": line.type,
+                    "version": line.version,
+                    "fingerprint": line.fingerprint,
+                    "kek_version": line.kek_version,
+                },
+            ),
+        )
