@@ -36,7 +36,9 @@ CTX = RequestContext(request_id="req_test", ip="127.0.0.1")
 
 def admin_principal(runtime: Runtime) -> UserPrincipal:
     with unit_of_work(runtime.sessions) as session:
-        user_id = session.execute(select(User.id).where(User.platform_role == "admin")).scalar_one()
+        user_id = session.execute(
+            select(User.id).where(User.platform_role == "admin").order_by(User.created_at).limit(1)
+        ).scalar_one()
     return UserPrincipal(
         user_id=user_id,
         email="admin@example.test",
