@@ -94,16 +94,20 @@ async def fetch_credential(tenant_id: str, line_id: str, request: Request) -> Re
             exc.detail,
             headers={"WWW-Authenticate": 'Bearer realm="linevault", error="invalid_token"'},
         )
-    body = json.dumps(
+    # The credential is the stored canonical JSON object, spliced in as is.
+    head = json.dumps(
         {
             "line_id": got.line_id,
             "tenant_id": got.tenant_id,
             "type": got.type,
             "version": got.version,
-            "credential": got.credential,
-            "expires_at": rfc3339(got.expires_at),
-            "lease_ttl": got.lease_ttl,
         },
         separators=(",", ":"),
-    ).encode()
+    )
+    tail = json.dumps(
+        {"expires_at": rfc3339(got.expires_at), "lease_ttl": got.lease_ttl}, separators=(",", ":")
+    )
+    body = b"".join(
+        (head[:-1].encode(), b',"credential":', got.credential_json, b",", tail[1:].encode())
+    )
     return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})

@@ -47,15 +47,21 @@ def pg_conninfo(engine: Engine) -> str:
 
 
 class AsyncPgReader:
-    """A small pool of psycopg asyncio connections bound to the loop that made them."""
+    """A small pool of psycopg asyncio connections bound to the loop that made them.
 
-    def __init__(self, engine: Engine, statement: Select[Any], *, max_idle: int = 16) -> None:
+    At most ``max_size`` connections are open per process (a request beyond that waits
+    for one to come back), so N server processes hold at most N x ``max_size`` of the
+    database's connections for this path; idle ones are kept for reuse, not reopened.
+    """
+
+    def __init__(self, engine: Engine, statement: Select[Any], *, max_size: int = 16) -> None:
         compiled = statement.compile(dialect=engine.dialect)
         self._sql = str(compiled)
         self._defaults = {k: v for k, v in compiled.params.items() if v is not None}
         self._conninfo = pg_conninfo(engine)
-        self._max_idle = max_idle
+        self._max_size = max_size
         self._idle: list[psycopg.AsyncConnection[Any]] = []
+        self._slots: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
@@ -65,27 +71,26 @@ class AsyncPgReader:
 
     async def read(self, params: Mapping[str, Any]) -> Any:
         loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # a new loop (e.g. a test client): start a new pool
+        if loop is not self._loop or self._slots is None:  # a new loop: a new pool
             self._idle, self._loop = [], loop
+            self._slots = asyncio.Semaphore(self._max_size)
         args = {**self._defaults, **params}
-        for attempt in (1, 2):
-            conn = self._idle.pop() if self._idle else await self._connect()
-            try:
-                cursor = await conn.execute(self._sql, args)
-                row = await cursor.fetchone()
-            except psycopg.OperationalError:
-                await conn.close()
-                if attempt == 2:
+        async with self._slots:
+            for attempt in (1, 2):
+                conn = self._idle.pop() if self._idle else await self._connect()
+                try:
+                    cursor = await conn.execute(self._sql, args)
+                    row = await cursor.fetchone()
+                except psycopg.OperationalError:
+                    await conn.close()
+                    if attempt == 2:
+                        raise
+                    continue  # a connection that died while idle: once more on a fresh one
+                except BaseException:
+                    await conn.close()
                     raise
-                continue  # a connection that died while idle: once more on a fresh one
-            except BaseException:
-                await conn.close()
-                raise
-            if len(self._idle) < self._max_idle:
                 self._idle.append(conn)
-            else:
-                await conn.close()
-            return row
+                return row
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
