@@ -237,6 +237,11 @@ def format_report(targets: list[Target], extra: dict[str, Any], noisy_pct: float
         lines.append(
             f"audit {name}: {audit['events_counted']} events counted vs "
             f"{audit['ok_fetches_served']} 2xx fetches served -> {audit['verdict']}"
+            + (
+                f" (database: {audit['events_in_database']})"
+                if "events_in_database" in audit
+                else ""
+            )
         )
     pg = extra.get("postgres")
     if pg:
@@ -349,9 +354,11 @@ def main(argv: list[str] | None = None) -> int:
 
         for t in targets:
             counted: int | None = None
+            in_db: int | None = None
             if t.vault is not None:
                 time.sleep(1.0)  # let the last in-flight requests finish their commit
                 counted = t.vault.count_fetch_audit_events()
+                in_db = t.vault.count_fetch_audit_events_in_db()
             elif t.openbao is not None:
                 counted = t.openbao.count_audit_responses()
             if counted is None:
@@ -363,7 +370,11 @@ def main(argv: list[str] | None = None) -> int:
                 "in_flight_bound": t.in_flight_bound,
                 "verdict": verdict,
             }
-            if verdict == "MISMATCH" and t.vault is not None:
+            if in_db is not None:
+                extra["audit"][t.name]["events_in_database"] = in_db
+                if in_db != counted:
+                    extra["audit"][t.name]["verdict"] = verdict = "MISMATCH (API vs database)"
+            if verdict.startswith("MISMATCH") and t.vault is not None:
                 exit_code = EXIT_AUDIT_MISMATCH
         if "postgres" in dbs:
             extra["postgres"] = postgres_settings(args.pg_url)

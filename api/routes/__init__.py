@@ -4,11 +4,26 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import audit, auth, keys, lines, me, privacy, system, tenants
+from api.routes import (
+    audit,
+    auth,
+    credentials,
+    grants,
+    keys,
+    lines,
+    me,
+    privacy,
+    runners,
+    system,
+    tenants,
+)
 
 __all__ = ["ROUTERS"]
 
+# The credential fetch is the hot path: mounted first, so matching a fetch does not walk
+# every other route (FastAPI tries routes in order; each try costs microseconds).
 ROUTERS: list[APIRouter] = [
+    credentials.router,
     system.router,
     auth.router,
     me.router,
@@ -17,4 +32,6 @@ ROUTERS: list[APIRouter] = [
     privacy.router,
     audit.router,
     keys.router,
+    runners.router,
+    grants.router,
 ]

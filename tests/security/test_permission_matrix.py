@@ -55,6 +55,7 @@ class World:
     user_ids: dict[str, str] = field(default_factory=dict)
     counter: int = 0
     line_id: str = ""
+    runner: dict[str, str] = field(default_factory=dict)
 
     def unique(self, prefix: str) -> str:
         self.counter += 1
@@ -101,6 +102,37 @@ def _line(world: World) -> str:
     return world.line_id
 
 
+def _runner(world: World) -> dict[str, str]:
+    """A runner granted every line of the main tenant, made once (id, client_id, secret)."""
+    if not world.runner:
+        from tests.support.runners import grant, make_runner
+
+        runner_id, client_id, secret = make_runner(world.runtime, "matrix")
+        grant(world.runtime, world.tenant_id, runner_id, ["*"])
+        world.runner = {"id": runner_id, "client_id": client_id, "secret": secret}
+    return world.runner
+
+
+def _fresh_runner(world: World) -> dict[str, str]:
+    """A throw-away runner, so rotating or disabling it leaves the matrix runner alone."""
+    from tests.support.runners import make_runner
+
+    return {"runner_id": make_runner(world.runtime, world.unique("r"))[0]}
+
+
+def _fresh_grant(world: World) -> dict[str, str]:
+    from tests.support.runners import grant
+
+    return {"grant_id": grant(world.runtime, world.tenant_id, _runner(world)["id"], ["*"])}
+
+
+def _fresh_line(world: World) -> dict[str, str]:
+    """A new line per request: an earlier row may have revoked the shared one."""
+    from tests.support.runners import make_line
+
+    return {"line_id": make_line(world.runtime, world.tenant_id)}
+
+
 def _doomed_tenant(world: World) -> dict[str, str]:
     """A tenant with the main tenant's memberships, so each DELETE has one to delete."""
     tenant = make_tenant(world.runtime, world.unique("doomed"))
@@ -131,6 +163,7 @@ _TENANT_MEMBERS = {
 }
 _TENANT_OWNER = {**_TENANT_MANAGERS, "admin": 403}
 _PLATFORM_ADMIN_ONLY = {"platform_admin": 201, **dict.fromkeys(USERS[1:], 403), _ALL: 401}
+_PLATFORM_READERS = {**_PLATFORM_ADMIN_ONLY, "platform_admin": 200, "platform_auditor": 200}
 
 EXPECTATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/v1/sys/health"): _PUBLIC,
@@ -202,12 +235,47 @@ EXPECTATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/v1/tenants/{tenant_id}/keys"): row(
         {**_TENANT_MANAGERS, "auditor": 200, "platform_auditor": 200}
     ),
+    # Runners (platform admins manage them; auditors may list them).
+    ("POST", "/v1/runners"): row(_PLATFORM_ADMIN_ONLY, body=lambda w: {"name": "matrix runner"}),
+    ("GET", "/v1/runners"): row(_PLATFORM_READERS),
+    ("GET", "/v1/runners/{runner_id}"): row(_PLATFORM_READERS),
+    ("POST", "/v1/runners/{runner_id}/rotate-secret"): row(
+        {**_PLATFORM_ADMIN_ONLY, "platform_admin": 200}, params=_fresh_runner
+    ),
+    ("DELETE", "/v1/runners/{runner_id}"): row(
+        {**_PLATFORM_ADMIN_ONLY, "platform_admin": 204}, params=_fresh_runner
+    ),
+    # OAuth client credentials: the form body decides; this JSON body is refused for all.
+    ("POST", "/v1/runner/token"): row({_ALL: 400}),
+    # A runner gives its token up: always 204 (nothing to reveal).
+    ("DELETE", "/v1/runner/token"): row({_ALL: 204}),
+    # Grants (owner/admin write; tenant auditors and platform auditors read).
+    ("POST", "/v1/tenants/{tenant_id}/grants"): row(
+        {**_TENANT_MANAGERS, "platform_admin": 201, "owner": 201, "admin": 201},
+        body=lambda w: {"runner_id": _runner(w)["id"], "lines": ["*"]},
+    ),
+    ("GET", "/v1/tenants/{tenant_id}/grants"): row(
+        {**_TENANT_MANAGERS, "auditor": 200, "platform_auditor": 200}
+    ),
+    ("DELETE", "/v1/tenants/{tenant_id}/grants/{grant_id}"): row(
+        {**_TENANT_MANAGERS, "platform_admin": 204, "owner": 204, "admin": 204},
+        params=_fresh_grant,
+    ),
+    # Only runners receive secrets: every human session gets 403, a granted runner 200.
+    ("GET", "/v1/tenants/{tenant_id}/lines/{line_id}/credential"): row(
+        {**dict.fromkeys(USERS, 403), "runner": 200, _ALL: 401}, params=_fresh_line
+    ),
 }
 
 
 def path_params(world: World) -> dict[str, str]:
     """Values for path parameters; other capabilities add theirs (line_id, ...)."""
-    return {"tenant_id": world.tenant_id, "line_id": _line(world)}
+    return {
+        "tenant_id": world.tenant_id,
+        "line_id": _line(world),
+        "runner_id": _runner(world)["id"],
+        "grant_id": "grt_none",
+    }
 
 
 @pytest.fixture
@@ -240,8 +308,11 @@ def _headers(world: World, role: str, *, fresh: bool) -> dict[str, str]:
     if role == "anonymous":
         return {}
     if role == "runner":
-        # Until runners are merged, any non-session bearer stands in for a runner token.
-        return bearer("lvr_" + secrets.token_urlsafe(32))
+        # A fresh token per request (like sessions): DELETE /v1/runner/token ends one.
+        from tests.support.runners import issue_token
+
+        runner = _runner(world)
+        return bearer(issue_token(world.runtime, runner["client_id"], runner["secret"]))
     return bearer(new_session(world.runtime, world.user_ids[role], mfa_fresh=fresh))
 
 

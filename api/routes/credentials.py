@@ -1,0 +1,113 @@
+"""``GET /v1/tenants/{tenant_id}/lines/{line_id}/credential``: runners fetch a secret.
+
+The hot path. The route is ``async``: on PostgreSQL its one SQL read runs on psycopg's
+asyncio connections and the wait for the audit group commit is an awaited future, so no
+worker thread is held (or woken) per request. It takes nothing from dependency
+injection but the request and writes its JSON by hand; everything that decides access
+lives in :class:`vault.runners.CredentialFetcher`. (Measured against a sync route in the
+thread pool: see docs/benchmarks.md.)
+"""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import get_runtime, request_context
+from api.problems import problem_response
+from vault.audit.events import RequestContext
+from vault.clock import rfc3339
+from vault.errors import Unauthenticated
+from vault.identity.service import authenticator_for
+from vault.identity.sessions import SESSION_TOKEN_PREFIX
+from vault.runners import fetcher_for
+from vault.runtime import Runtime
+from vault.storage.engine import unit_of_work
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["credentials"])
+
+
+class CredentialOut(BaseModel):
+    line_id: str
+    tenant_id: str
+    type: str
+    version: int
+    credential: dict[str, object] = Field(description="The secret fields of this line type.")
+    expires_at: str | None = Field(description="When the credential itself expires, if known.")
+    lease_ttl: int = Field(description="Seconds a client may cache this answer.")
+
+
+def _refuse_humans(
+    runtime: Runtime, token: str, tenant_id: str, line_id: str, ctx: RequestContext
+) -> None:
+    """A live human session gets 403 (audited); anything else falls through to 401."""
+    with unit_of_work(runtime.readonly_sessions) as session:
+        human = authenticator_for(runtime).store.resolve(session, token, now=runtime.clock.now())
+    if human is not None:
+        fetcher_for(runtime).refuse_user(
+            user_id=human.user_id, tenant_id=tenant_id, line_id=line_id, context=ctx
+        )
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+@router.get(
+    "/v1/tenants/{tenant_id}/lines/{line_id}/credential",
+    response_model=CredentialOut,
+    responses={
+        401: {"description": "no valid runner token"},
+        403: {"description": "a human session (only runners receive secrets)"},
+        404: {"description": "not granted to this runner (existence is not revealed)"},
+        410: {"description": "revoked"},
+        429: {"description": "rate limited (Retry-After)"},
+        503: {"description": "audit_unavailable: no secret without a durable audit event"},
+    },
+)
+async def fetch_credential(tenant_id: str, line_id: str, request: Request) -> Response:
+    """Fetch a line's current credential with a runner bearer token (audited)."""
+    runtime = get_runtime(request)
+    ctx = request_context(request)
+    fetcher = fetcher_for(runtime)
+    token = _bearer(request)
+    if token and token.startswith(SESSION_TOKEN_PREFIX):
+        await run_in_threadpool(_refuse_humans, runtime, token, tenant_id, line_id, ctx)
+    try:
+        got = await fetcher.fetch_async(
+            token=token, tenant_id=tenant_id, line_id=line_id, context=ctx
+        )
+    except Unauthenticated as exc:
+        return problem_response(
+            401,
+            "unauthenticated",
+            "Authentication required",
+            exc.detail,
+            headers={"WWW-Authenticate": 'Bearer realm="linevault", error="invalid_token"'},
+        )
+    # The credential is the stored canonical JSON object, spliced in as is.
+    head = json.dumps(
+        {
+            "line_id": got.line_id,
+            "tenant_id": got.tenant_id,
+            "type": got.type,
+            "version": got.version,
+        },
+        separators=(",", ":"),
+    )
+    tail = json.dumps(
+        {"expires_at": rfc3339(got.expires_at), "lease_ttl": got.lease_ttl}, separators=(",", ":")
+    )
+    body = b"".join(
+        (head[:-1].encode(), b',"credential":', got.credential_json, b",", tail[1:].encode())
+    )
+    return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})

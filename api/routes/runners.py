@@ -1,0 +1,296 @@
+"""Runner management (platform admins) and the OAuth 2.0 token endpoint for runners.
+
+The token endpoint speaks RFC 6749, not problem+json: clients of section 4.4 expect
+``{"error": "invalid_client"}`` with 401 and ``WWW-Authenticate`` (section 5.2), and
+``Cache-Control: no-store`` on every answer that carries a token.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Annotated
+from urllib.parse import parse_qs, unquote_plus
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.auth import CurrentUser
+from api.deps import Ctx, Db, Rt
+from vault.audit.events import RequestContext
+from vault.authz import require_platform
+from vault.clock import rfc3339
+from vault.errors import Unauthenticated
+from vault.runners import RunnerRegistry, TokenIssuer
+from vault.runners.secrets import looks_like_runner_token
+from vault.runtime import Runtime
+from vault.storage.models import Runner
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["runners"])
+
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+_FORM = "application/x-www-form-urlencoded"
+
+
+class RunnerCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+
+
+class RunnerOut(BaseModel):
+    id: str
+    name: str
+    client_id: str
+    created_at: str | None
+    secret_rotated_at: str | None
+    disabled_at: str | None
+
+
+class RunnerSecretOut(BaseModel):
+    id: str
+    name: str
+    client_id: str
+    client_secret: str = Field(description="Shown this once; only a keyed hash is stored.")
+    created_at: str | None
+
+
+class RunnerList(BaseModel):
+    runners: list[RunnerOut]
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: str = "Bearer"  # noqa: S105 - the scheme name
+    expires_in: int
+
+
+class OAuthError(BaseModel):
+    error: str
+    error_description: str | None = None
+
+
+def _registry(runtime: Runtime, db: Db, user_id: str, ctx: RequestContext) -> RunnerRegistry:
+    return RunnerRegistry(
+        db,
+        system_keys=runtime.system_keys,
+        audit=runtime.audit,
+        clock=runtime.clock,
+        actor_id=user_id,
+        context=ctx,
+    )
+
+
+def _out(runner: Runner) -> RunnerOut:
+    return RunnerOut(
+        id=runner.id,
+        name=runner.name,
+        client_id=runner.client_id,
+        created_at=rfc3339(runner.created_at),
+        secret_rotated_at=rfc3339(runner.secret_rotated_at),
+        disabled_at=rfc3339(runner.disabled_at),
+    )
+
+
+def _ts(value: datetime | None) -> str | None:
+    return rfc3339(value)
+
+
+# -- management ---------------------------------------------------------------------------
+
+
+@router.post("/v1/runners", status_code=201, response_model=RunnerSecretOut)
+def create_runner(
+    body: RunnerCreate, runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser
+) -> RunnerSecretOut:
+    """Register a runner; its client secret is in this response only."""
+    require_platform(user, "admin")
+    created = _registry(runtime, db, user.user_id, ctx).register(name=body.name)
+    runner = created.runner
+    return RunnerSecretOut(
+        id=runner.id,
+        name=runner.name,
+        client_id=runner.client_id,
+        client_secret=created.client_secret,
+        created_at=_ts(runner.created_at),
+    )
+
+
+@router.get("/v1/runners", response_model=RunnerList)
+def list_runners(runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser) -> RunnerList:
+    require_platform(user, "admin", "auditor")
+    return RunnerList(runners=[_out(r) for r in _registry(runtime, db, user.user_id, ctx).list()])
+
+
+@router.get("/v1/runners/{runner_id}", response_model=RunnerOut)
+def get_runner(runner_id: str, runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser) -> RunnerOut:
+    require_platform(user, "admin", "auditor")
+    return _out(_registry(runtime, db, user.user_id, ctx).get(runner_id))
+
+
+@router.post("/v1/runners/{runner_id}/rotate-secret", response_model=RunnerSecretOut)
+def rotate_runner_secret(
+    runner_id: str, runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser
+) -> RunnerSecretOut:
+    """A new client secret; the old secret and every token of the runner stop at once."""
+    require_platform(user, "admin")
+    rotated = _registry(runtime, db, user.user_id, ctx).rotate_secret(runner_id)
+    runner = rotated.runner
+    return RunnerSecretOut(
+        id=runner.id,
+        name=runner.name,
+        client_id=runner.client_id,
+        client_secret=rotated.client_secret,
+        created_at=_ts(runner.created_at),
+    )
+
+
+@router.delete("/v1/runners/{runner_id}", status_code=204)
+def disable_runner(runner_id: str, runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser) -> Response:
+    """Disable a runner: its tokens stop working at once, its secret is refused."""
+    require_platform(user, "admin")
+    _registry(runtime, db, user.user_id, ctx).disable(runner_id)
+    return Response(status_code=204)
+
+
+# -- the token endpoint (RFC 6749 section 4.4) ------------------------------------------------
+
+
+async def _form(request: Request) -> tuple[str | None, dict[str, list[str]]]:
+    """The request's content type and its form fields (read here, parsed without extras)."""
+    body = await request.body()
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    fields = (
+        parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        if content_type == _FORM
+        else {}
+    )
+    return content_type or None, fields
+
+
+Form = Annotated[tuple[str | None, dict[str, list[str]]], Depends(_form)]
+
+
+def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
+    headers = dict(_NO_STORE)
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="linevault", charset="UTF-8"'
+    return JSONResponse(
+        {"error": error, "error_description": description}, status_code=status, headers=headers
+    )
+
+
+def _basic_credentials(header: str | None) -> tuple[str, str] | bool | None:
+    """(client_id, secret) from HTTP Basic; None when absent, False when malformed."""
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    client_id, sep, secret = decoded.partition(":")
+    if not sep:
+        return False
+    # RFC 6749 section 2.3.1: both parts are form-urlencoded before Basic encoding.
+    return unquote_plus(client_id), unquote_plus(secret)
+
+
+@router.post(
+    "/v1/runner/token",
+    response_model=TokenOut,
+    responses={400: {"model": OAuthError}, 401: {"model": OAuthError}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                _FORM: {
+                    "schema": {
+                        "type": "object",
+                        "required": ["grant_type"],
+                        "properties": {
+                            "grant_type": {"type": "string", "enum": ["client_credentials"]},
+                            "client_id": {"type": "string"},
+                            "client_secret": {"type": "string", "format": "password"},
+                        },
+                    }
+                }
+            },
+        }
+    },
+)
+def runner_token(request: Request, form: Form, runtime: Rt, db: Db, ctx: Ctx) -> JSONResponse:
+    """OAuth 2.0 client credentials: a short-lived bearer token for a runner."""
+    issuer = TokenIssuer(
+        db,
+        system_keys=runtime.system_keys,
+        audit=runtime.audit,
+        clock=runtime.clock,
+        ttl_seconds=runtime.settings.runner_token_ttl_seconds,
+    )
+    content_type, fields = form
+
+    def refuse(
+        status: int, error: str, description: str, client_id: str | None = None
+    ) -> JSONResponse:
+        issuer.deny(reason=error, client_id=client_id, context=ctx)
+        return _oauth_error(status, error, description)
+
+    if "client_secret" in request.query_params:
+        return refuse(400, "invalid_request", "credentials are never accepted in the URL")
+    if content_type != _FORM:
+        return refuse(400, "invalid_request", f"the body must be {_FORM}")
+    if any(len(values) > 1 for values in fields.values()):
+        return refuse(400, "invalid_request", "a parameter was given more than once")
+    grant_type = fields.get("grant_type", [None])[0]
+    if not grant_type:
+        return refuse(400, "invalid_request", "grant_type is required")
+    if grant_type != "client_credentials":
+        return refuse(400, "unsupported_grant_type", "only client_credentials is supported")
+    basic = _basic_credentials(request.headers.get("authorization"))
+    form_id = fields.get("client_id", [None])[0]
+    form_secret = fields.get("client_secret", [None])[0]
+    if basic is False:
+        return refuse(401, "invalid_client", "malformed HTTP Basic credentials")
+    if isinstance(basic, tuple):
+        if form_secret is not None:
+            return refuse(400, "invalid_request", "use one client authentication method only")
+        if form_id is not None and form_id != basic[0]:
+            return refuse(400, "invalid_request", "client_id does not match the Basic credentials")
+        client_id, secret = basic
+    else:
+        client_id, secret = form_id or "", form_secret or ""
+    if not client_id or not secret:
+        return refuse(401, "invalid_client", "client authentication failed", client_id or None)
+    try:
+        issued = issuer.issue(client_id=client_id, client_secret=secret, context=ctx)
+    except Unauthenticated:  # already audited by the issuer
+        return _oauth_error(401, "invalid_client", "client authentication failed")
+    return JSONResponse(
+        {
+            "access_token": issued.access_token,
+            "token_type": "Bearer",
+            "expires_in": issued.expires_in,
+        },
+        headers=_NO_STORE,
+    )
+
+
+@router.delete("/v1/runner/token", status_code=204)
+def revoke_runner_token(request: Request, runtime: Rt, db: Db, ctx: Ctx) -> Response:
+    """The runner gives its current bearer token up (e.g. on shutdown); always 204."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and looks_like_runner_token(token.strip()):
+        TokenIssuer(
+            db,
+            system_keys=runtime.system_keys,
+            audit=runtime.audit,
+            clock=runtime.clock,
+            ttl_seconds=runtime.settings.runner_token_ttl_seconds,
+        ).revoke(token.strip(), context=ctx)
+    return Response(status_code=204)

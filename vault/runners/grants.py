@@ -1,0 +1,156 @@
+"""Grants: which runner may fetch which lines of a tenant. Deny by default.
+
+A grant is one row in ``grants`` plus one ``grant_lines`` row per line (or a single
+``"*"`` row for every line of the tenant, present and future). ``grant_lines`` carries
+(runner, tenant, line) so the fetch path answers "is this allowed?" with one indexed
+EXISTS inside its single query; deleting a grant cascades to its lines, so the next
+fetch in any server process sees it gone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from vault.audit.events import AuditEvent, RequestContext
+from vault.audit.trail import AuditTrail
+from vault.authz import Permission, Principal, UserPrincipal, authorize
+from vault.clock import Clock
+from vault.errors import InvalidRequest, NotFound
+from vault.ids import new_id
+from vault.storage.models import Grant, GrantLine, Line, Runner, Tenant
+
+__all__ = ["ALL_LINES", "GrantService", "GrantView"]
+
+ALL_LINES = "*"
+_MAX_LINES = 1000
+
+
+@dataclass(frozen=True)
+class GrantView:
+    id: str
+    tenant_id: str
+    runner_id: str
+    lines: list[str]
+    created_at: datetime
+
+
+class GrantService:
+    """Create, list and delete grants of one tenant on behalf of a user; never commits."""
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        audit: AuditTrail,
+        clock: Clock,
+        principal: Principal,
+        context: RequestContext,
+    ) -> None:
+        self._session = session
+        self._audit = audit
+        self._clock = clock
+        self._principal = principal
+        self._context = context
+
+    def _tenant(self, tenant_id: str, permission: Permission) -> Tenant:
+        authorize(self._principal, tenant_id, permission)
+        tenant = self._session.get(Tenant, tenant_id)
+        if tenant is None or tenant.deleted_at is not None:
+            raise NotFound()
+        return tenant
+
+    def _actor_id(self) -> str:
+        if isinstance(self._principal, UserPrincipal):
+            return self._principal.user_id
+        return self._principal.runner_id
+
+    def create(self, tenant_id: str, *, runner_id: str, lines: Sequence[str]) -> GrantView:
+        self._tenant(tenant_id, Permission.GRANT_WRITE)
+        runner = self._session.get(Runner, runner_id)
+        if runner is None or runner.disabled_at is not None:
+            raise InvalidRequest("no such active runner", field="runner_id")
+        wanted = list(dict.fromkeys(lines))  # de-duplicated, order kept
+        if not wanted:
+            raise InvalidRequest('name at least one line, or ["*"] for all', field="lines")
+        if len(wanted) > _MAX_LINES:
+            raise InvalidRequest(f"at most {_MAX_LINES} lines per grant", field="lines")
+        all_lines = ALL_LINES in wanted
+        if all_lines and len(wanted) > 1:
+            raise InvalidRequest('"*" cannot be combined with line ids', field="lines")
+        if not all_lines:
+            found = set(
+                self._session.execute(
+                    select(Line.id).where(Line.tenant_id == tenant_id, Line.id.in_(wanted))
+                ).scalars()
+            )
+            if len(found) != len(wanted):
+                raise InvalidRequest("every line must belong to this tenant", field="lines")
+        grant = Grant(
+            id=new_id("grt"),
+            tenant_id=tenant_id,
+            runner_id=runner_id,
+            all_lines=all_lines,
+            created_at=self._clock.now(),
+        )
+        self._session.add(grant)
+        self._session.flush()
+        self._session.add_all(
+            GrantLine(grant_id=grant.id, line_id=line, tenant_id=tenant_id, runner_id=runner_id)
+            for line in wanted
+        )
+        self._session.flush()
+        self._record("grant.create", grant, lines=len(wanted), all_lines=all_lines)
+        return GrantView(grant.id, tenant_id, runner_id, wanted, grant.created_at)
+
+    def list(self, tenant_id: str) -> list[GrantView]:
+        self._tenant(tenant_id, Permission.GRANT_READ)
+        grants = list(
+            self._session.execute(
+                select(Grant)
+                .where(Grant.tenant_id == tenant_id)
+                .order_by(Grant.created_at, Grant.id)
+            ).scalars()
+        )
+        lines: dict[str, list[str]] = {g.id: [] for g in grants}
+        if grants:
+            for grant_id, line_id in self._session.execute(
+                select(GrantLine.grant_id, GrantLine.line_id)
+                .where(GrantLine.grant_id.in_(list(lines)))
+                .order_by(GrantLine.grant_id, GrantLine.line_id)
+            ):
+                lines[grant_id].append(line_id)
+        return [
+            GrantView(g.id, g.tenant_id, g.runner_id, lines[g.id], g.created_at) for g in grants
+        ]
+
+    def delete(self, tenant_id: str, grant_id: str) -> None:
+        self._tenant(tenant_id, Permission.GRANT_WRITE)
+        grant = self._session.get(Grant, grant_id)
+        if grant is None or grant.tenant_id != tenant_id:
+            raise NotFound("no such grant")
+        # Explicit, so it does not depend on the database enforcing ON DELETE CASCADE.
+        self._session.execute(delete(GrantLine).where(GrantLine.grant_id == grant_id))
+        self._session.delete(grant)
+        self._session.flush()
+        self._record("grant.delete", grant)
+
+    def _record(self, action: str, grant: Grant, **details: str | int | bool | None) -> None:
+        self._audit.record(
+            self._session,
+            AuditEvent(
+                action=action,
+                outcome="success",
+                actor_type="user",
+                actor_id=self._actor_id(),
+                tenant_id=grant.tenant_id,
+                resource_type="grant",
+                resource_id=grant.id,
+                context=self._context,
+                details={"runner_id": grant.runner_id, **details},
+            ),
+        )
