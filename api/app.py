@@ -15,6 +15,7 @@ from fastapi import Depends, FastAPI
 from api.deps import check_path_ids
 from api.metrics import Metrics
 from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from api.openapi import install_openapi
 from api.problems import install_problem_handlers
 from api.routes import ROUTERS
 from vault import __version__
@@ -61,6 +62,7 @@ def create_app(
     app.state.settings = settings
     app.state.metrics = Metrics()
     install_problem_handlers(app)
+    install_openapi(app)
     for router in ROUTERS:
         app.include_router(router)
     # Added last = outermost: every request, a refused oversized one too, gets an id.

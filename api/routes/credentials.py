@@ -73,6 +73,7 @@ def _bearer(request: Request) -> str | None:
         429: {"description": "rate limited (Retry-After)"},
         503: {"description": "audit_unavailable: no secret without a durable audit event"},
     },
+    openapi_extra={"security": [{"RunnerToken": []}]},
 )
 async def fetch_credential(tenant_id: str, line_id: str, request: Request) -> Response:
     """Fetch a line's current credential with a runner bearer token (audited)."""

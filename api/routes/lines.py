@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Query
+from fastapi import APIRouter, BackgroundTasks, Body, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -63,6 +63,22 @@ class LineCreatedOut(LineOut):
     )
 
 
+_CREATE_EXAMPLES: dict[str, Any] = {
+    "telegram": {
+        "summary": "A Telegram bot",
+        "value": {
+            "type": "telegram",
+            "name": "Support bot",
+            "credential": {"bot_token": "123456789:AAExampleExampleExampleExampleExam"},
+        },
+    },
+    "widget": {
+        "summary": "A website widget; the vault generates its signing secret",
+        "value": {"type": "widget", "name": "Website chat", "credential": {}},
+    },
+}
+
+
 class LinesOut(BaseModel):
     lines: list[LineOut]
 
@@ -91,7 +107,13 @@ def _with_generated(view: LineView, status: int) -> JSONResponse:
     responses={201: {"model": LineCreatedOut}},
 )
 def create_line(
-    tenant_id: str, *, body: CreateLineBody, runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser
+    tenant_id: str,
+    *,
+    body: Annotated[CreateLineBody, Body(openapi_examples=_CREATE_EXAMPLES)],
+    runtime: Rt,
+    db: Db,
+    ctx: Ctx,
+    user: CurrentUser,
 ) -> JSONResponse:
     view = _service(runtime, db).create(
         user,

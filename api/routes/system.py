@@ -16,7 +16,15 @@ __all__ = ["router"]
 router = APIRouter(tags=["system"])
 
 
-@router.get("/v1/sys/health")
+@router.get(
+    "/v1/sys/health",
+    responses={
+        503: {
+            "description": "a part is down: the same body, status unavailable, and `failing`",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+)
 def health(runtime: Rt) -> JSONResponse:
     parts: dict[str, str] = {}
     try:

@@ -70,7 +70,11 @@ def list_members(
     return {"members": [_member(v) for v in views]}
 
 
-@router.post("/v1/tenants/{tenant_id}/members", status_code=201)
+@router.post(
+    "/v1/tenants/{tenant_id}/members",
+    status_code=201,
+    responses={200: {"description": "the user was a member already: their role was changed"}},
+)
 def add_member(
     tenant_id: str, *, body: MemberBody, runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser
 ) -> JSONResponse:

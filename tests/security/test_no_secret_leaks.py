@@ -2,7 +2,12 @@
 an operator could look: every response (status line, headers, body), every log record,
 and the raw database (SQLite file bytes incl. WAL; on PostgreSQL every text/bytea column).
 Also: after revocation and tenant deletion, the destroyed envelopes are gone from the
-SQLite files themselves (secure_delete + WAL truncation)."""
+SQLite files themselves (secure_delete + WAL truncation).
+
+In-process (TestClient, caplog), so it can reach the service layer directly. Its
+real-server companion, tests/security/test_canary_sweep.py, plants secrets through every
+write path (logins, codes, tokens, runner secrets, every line type) of a running
+``linevault serve`` and searches its logs, the audit API and export, and pg_dump too."""
 
 from __future__ import annotations
 

@@ -254,8 +254,12 @@ class Authenticator:
                 try:
                     self.throttler.check(session, keys, now=now)
                 except RateLimited as exc:
+                    # Read the id before the rollback: touching the expired ORM object
+                    # afterwards would begin a new transaction (BEGIN IMMEDIATE on
+                    # SQLite), and the audit writer would wait on that lock for nothing.
+                    user_id = user.id
                     session.rollback()
-                    raise self.rate_limited("auth.mfa", exc, user.id, ctx) from None
+                    raise self.rate_limited("auth.mfa", exc, user_id, ctx) from None
                 kind = self.verify_code(session, user, code, now=now, allow_recovery=True)
                 if kind is None:
                     raise Denied(
