@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from vault.audit.chain import append_events
@@ -137,20 +138,40 @@ class AuditWriter:
                 self._drain_and_fail()
                 return
 
-    def _commit(self, batch: list[_Item]) -> None:
-        events = [event for event, _ in batch]
-        try:
+    def _write(self, events: list[AuditEvent]) -> list[dict[str, object]]:
+        """One transaction appending ``events``. A connection found dead before COMMIT
+        was sent is retried once on a fresh one: nothing of that transaction can have
+        been committed, and the chain head is read again under the lock. (The writer's
+        pool skips pre-ping, so after a database restart or failover every pooled
+        connection is stale; without the retry the first batch would fail for nothing.)
+        A failure during COMMIT itself is never retried: it may have been applied."""
+        for attempt in (1, 2):
             session = self._sessions()
+            committing = False
             try:
                 rows = append_events(session, events, now=self._clock.now())
                 for hook in self._hooks:
                     hook(session, events, rows)
+                committing = True
                 session.commit()
+                return rows
+            except DBAPIError as exc:
+                session.rollback()
+                if attempt == 1 and exc.connection_invalidated and not committing:
+                    log.warning("audit writer: stale database connection replaced")
+                    continue
+                raise
             except BaseException:
                 session.rollback()
                 raise
             finally:
                 session.close()
+        raise AssertionError("unreachable")
+
+    def _commit(self, batch: list[_Item]) -> None:
+        events = [event for event, _ in batch]
+        try:
+            rows = self._write(events)
         except Exception as exc:  # fail every waiter: no record, no answer
             log.error("audit batch of %d events failed: %s", len(batch), type(exc).__name__)
             for _, future in batch:
