@@ -30,8 +30,10 @@ def health(runtime: Rt) -> JSONResponse:
         parts["kms"] = "ok"
     except Exception:
         parts["kms"] = "unavailable"
+    # The writer's own view: its last write failed, or one has been blocked for seconds
+    # (a full disk, a lock held elsewhere) while SELECT 1 still answers.
     parts["audit"] = (
-        "ok" if runtime.audit_writer.running and parts["database"] == "ok" else "unavailable"
+        "ok" if runtime.audit_writer.healthy and parts["database"] == "ok" else "unavailable"
     )
     healthy = all(v == "ok" for v in parts.values())
     body: dict[str, Any] = {
