@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from api.deps import Rt
 from vault import __version__
+from vault.storage.engine import readonly
 
 __all__ = ["router"]
 
@@ -20,7 +21,9 @@ router = APIRouter(tags=["system"])
 def health(runtime: Rt) -> JSONResponse:
     parts: dict[str, str] = {}
     try:
-        with runtime.engine.connect() as conn:
+        # A read-only transaction: on SQLite a plain one would BEGIN IMMEDIATE and wait
+        # (30 s busy timeout) whenever another process holds the write lock.
+        with readonly(runtime.engine).connect() as conn:
             conn.execute(text("SELECT 1"))
         parts["database"] = "ok"
     except Exception:
