@@ -489,3 +489,142 @@ def test_postgres_connection_cut_and_restored(backend: str, db_url: str, tmp_pat
             _assert_recovered(served, token, tenant_id, secrets)
     finally:
         proxy.close()
+
+
+def test_sqlite_write_lock_held_by_another_process(tmp_path: Path) -> None:
+    """SQLite's "database away": another process (a backup script, an operator's shell)
+    holds the write lock. Reads go on; audited requests wait, then get 503 with no
+    secret; health names ``audit`` once the writer is stalled; release: recovery."""
+    import sqlite3
+
+    data_dir = tmp_path / "var"
+    admin = init_data_dir(data_dir)
+    with serve(data_dir, admin, database_url=None) as served:
+        tenant_id, secrets = seed_tenant(served.runtime, 8)
+        token = runner_token(served, tenant_id)
+        line = sorted(secrets)[0]
+        _warm(served, token, tenant_id, sorted(secrets))
+        hidden = _secrets_of(served, token, secrets)
+
+        holder = sqlite3.connect(data_dir / "linevault.db", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                pending = pool.submit(
+                    httpx.get,
+                    f"{served.url}/v1/tenants/{tenant_id}/lines/{line}/credential",
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=60,
+                )
+                wait_for(
+                    lambda: httpx.get(f"{served.url}/v1/sys/health").status_code == 503,
+                    timeout=15,
+                    interval=0.2,
+                    what="health to report the stalled audit writer",
+                )
+                health = httpx.get(f"{served.url}/v1/sys/health").json()
+                assert health["failing"] == ["audit"], health
+                got = pending.result(timeout=60)
+            assert got.status_code == 503
+            assert_problem(got, {"audit_unavailable"}, secrets=hidden)
+        finally:
+            holder.rollback()
+            holder.close()
+        _assert_recovered(served, token, tenant_id, secrets)
+
+
+# -- 3. The SQLite volume fills up ---------------------------------------------------------
+
+
+def test_sqlite_disk_full_then_freed(tmp_path: Path) -> None:
+    import sqlite3
+
+    from tests.support.faults import fill_disk, small_tmpfs
+
+    with small_tmpfs(tmp_path / "var", size_mb=24) as data_dir:
+        admin = init_data_dir(data_dir)
+        with serve(data_dir, admin, database_url=None) as served:
+            tenant_id, secrets = seed_tenant(served.runtime, 40)
+            lines = sorted(secrets)
+            token = runner_token(served, tenant_id)
+            _warm(served, token, tenant_id, lines[:4])
+            hidden = _secrets_of(served, token, secrets)
+            filler = data_dir / "filler"
+            fill_disk(filler)
+
+            runner = {"Authorization": f"Bearer {token}"}
+            fetched: dict[str, tuple[str, int]] = {}
+            revoked: dict[str, tuple[str, int]] = {}
+            refused = 0
+            with httpx.Client(base_url=served.url, timeout=30) as client:
+                for n in range(400):
+                    line_id = lines[n % len(lines)]
+                    request_id = rid("full")
+                    if n % 10 == 9 and len(revoked) < 10:
+                        resp = client.post(
+                            f"/v1/tenants/{tenant_id}/lines/{line_id}/revoke",
+                            headers={**served.auth(), "X-Request-Id": request_id},
+                            json={},
+                        )
+                        revoked[request_id] = (line_id, resp.status_code)
+                    else:
+                        resp = client.get(
+                            f"/v1/tenants/{tenant_id}/lines/{line_id}/credential",
+                            headers={**runner, "X-Request-Id": request_id},
+                        )
+                        fetched[request_id] = (line_id, resp.status_code)
+                        if resp.status_code == 200:
+                            assert resp.json()["credential"] == json.loads(secrets[line_id])
+                        elif resp.status_code == 410:
+                            assert any(ln == line_id for ln, s in revoked.values() if s == 200)
+                    if resp.status_code >= 500:
+                        assert resp.status_code == 503, resp.text
+                        assert_problem(resp, {"unavailable", "audit_unavailable"}, secrets=hidden)
+                        refused += 1
+                        if refused >= 20:
+                            break
+                assert refused >= 20, "the full disk never refused a write"
+                health = client.get("/v1/sys/health")
+                assert health.status_code == 503, health.text
+                assert set(health.json()["failing"]) & {"database", "audit"}
+
+                filler.unlink()  # space is back: the same process recovers
+                wait_for(
+                    lambda: client.get("/v1/sys/health").status_code == 200,
+                    timeout=30,
+                    interval=0.2,
+                    what="health after freeing space",
+                )
+                for line_id in lines[:10]:
+                    resp = client.get(
+                        f"/v1/tenants/{tenant_id}/lines/{line_id}/credential", headers=runner
+                    )
+                    assert resp.status_code in (200, 410), resp.text
+
+            # No corruption: the file checks out, the chain verifies, nothing half-revoked.
+            with sqlite3.connect(data_dir / "linevault.db") as conn:
+                assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+            assert_verified(served)
+            keyring = uncached(served.runtime.provider)
+            with unit_of_work(served.runtime.readonly_sessions) as session:
+                rows = {
+                    r.id: r
+                    for r in session.execute(
+                        select(Line.id, Line.status, Line.wrapped_dek, Line.ciphertext).where(
+                            Line.tenant_id == tenant_id
+                        )
+                    )
+                }
+            for line_id, r in rows.items():
+                if r.status == "revoked":
+                    assert (r.wrapped_dek, r.ciphertext) == (None, None)
+                else:
+                    assert open_line(served.runtime.engine, keyring, line_id) == secrets[line_id]
+            for line_id, status in revoked.values():
+                if status == 200:
+                    assert rows[line_id].status == "revoked"
+            events = events_by_request(served.runtime, request_ids=[*fetched, *revoked])
+            for request_id, (line_id, status) in [*fetched.items(), *revoked.items()]:
+                if status in (200, 410):
+                    assert events.get(request_id), f"an answered request has no event ({status})"
+                    assert events[request_id][0][1] == line_id

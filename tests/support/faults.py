@@ -34,9 +34,11 @@ __all__ = [
     "assert_problem",
     "audit_verify",
     "events_by_request",
+    "fill_disk",
     "runner_token",
     "seed_tenant",
     "serve",
+    "small_tmpfs",
     "telegram_payload",
     "wait_for",
 ]
@@ -179,3 +181,47 @@ def wait_for(
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@contextmanager
+def small_tmpfs(path: Path, *, size_mb: int) -> Iterator[Path]:
+    """Mount a ``size_mb`` tmpfs at ``path`` (needs root or CAP_SYS_ADMIN), unmount after."""
+    import pytest
+
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0700", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()[:200]}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+
+
+def fill_disk(path: Path) -> int:
+    """Write ``path`` until the volume is full (ENOSPC); returns the bytes written."""
+    import errno
+
+    chunk = b"\0" * 65536
+    written = 0
+    with path.open("wb", buffering=0) as out:
+        while True:
+            try:
+                written += out.write(chunk) or 0
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                break
+        # the last partial chunk: fill byte by byte in 4 KiB steps
+        for size in (4096, 512, 1):
+            while True:
+                try:
+                    written += out.write(b"\0" * size) or 0
+                except OSError:
+                    break
+    return written
