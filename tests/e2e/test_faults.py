@@ -439,8 +439,8 @@ def _warm(served: Served, token: str, tenant_id: str, lines: list[str]) -> None:
     assert httpx.get(f"{served.url}/v1/tenants", headers=served.auth()).status_code == 200
 
 
-@pytest.mark.parametrize("backend", ["postgresql"])
-def test_postgres_connection_cut_and_restored(backend: str, db_url: str, tmp_path: Path) -> None:
+def test_postgres_connection_cut_and_restored(postgres_db_url: str, tmp_path: Path) -> None:
+    db_url = postgres_db_url
     from sqlalchemy.engine import make_url
 
     from tests.support.tcpproxy import TcpProxy
