@@ -89,7 +89,8 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, *, timeout: float = 60.0) -> None:
+    def start(self, *, timeout: float = 60.0, wait: bool = True) -> None:
+        """Start serving; with ``wait`` (the default) return once health answers 200."""
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [LINEVAULT, "serve", "--port", str(self.port), "--workers", str(self.workers)],
@@ -98,6 +99,8 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        if not wait:
+            return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -13,10 +13,13 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from vault.audit.chain import append_events
@@ -35,6 +38,8 @@ BatchHook = Callable[[Session, Sequence[AuditEvent], Sequence[dict[str, object]]
 
 _Item = tuple[AuditEvent, "Future[int]"]
 
+_PROBE = text("UPDATE audit_head SET seq = seq WHERE id = 1")
+
 
 class AuditWriter:
     def __init__(
@@ -46,6 +51,7 @@ class AuditWriter:
         hooks: Sequence[BatchHook] = (),
         idle_hook: Callable[[], object] | None = None,
         idle_seconds: float = 1.0,
+        stall_seconds: float = 5.0,
     ) -> None:
         self._sessions = sessions
         self._clock = clock
@@ -57,11 +63,32 @@ class AuditWriter:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._stopping = False
+        self._stall_seconds = stall_seconds
+        # Health, read by /v1/sys/health (plain attributes: one writer, readers tolerate a
+        # stale value). ``_failing``: the last write failed and none has succeeded since;
+        # ``_busy_since``: when the write in progress started (monotonic), else None.
+        self._failing = False
+        self._busy_since: float | None = None
 
     @property
     def running(self) -> bool:
         thread = self._thread
         return thread is not None and thread.is_alive()
+
+    @property
+    def healthy(self) -> bool:
+        """Can this writer commit events now, as far as it knows?
+
+        False while it is not running, after a failed write until one succeeds (while
+        idle it probes with a no-op write of the head row every ``idle_seconds``), and
+        while one write has been blocked for over ``stall_seconds`` (a lock held by
+        another process, a hung database, a full disk that blocks): a load balancer
+        should stop sending requests that would all end in ``audit_unavailable``.
+        """
+        if not self.running or self._failing:
+            return False
+        since = self._busy_since
+        return since is None or time.monotonic() - since < self._stall_seconds
 
     def dispose(self) -> None:
         """Close the writer's connections (its session factory's engine)."""
@@ -137,37 +164,86 @@ class AuditWriter:
                 self._drain_and_fail()
                 return
 
-    def _commit(self, batch: list[_Item]) -> None:
-        events = [event for event, _ in batch]
-        try:
+    def _write(self, events: list[AuditEvent]) -> list[dict[str, object]]:
+        """One transaction appending ``events``. A connection found dead before COMMIT
+        was sent is retried once on a fresh one: nothing of that transaction can have
+        been committed, and the chain head is read again under the lock. (The writer's
+        pool skips pre-ping, so after a database restart or failover every pooled
+        connection is stale; without the retry the first batch would fail for nothing.)
+        A failure during COMMIT itself is never retried: it may have been applied."""
+        for attempt in (1, 2):
             session = self._sessions()
+            committing = False
             try:
                 rows = append_events(session, events, now=self._clock.now())
                 for hook in self._hooks:
                     hook(session, events, rows)
+                committing = True
                 session.commit()
+                return rows
+            except DBAPIError as exc:
+                session.rollback()
+                if attempt == 1 and exc.connection_invalidated and not committing:
+                    log.warning("audit writer: stale database connection replaced")
+                    continue
+                raise
             except BaseException:
                 session.rollback()
                 raise
             finally:
                 session.close()
+        raise AssertionError("unreachable")
+
+    def _commit(self, batch: list[_Item]) -> None:
+        events = [event for event, _ in batch]
+        self._busy_since = time.monotonic()
+        try:
+            rows = self._write(events)
         except Exception as exc:  # fail every waiter: no record, no answer
+            self._failing = True
             log.error("audit batch of %d events failed: %s", len(batch), type(exc).__name__)
             for _, future in batch:
                 future.set_exception(AuditUnavailable())
             return
+        finally:
+            self._busy_since = None
+        self._failing = False
         for (_, future), row in zip(batch, rows, strict=True):
             seq = row["seq"]
             assert isinstance(seq, int)
             future.set_result(seq)
 
     def _idle(self) -> None:
+        if self._failing:
+            self._probe()
         if self._idle_hook is None:
             return
         try:
             self._idle_hook()
         except Exception as exc:
             log.warning("audit idle task failed: %s", type(exc).__name__)
+
+    def _probe(self) -> None:
+        """After a failure, with no events waiting: commit a no-op write of the head row
+        (it takes the chain's lock and needs a writable database, like a batch does)."""
+        self._busy_since = time.monotonic()
+        try:
+            session = self._sessions()
+            try:
+                session.execute(_PROBE)
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                session.close()
+        except Exception as exc:
+            log.warning("audit writer still failing: %s", type(exc).__name__)
+            return
+        finally:
+            self._busy_since = None
+        self._failing = False
+        log.warning("audit writer recovered")
 
     def _drain_and_fail(self) -> None:
         while True:

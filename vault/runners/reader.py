@@ -85,7 +85,11 @@ class AsyncPgReader:
                     await conn.close()
                     if attempt == 2:
                         raise
-                    continue  # a connection that died while idle: once more on a fresh one
+                    # A connection that died while idle: the server restarted or failed
+                    # over, so every idle one is as dead. Drop them all and retry once on
+                    # a fresh connection (popping another stale one would fail again).
+                    await self._discard_idle()
+                    continue
                 except BaseException:
                     await conn.close()
                     raise
@@ -93,7 +97,10 @@ class AsyncPgReader:
                 return row
         raise AssertionError("unreachable")
 
-    async def aclose(self) -> None:
+    async def _discard_idle(self) -> None:
         idle, self._idle = self._idle, []
         for conn in idle:
             await conn.close()
+
+    async def aclose(self) -> None:
+        await self._discard_idle()
