@@ -19,6 +19,7 @@ from api.problems import install_problem_handlers
 from api.routes import ROUTERS
 from vault import __version__
 from vault.clock import Clock
+from vault.keys.service import rewrap_worker_for
 from vault.runtime import Runtime, open_runtime
 from vault.settings import Settings
 
@@ -35,9 +36,16 @@ def create_app(
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
         if app.state.runtime is None:
             app.state.runtime = open_runtime(settings, clock=clock)
+        # Key rotations: rewrap in the background, resuming any a crash left running.
+        worker = rewrap_worker_for(app.state.runtime)
+        worker.start()
+        worker.resume_pending()
+        app.state.rewrap_worker = worker
         try:
             yield
         finally:
+            worker.stop()
+            app.state.rewrap_worker = None
             if owns_runtime and app.state.runtime is not None:
                 app.state.runtime.close()
                 app.state.runtime = None

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from vault.audit.events import RequestContext
 from vault.errors import NotFound
 from vault.runtime import Runtime
+from vault.storage.engine import unit_of_work as storage_unit_of_work
 
 __all__ = [
     "Ctx",
@@ -50,15 +51,8 @@ def get_runtime(request: Request) -> Runtime:
 
 
 def unit_of_work(request: Request) -> Iterator[Session]:
-    session = get_runtime(request).sessions()
-    try:
+    with storage_unit_of_work(get_runtime(request).sessions) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 def request_context(request: Request) -> RequestContext:

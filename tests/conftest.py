@@ -69,6 +69,17 @@ def db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
+def postgres_db_url(postgres_session_db: str) -> str:
+    """For tests that only make sense on PostgreSQL (several server processes)."""
+    engine = make_engine(postgres_session_db, pool_size=1)
+    try:
+        reset_database(engine)
+    finally:
+        engine.dispose()
+    return postgres_session_db
+
+
+@pytest.fixture
 def clock() -> FixedClock:
     """An injected clock starting now (TOTP codes made with it are valid in real time too)."""
     return FixedClock(datetime.now(UTC).replace(microsecond=0))

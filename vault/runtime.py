@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 
 from kms import KeyProvider, LocalKmsConfig, Pkcs11KmsConfig, initialize_provider, open_provider
+from vault.audit.checkpoints import Checkpointer
 from vault.audit.trail import AuditTrail
 from vault.audit.writer import AuditWriter
 from vault.clock import Clock, SystemClock
@@ -71,6 +72,7 @@ class Runtime:
 
     def close(self) -> None:
         self.audit_writer.stop()
+        self.audit_writer.dispose()
         self.provider.close()
         self.engine.dispose()
 
@@ -90,7 +92,24 @@ def open_runtime(
     sessions = session_factory(engine)
     with unit_of_work(sessions) as session:
         system_keys = SystemKeys.load(session, provider)
-    writer = AuditWriter(sessions, clock=clock, batch_max=settings.audit_batch_max)
+    checkpointer = Checkpointer(
+        signing_key=system_keys.signing_key,
+        key_id=system_keys.audit_key_id,
+        clock=clock,
+        every=settings.audit_checkpoint_every,
+        seconds=settings.audit_checkpoint_seconds,
+    )
+    # The group-commit writer gets its own small pool without pre-ping: a ping is one
+    # more round trip per batch, and a dead connection just fails one batch (closed).
+    writer_engine = make_engine(settings.sqlalchemy_url, pool_size=2, pre_ping=False)
+    writer_sessions = session_factory(writer_engine)
+    writer = AuditWriter(
+        writer_sessions,
+        clock=clock,
+        batch_max=settings.audit_batch_max,
+        hooks=[checkpointer.batch_hook],
+        idle_hook=lambda: checkpointer.idle(writer_sessions),
+    )
     runtime = Runtime(
         settings=settings,
         engine=engine,
@@ -107,7 +126,7 @@ def open_runtime(
         system_keys=system_keys,
         passwords=Passwords(),
         audit_writer=writer,
-        audit=AuditTrail(writer, clock=clock),
+        audit=AuditTrail(writer, clock=clock, checkpointer=checkpointer),
     )
     if start_writer:
         writer.start()

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from api.cli import users
+from api.cli import audit as audit_cli
+from api.cli import keys, users
 from api.cli.common import DataDir, build_settings, fail
 from vault import __version__
 from vault.bootstrap import AlreadyInitialised, initialise, is_initialised
@@ -24,6 +25,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(users.app, name="users")
+app.add_typer(audit_cli.app, name="audit")
+app.add_typer(keys.app, name="keys")
 
 
 @app.command("init")

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import auth, credentials, grants, lines, me, privacy, runners, system, tenants
+from api.routes import (
+    audit,
+    auth,
+    credentials,
+    grants,
+    keys,
+    lines,
+    me,
+    privacy,
+    runners,
+    system,
+    tenants,
+)
 
 __all__ = ["ROUTERS"]
 
@@ -18,6 +30,8 @@ ROUTERS: list[APIRouter] = [
     tenants.router,
     lines.router,
     privacy.router,
+    audit.router,
+    keys.router,
     runners.router,
     grants.router,
 ]

@@ -215,6 +215,26 @@ EXPECTATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ),
     ("DELETE", "/v1/tenants/{tenant_id}"): row(_TENANT_OWNER, params=_doomed_tenant),
     ("GET", "/v1/tenants/{tenant_id}/export"): row(_TENANT_OWNER),
+    # Audit: platform admins/auditors read all; tenant readers must name their tenant
+    # (no tenant_id here -> 400; the scoped reads are covered in tests/api/test_audit_routes).
+    ("GET", "/v1/audit/events"): row(
+        {
+            "platform_admin": 200,
+            "platform_auditor": 200,
+            **dict.fromkeys(("owner", "admin", "member", "auditor", "no_role", "other_owner"), 400),
+            _ALL: 401,
+        }
+    ),
+    ("GET", "/v1/audit/verify"): row(
+        {"platform_admin": 200, "platform_auditor": 200, **dict.fromkeys(USERS[2:], 403), _ALL: 401}
+    ),
+    # Keys: managers rotate (MFA; sessions here are fresh); a repeat resumes, also 202.
+    ("POST", "/v1/tenants/{tenant_id}/keys/rotate"): row(
+        {**_TENANT_MANAGERS, "platform_admin": 202, "owner": 202, "admin": 202}
+    ),
+    ("GET", "/v1/tenants/{tenant_id}/keys"): row(
+        {**_TENANT_MANAGERS, "auditor": 200, "platform_auditor": 200}
+    ),
     # Runners (platform admins manage them; auditors may list them).
     ("POST", "/v1/runners"): row(_PLATFORM_ADMIN_ONLY, body=lambda w: {"name": "matrix runner"}),
     ("GET", "/v1/runners"): row(_PLATFORM_READERS),

@@ -125,6 +125,28 @@ def test_expired_token_is_401(runtime: Runtime, world, clock: FixedClock) -> Non
     )
 
 
+def test_fetch_past_credential_expiry_is_served_with_a_warning_event(
+    runtime: Runtime, world, clock: FixedClock
+) -> None:
+    from datetime import timedelta
+
+    from vault.storage.models import Line
+
+    with unit_of_work(runtime.sessions) as session:
+        session.execute(
+            update(Line)
+            .where(Line.id == world["a1"])
+            .values(expires_at=clock.now() + timedelta(seconds=60))
+        )
+    fetch(runtime, world["token"], world["a"], world["a1"])
+    clock.advance(61)
+    got = fetch(runtime, world["token"], world["a"], world["a1"])
+    assert got.credential == TELEGRAM
+    first, second = events(runtime, "credential.fetch")
+    assert (first.outcome, first.reason) == ("success", None)
+    assert (second.outcome, second.reason) == ("success", "credential_expired")
+
+
 @pytest.mark.parametrize("token", [None, "", "garbage", "lvrt_" + "x" * 43])
 def test_missing_or_unknown_token_is_401(runtime: Runtime, world, token) -> None:
     with pytest.raises(Unauthenticated):

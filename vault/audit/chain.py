@@ -9,16 +9,46 @@ fork the chain, and a batch of events costs one lock and one commit.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from vault.audit.events import AuditEvent, event_hash
 from vault.storage.models import AuditEventRow, AuditHead
 
 __all__ = ["ChainHead", "append_events", "format_ts", "read_head"]
+
+_EVENTS = cast(Table, AuditEventRow.__table__)
+
+
+_COLUMNS = tuple(c.name for c in _EVENTS.columns)
+# PostgreSQL: the whole batch as ONE JSON parameter of ONE fixed statement. The server
+# parses and plans it once per connection, the client serialises the batch with the C
+# JSON encoder; psycopg's executemany would send one Bind/Execute per row, and a
+# multi-row VALUES list is a new statement text for every batch size. This is the
+# hottest write of the service.
+# The head moves in the same statement (one round trip less per batch).
+_PG_APPEND = text(
+    "WITH ins AS ("  # noqa: S608 - column names come from the model, not from input
+    f"INSERT INTO audit_events ({', '.join(_COLUMNS)}) SELECT {', '.join(_COLUMNS)} "
+    "FROM json_populate_recordset(NULL::audit_events, CAST(:rows AS json))) "
+    "UPDATE audit_head SET seq = :seq, hash = :hash WHERE id = 1"
+)
+_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _insert_and_move_head(
+    session: Session, rows: Sequence[dict[str, object]], *, seq: int, hash: str
+) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_PG_APPEND, {"rows": _json(rows), "seq": seq, "hash": hash})
+    else:
+        session.execute(insert(_EVENTS), list(rows))
+        session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=hash))
 
 
 class ChainHead:
@@ -62,6 +92,5 @@ def append_events(
         row = event.to_row(seq=seq, ts=ts, prev_hash=prev)
         row["hash"] = prev = event_hash(row)
         rows.append(row)
-    session.execute(insert(AuditEventRow), rows)
-    session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=prev))
+    _insert_and_move_head(session, rows, seq=seq, hash=prev)
     return rows

@@ -44,7 +44,7 @@ class AuditWriter:
         clock: Clock,
         batch_max: int = 512,
         hooks: Sequence[BatchHook] = (),
-        idle_hook: Callable[[], None] | None = None,
+        idle_hook: Callable[[], object] | None = None,
         idle_seconds: float = 1.0,
     ) -> None:
         self._sessions = sessions
@@ -62,6 +62,12 @@ class AuditWriter:
     def running(self) -> bool:
         thread = self._thread
         return thread is not None and thread.is_alive()
+
+    def dispose(self) -> None:
+        """Close the writer's connections (its session factory's engine)."""
+        bind = self._sessions.kw.get("bind")
+        if bind is not None and hasattr(bind, "dispose"):
+            bind.dispose()
 
     def add_hook(self, hook: BatchHook) -> None:
         self._hooks.append(hook)

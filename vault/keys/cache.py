@@ -33,17 +33,20 @@ class KekCache:
         self._lock = threading.Lock()
 
     def get(self, tenant_id: str, version: int) -> bytes | None:
+        # The hit path takes no lock: a single dict look-up is atomic in CPython, and this
+        # sits on every credential fetch. Eviction is therefore by insertion order (oldest
+        # first) rather than strict LRU; the TTL bounds every entry's life either way.
         key = (tenant_id, version)
-        with self._lock:
-            item = self._items.get(key)
-            if item is None:
-                return None
-            value, stored = item
-            if self._now() - stored > self._ttl:
-                del self._items[key]
-                return None
-            self._items.move_to_end(key)
-            return value
+        item = self._items.get(key)
+        if item is None:
+            return None
+        value, stored = item
+        if self._now() - stored > self._ttl:
+            with self._lock:
+                if self._items.get(key) is item:
+                    del self._items[key]
+            return None
+        return value
 
     def put(self, tenant_id: str, version: int, value: bytes) -> None:
         if self._max <= 0 or self._ttl <= 0:

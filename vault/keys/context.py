@@ -3,11 +3,22 @@
 Every part is length-prefixed, so no two different (purpose, fields) tuples can encode
 to the same bytes; a ciphertext copied to another tenant, line, version or purpose
 fails to open because its associated data no longer matches.
+
+Encoding (``linevault/ad/v1``)::
+
+    b"linevault/ad/v1" ("|" name "=" len(value) ":" value)*
+
+with ``purpose`` first and the remaining fields sorted by name; ``len`` is the decimal
+length of the UTF-8 value in bytes. :func:`associated_data` is the definition; the
+fixed-shape encoders below build exactly the same bytes without the generic loop,
+because they sit on the credential fetch path (tests hold them equal).
 """
 
 from __future__ import annotations
 
-__all__ = ["associated_data"]
+from functools import lru_cache
+
+__all__ = ["associated_data", "credential_data", "dek_data"]
 
 _PREFIX = b"linevault/ad/v1"
 
@@ -22,3 +33,47 @@ def associated_data(purpose: str, **parts: str | int) -> bytes:
 def _item(name: str, value: str) -> bytes:
     raw = value.encode()
     return name.encode() + b"=" + str(len(raw)).encode() + b":" + raw
+
+
+_DEK_HEAD = _PREFIX + b"|" + _item("purpose", "credential-dek")
+_CRED_HEAD = _PREFIX + b"|" + _item("purpose", "credential")
+
+
+@lru_cache(maxsize=16_384)  # hot lines' encodings are reused on every fetch
+def dek_data(tenant_id: str, line_id: str, credential_version: int, kek_version: int) -> bytes:
+    """``associated_data("credential-dek", tenant=, line=, credential_version=, kek_version=)``."""
+    t = tenant_id.encode()
+    ln = line_id.encode()
+    cv = str(credential_version).encode()
+    kv = str(kek_version).encode()
+    return b"%s|credential_version=%d:%s|kek_version=%d:%s|line=%d:%s|tenant=%d:%s" % (
+        _DEK_HEAD,
+        len(cv),
+        cv,
+        len(kv),
+        kv,
+        len(ln),
+        ln,
+        len(t),
+        t,
+    )
+
+
+@lru_cache(maxsize=16_384)
+def credential_data(tenant_id: str, line_id: str, line_type: str, credential_version: int) -> bytes:
+    """``associated_data("credential", tenant=, line=, type=, credential_version=)``."""
+    t = tenant_id.encode()
+    ln = line_id.encode()
+    ty = line_type.encode()
+    cv = str(credential_version).encode()
+    return b"%s|credential_version=%d:%s|line=%d:%s|tenant=%d:%s|type=%d:%s" % (
+        _CRED_HEAD,
+        len(cv),
+        cv,
+        len(ln),
+        ln,
+        len(t),
+        t,
+        len(ty),
+        ty,
+    )

@@ -19,8 +19,8 @@ from kms import KeyProvider, WrappedKey
 from kms.crypto import new_key, open_sealed, seal
 from vault.errors import NotFound
 from vault.keys.cache import KekCache
-from vault.keys.context import associated_data
-from vault.storage.models import Kek
+from vault.keys.context import associated_data, credential_data, dek_data
+from vault.storage.models import Kek, Tenant
 
 __all__ = ["KeyRing", "SealedCredential", "credential_ad", "dek_ad", "kek_ad"]
 
@@ -30,23 +30,13 @@ def kek_ad(tenant_id: str, version: int) -> bytes:
 
 
 def dek_ad(tenant_id: str, line_id: str, credential_version: int, kek_version: int) -> bytes:
-    return associated_data(
-        "credential-dek",
-        tenant=tenant_id,
-        line=line_id,
-        credential_version=credential_version,
-        kek_version=kek_version,
-    )
+    """A wrapped DEK belongs to one credential version of one line, under one KEK version."""
+    return dek_data(tenant_id, line_id, credential_version, kek_version)
 
 
 def credential_ad(tenant_id: str, line_id: str, line_type: str, credential_version: int) -> bytes:
-    return associated_data(
-        "credential",
-        tenant=tenant_id,
-        line=line_id,
-        type=line_type,
-        credential_version=credential_version,
-    )
+    """A credential ciphertext belongs to one version of one line of one type."""
+    return credential_data(tenant_id, line_id, line_type, credential_version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,15 +92,41 @@ class KeyRing:
         self._cache.put(tenant_id, version, kek)
         return kek
 
-    def load_kek(self, session: Session, *, tenant_id: str, version: int) -> bytes:
-        row = session.execute(
-            select(Kek).where(Kek.tenant_id == tenant_id, Kek.version == version)
-        ).scalar_one_or_none()
-        if row is None:
+    def load_kek(
+        self, session: Session, *, tenant_id: str, version: int, lock: bool = True
+    ) -> bytes:
+        """The plaintext KEK of one version, for sealing or rewrapping in ``session``.
+
+        With ``lock`` (the default) the KEK row is held ``FOR SHARE`` until the caller's
+        transaction ends (PostgreSQL; SQLite writers are serialized anyway), so a
+        rotation cannot destroy this version while a DEK wrapped by it is uncommitted.
+        """
+        stmt = select(Kek).where(Kek.tenant_id == tenant_id, Kek.version == version)
+        if lock:
+            stmt = stmt.with_for_update(read=True)
+        row = session.execute(stmt).scalar_one_or_none()
+        if row is None or row.state == "destroyed":
             raise NotFound("no such key version")
         return self.unwrap_kek(
             tenant_id=tenant_id, version=version, root_key_id=row.root_key_id, wrapped=row.wrapped
         )
+
+    def active_kek(self, session: Session, *, tenant_id: str) -> tuple[int, bytes]:
+        """``(version, key)`` of the tenant's active KEK, both locked for this transaction.
+
+        The tenant row is read ``FOR SHARE``: a rotation's switch to a new version updates
+        that row, so it waits for this transaction, and a seal that starts after the
+        switch sees the new version. Prefer this over reading ``active_kek_version``
+        yourself and calling :meth:`load_kek`.
+        """
+        version = session.execute(
+            select(Tenant.active_kek_version)
+            .where(Tenant.id == tenant_id, Tenant.deleted_at.is_(None))
+            .with_for_update(read=True)
+        ).scalar_one_or_none()
+        if version is None:
+            raise NotFound()
+        return version, self.load_kek(session, tenant_id=tenant_id, version=version)
 
     # -- credential envelopes ---------------------------------------------------------
 

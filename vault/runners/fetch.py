@@ -55,6 +55,7 @@ from vault.errors import (
 )
 from vault.keys.keyring import KeyRing, credential_ad, dek_ad
 from vault.keys.system import SystemKeys
+from vault.lines.expiry import fetch_expiry_reason
 from vault.runners.bridge import AuditBridge
 from vault.runners.reader import AsyncPgReader, SyncReader
 from vault.runners.secrets import looks_like_runner_token, token_mac_key
@@ -354,6 +355,9 @@ class CredentialFetcher:
             tenant_id=tenant_id,
             resource_type="line",
             resource_id=line_id,
+            # A credential past its own expiry is still served (the platform decides), but
+            # the event says so, so reviewers and alerts see runners using stale tokens.
+            reason=fetch_expiry_reason(row.line_expires_at, now=now),
             context=context,
             details={"version": row.version},
         )

@@ -1,0 +1,276 @@
+"""``linevault audit ...``: offline verification, export, export verification, retention.
+
+``verify`` reads the database directly and needs no root key (only the stored public
+key); ``verify-export`` needs neither database nor root key, only the export file and
+the public key. ``export`` and ``prune`` sign checkpoints, so they open the key provider.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy import Engine, select
+
+from api.cli.common import DataDir, build_settings, fail
+from vault.audit.chain import append_events
+from vault.audit.events import AuditEvent
+from vault.audit.export import key_id_of, verify_export, write_export
+from vault.audit.render import EVENT_COLUMNS, event_json
+from vault.audit.retention import prune_before
+from vault.audit.store import audit_public_key, snapshot, verify_database
+from vault.audit.verify import VerifyResult
+from vault.clock import SystemClock
+from vault.errors import VaultError
+from vault.runtime import NotInitialised, Runtime, open_runtime
+from vault.storage.engine import make_engine, unit_of_work
+from vault.storage.migrate import current_revision
+from vault.storage.models import AuditEventRow
+from vault.storage.sessions import session_factory
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    name="audit", help="Verify, export and prune the audit trail.", no_args_is_help=True
+)
+
+_CLI_ACTOR = "linevault-cli"
+
+
+def _cli_event(action: str, outcome: str, resource_id: str, reason: str | None) -> AuditEvent:
+    return AuditEvent(
+        action=action,
+        outcome=outcome,  # type: ignore[arg-type]
+        actor_type="system",
+        actor_id=_CLI_ACTOR,
+        resource_type="audit",
+        resource_id=resource_id,
+        reason=reason,
+    )
+
+
+def _report(result: VerifyResult, *, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(result.to_dict()))
+        return
+    if result.ok:
+        typer.echo(
+            f"audit chain intact: {result.events_checked} events, "
+            f"{result.checkpoints_checked} signed checkpoints, head seq {result.head_seq} "
+            f"hash {result.head_hash}"
+        )
+    else:
+        typer.echo(f"AUDIT CHAIN TAMPERED: {result.problem}")
+        typer.echo(f"first bad seq: {result.first_bad_seq}")
+        typer.echo(f"events verified before it: {result.events_checked}")
+
+
+@app.command("verify")
+def verify_command(
+    data_dir: DataDir = None,
+    public_key: Annotated[
+        str | None, typer.Option("--public-key", help="Trusted key (hex/base64 or a file).")
+    ] = None,
+    read_only: Annotated[
+        bool, typer.Option("--read-only", help="Do not record this check as an audit event.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Check the whole chain straight from the database; exit 0 intact, 1 tampered."""
+    settings = build_settings(data_dir)
+    engine = make_engine(settings.sqlalchemy_url, pool_size=1)
+    try:
+        if current_revision(engine) is None:
+            raise fail("the database has no schema: run `linevault init` first", 2)
+        key = _parse_key(public_key) if public_key else None
+        try:
+            result = verify_database(engine, public_key=key)
+        except LookupError as exc:
+            raise fail(str(exc), 2) from None
+        _report(result, as_json=as_json)
+        if not result.ok and result.first_bad_seq is not None:
+            _print_event(engine, result.first_bad_seq, as_json=as_json)
+        if not read_only:
+            reason = (
+                f"offline verify: intact to seq {result.head_seq}"
+                if result.ok
+                else f"offline verify: tampered at seq {result.first_bad_seq}"
+            )
+            try:
+                with unit_of_work(session_factory(engine)) as session:
+                    append_events(
+                        session,
+                        [_cli_event("audit.read", "success", "verify", reason)],
+                        now=SystemClock().now(),
+                    )
+            except Exception as exc:
+                typer.echo(f"warning: could not record the check: {type(exc).__name__}", err=True)
+    finally:
+        engine.dispose()
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command("export")
+def export_command(
+    out: Annotated[Path, typer.Option("--out", help="Write JSON Lines here (mode 0600).")],
+    data_dir: DataDir = None,
+) -> None:
+    """Every event plus the signed checkpoints covering them and the public key."""
+    with _runtime(data_dir) as runtime:
+        checkpointer = runtime.audit.checkpointer
+        assert checkpointer is not None
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            summary = write_export(
+                handle,
+                engine=runtime.engine,
+                sessions=runtime.sessions,
+                checkpointer=checkpointer,
+                clock=runtime.clock,
+                event=_cli_event("audit.export", "success", "export", f"export to {out.name}"),
+            )
+    typer.echo(
+        f"exported {summary.events} events (seq {summary.first_seq}..{summary.last_seq}), "
+        f"covered by the checkpoint at seq {summary.checkpoint_seq}, to {out}"
+    )
+
+
+@app.command("verify-export")
+def verify_export_command(
+    file: Annotated[Path, typer.Argument(help="An export made by `linevault audit export`.")],
+    public_key: Annotated[
+        str | None, typer.Option("--public-key", help="Trusted key (hex/base64 or a file).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Verify an export offline: no database, no root key, only the public key."""
+    key = _parse_key(public_key) if public_key else None
+    try:
+        with file.open(encoding="utf-8") as handle:
+            check = verify_export(handle, public_key=key)
+    except OSError as exc:
+        raise fail(f"cannot read {file}: {exc.strerror}", 2) from None
+    except UnicodeDecodeError:
+        raise fail(f"{file} is not UTF-8 text", 1) from None
+    _report(check.result, as_json=as_json)
+    if not as_json:
+        typer.echo(f"signing key id: {check.key_id}")
+        if check.key_from_file:
+            typer.echo(
+                "note: checked against the key inside the file; pass --public-key with a key "
+                "obtained out of band to rule out a re-signed export",
+                err=True,
+            )
+    if not check.result.ok:
+        raise typer.Exit(1)
+
+
+@app.command("public-key")
+def public_key_command(data_dir: DataDir = None) -> None:
+    """Print the checkpoint signing public key (hex) to hand to reviewers out of band."""
+    settings = build_settings(data_dir)
+    engine = make_engine(settings.sqlalchemy_url, pool_size=1)
+    try:
+        with snapshot(engine) as conn:
+            key = audit_public_key(conn)
+    except LookupError as exc:
+        raise fail(str(exc), 2) from None
+    finally:
+        engine.dispose()
+    typer.echo(f"{key.hex()}  (key id {key_id_of(key)})")
+
+
+@app.command("prune")
+def prune_command(
+    before: Annotated[str, typer.Option("--before", help="Drop events older than this date.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Delete events before DATE; the rest stays verifiable from a signed anchor."""
+    moment = _parse_date(before)
+    with _runtime(data_dir) as runtime:
+        checkpointer = runtime.audit.checkpointer
+        assert checkpointer is not None
+        try:
+            summary = prune_before(
+                engine=runtime.engine,
+                sessions=runtime.sessions,
+                checkpointer=checkpointer,
+                clock=runtime.clock,
+                before=moment,
+                event=_cli_event("audit.prune", "success", "prune", f"retention: before {before}"),
+            )
+        except VaultError as exc:
+            raise fail(exc.detail, 1) from None
+    typer.echo(
+        f"pruned {summary.deleted} events; the chain now starts at seq "
+        f"{summary.first_retained_seq} (anchor checkpoint {summary.anchor_seq}); "
+        f"recorded as event {summary.prune_event_seq}"
+    )
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+class _runtime:
+    def __init__(self, data_dir: Path | None) -> None:
+        self._settings = build_settings(data_dir)
+        self._rt: Runtime | None = None
+
+    def __enter__(self) -> Runtime:
+        try:
+            self._rt = open_runtime(self._settings, start_writer=False)
+        except NotInitialised as exc:
+            raise fail(str(exc), 2) from None
+        return self._rt
+
+    def __exit__(self, *exc: object) -> None:
+        if self._rt is not None:
+            self._rt.close()
+
+
+def _parse_key(value: str) -> bytes:
+    text = value
+    path = Path(value)
+    if len(value) < 200 and path.is_file():
+        words = path.read_text().split()
+        text = words[0] if words else ""
+    try:
+        raw = bytes.fromhex(text) if len(text) == 64 else base64.b64decode(text, validate=True)
+    except (ValueError, binascii.Error):
+        raise fail(
+            "--public-key must be 32 bytes as hex or base64, or a file holding it", 2
+        ) from None
+    if len(raw) != 32:
+        raise fail("--public-key must be a 32-byte Ed25519 public key", 2)
+    return raw
+
+
+def _parse_date(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise fail(
+            "--before must be an ISO date, e.g. 2026-01-31 or 2026-01-31T00:00:00Z", 2
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _print_event(engine: Engine, seq: int, *, as_json: bool) -> None:
+    table = AuditEventRow.__table__
+    with snapshot(engine) as conn:
+        row = conn.execute(
+            select(*(table.c[name] for name in EVENT_COLUMNS)).where(table.c.seq == seq)
+        ).first()
+    if row is None:
+        if not as_json:
+            typer.echo(f"(event {seq} is not in the database)")
+        return
+    text = json.dumps(event_json(dict(zip(EVENT_COLUMNS, row, strict=True))), ensure_ascii=True)
+    typer.echo(text if as_json else f"first bad event: {text}")

@@ -1,0 +1,96 @@
+"""Tenant key rotation and key state (API.md, "System": ``/v1/tenants/{id}/keys``).
+
+The POST commits the new KEK version with its audit event before answering 202; the
+rewrap of older DEKs then runs in this server process's background worker, started
+only after the commit (a response background task), and resumed at the next start if
+the process dies first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, BackgroundTasks, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.auth import CurrentUser, require_mfa
+from api.deps import Ctx, Db, Rt
+from vault.clock import rfc3339
+from vault.keys.rotation import RotationView
+from vault.keys.service import key_service
+from vault.keys.worker import RewrapWorker
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["keys"])
+
+
+class RotateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mfa_code: str | None = Field(default=None, max_length=32)
+
+
+def _rotation(view: RotationView) -> dict[str, Any]:
+    return {
+        "id": view.id,
+        "state": view.state,
+        "from_version": view.from_version,
+        "to_version": view.to_version,
+        "rewrapped": view.rewrapped,
+        "pending_rewrap": view.pending_rewrap,
+        "started_at": rfc3339(view.started_at),
+        "finished_at": rfc3339(view.finished_at),
+        "resumed": view.resumed,
+    }
+
+
+@router.post("/v1/tenants/{tenant_id}/keys/rotate", status_code=202)
+def rotate_keys(
+    tenant_id: str,
+    *,
+    request: Request,
+    background: BackgroundTasks,
+    runtime: Rt,
+    db: Db,
+    ctx: Ctx,
+    user: CurrentUser,
+    body: RotateBody | None = None,
+) -> JSONResponse:
+    view = key_service(runtime, db).rotate_as(
+        user,
+        tenant_id,
+        context=ctx,
+        verify_mfa=lambda: require_mfa(runtime, db, user, body.mfa_code if body else None, ctx),
+    )
+    worker: RewrapWorker | None = getattr(request.app.state, "rewrap_worker", None)
+    if worker is not None:
+        background.add_task(worker.submit, view.id)
+    return JSONResponse(
+        {
+            "kek_version": view.to_version,
+            "pending_rewrap": view.pending_rewrap,
+            "rotation": _rotation(view),
+        },
+        status_code=202,
+        background=background,
+    )
+
+
+@router.get("/v1/tenants/{tenant_id}/keys")
+def list_keys(tenant_id: str, runtime: Rt, db: Db, user: CurrentUser) -> dict[str, Any]:
+    view = key_service(runtime, db).status_as(user, tenant_id)
+    return {
+        "tenant_id": view.tenant_id,
+        "active_version": view.active_version,
+        "versions": [
+            {
+                "version": v.version,
+                "state": v.state,
+                "created_at": rfc3339(v.created_at),
+                "destroyed_at": rfc3339(v.destroyed_at),
+            }
+            for v in view.versions
+        ],
+        "rotation": _rotation(view.rotation) if view.rotation is not None else None,
+    }

@@ -1,0 +1,75 @@
+"""``linevault audit verify | export | verify-export | public-key | prune`` end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sqlalchemy import text
+from typer.testing import CliRunner
+
+from api.cli.core import app
+from tests.support.audit import fill_chain
+from vault.runtime import Runtime
+from vault.settings import Settings
+
+runner = CliRunner()
+
+
+def cli(settings: Settings, *args: str, db: bool = True):  # type: ignore[no-untyped-def]
+    env = {
+        "LINEVAULT_DATABASE_URL": settings.sqlalchemy_url
+        if db
+        else "postgresql://nobody@127.0.0.1:1/none"
+    }
+    return runner.invoke(app, ["audit", *args], env=env)
+
+
+def test_verify_export_and_verify_export(
+    runtime: Runtime, settings: Settings, tmp_path: Path
+) -> None:
+    fill_chain(runtime, 12)
+    data = ["--data-dir", str(settings.data_dir)]
+    ok = cli(settings, "verify", *data)
+    assert ok.exit_code == 0, ok.output
+    assert "intact" in ok.output
+
+    key = cli(settings, "public-key", *data)
+    assert key.exit_code == 0, key.output
+    key_hex = key.output.split()[0]
+    assert bytes.fromhex(key_hex) == runtime.system_keys.audit_public_key
+
+    out = tmp_path / "audit.jsonl"
+    exported = cli(settings, "export", "--out", str(out), *data)
+    assert exported.exit_code == 0, exported.output
+    lines = out.read_text().splitlines()
+    assert json.loads(lines[0])["kind"] == "linevault-audit-export"
+    assert oct(out.stat().st_mode & 0o777) == "0o600"
+    assert any(json.loads(x).get("action") == "audit.export" for x in lines[1:])
+
+    # No database needed (the URL points nowhere), only the public key.
+    checked = cli(settings, "verify-export", str(out), "--public-key", key_hex, db=False)
+    assert checked.exit_code == 0, checked.output
+    tampered = tmp_path / "tampered.jsonl"
+    tampered.write_text("\n".join(x.replace("10.0.0.1", "10.0.0.2", 1) for x in lines) + "\n")
+    bad = cli(settings, "verify-export", str(tampered), "--public-key", key_hex, db=False)
+    assert bad.exit_code == 1 and "TAMPERED" in bad.output
+
+    with runtime.engine.begin() as conn:
+        conn.execute(text("UPDATE audit_events SET user_agent='evil' WHERE seq=5"))
+    broken = cli(settings, "verify", *data)
+    assert broken.exit_code == 1
+    assert "first bad seq: 5" in broken.output and "first bad event" in broken.output
+    as_json = cli(settings, "verify", "--json", "--read-only", *data)
+    assert as_json.exit_code == 1
+    assert json.loads(as_json.output.splitlines()[0])["first_bad_seq"] == 5
+
+
+def test_prune_cli(runtime: Runtime, settings: Settings) -> None:
+    fill_chain(runtime, 6)
+    data = ["--data-dir", str(settings.data_dir)]
+    pruned = cli(settings, "prune", "--before", "2999-01-01", *data)
+    assert pruned.exit_code == 0, pruned.output
+    ok = cli(settings, "verify", *data)
+    assert ok.exit_code == 0, ok.output
+    assert cli(settings, "prune", "--before", "yesterday", *data).exit_code == 2

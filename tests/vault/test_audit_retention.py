@@ -1,0 +1,163 @@
+"""Checkpoint policy (every N events or T seconds, idle hook, record path) and retention
+(prune keeps the rest verifiable from a signed anchor, and is itself audited)."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import delete, func, select
+
+from tests.support.audit import export_lines, fill_chain, sample_event
+from vault.audit.checkpoints import Checkpointer
+from vault.audit.events import AuditEvent
+from vault.audit.export import verify_export
+from vault.audit.retention import prune_before
+from vault.audit.store import verify_database
+from vault.clock import FixedClock
+from vault.errors import Conflict
+from vault.runtime import Runtime
+from vault.settings import Settings
+from vault.storage.engine import unit_of_work
+from vault.storage.models import AuditCheckpoint, AuditEventRow
+
+PRUNE = AuditEvent(action="audit.prune", outcome="success", actor_type="system", actor_id="t")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> Settings:
+    return Settings(  # type: ignore[call-arg]
+        data_dir=tmp_path / "var",
+        database_url=db_url,
+        log_level="warning",
+        audit_checkpoint_every=10,
+        audit_checkpoint_seconds=30,
+    )
+
+
+def _checkpoints(runtime: Runtime) -> list[int]:
+    with runtime.readonly_sessions() as s:
+        return list(s.execute(select(AuditCheckpoint.seq).order_by(AuditCheckpoint.seq)).scalars())
+
+
+def _cp(runtime: Runtime) -> Checkpointer:
+    assert runtime.audit.checkpointer is not None
+    return runtime.audit.checkpointer
+
+
+def _clock(runtime: Runtime) -> FixedClock:
+    assert isinstance(runtime.clock, FixedClock)
+    return runtime.clock
+
+
+def test_checkpoint_every_n_events(runtime: Runtime) -> None:
+    for i in range(25):
+        runtime.audit.emit(sample_event(i))
+    cps = _checkpoints(runtime)
+    # The first batch is signed at once (no checkpoint yet), then every 10 events.
+    assert cps == [2, 12, 22]
+
+
+def test_checkpoint_after_t_seconds_and_when_idle(runtime: Runtime) -> None:
+    runtime.audit.emit(sample_event(0))
+    assert _checkpoints(runtime) == [2]
+    runtime.audit.emit(sample_event(1))
+    assert _cp(runtime).idle(runtime.sessions) is False  # T has not passed
+    _clock(runtime).advance(31)
+    assert _cp(runtime).idle(runtime.sessions) is True  # quiet trail: sign the committed head
+    assert _checkpoints(runtime) == [2, 3]
+    assert _cp(runtime).idle(runtime.sessions) is False  # nothing new to sign
+    _clock(runtime).advance(31)
+    runtime.audit.emit(sample_event(2))  # a batch after T seconds is signed at once
+    assert _checkpoints(runtime) == [2, 3, 4]
+
+
+def test_record_path_signs_checkpoints_in_the_callers_transaction(runtime: Runtime) -> None:
+    for i in range(12):
+        with unit_of_work(runtime.sessions) as session:
+            runtime.audit.record(session, sample_event(i))
+    assert _checkpoints(runtime) == [2, 12]
+    # A rolled-back unit of work leaves neither its event nor its checkpoint behind.
+    _clock(runtime).advance(31)
+    session = runtime.sessions()
+    runtime.audit.record(session, sample_event(99))
+    session.rollback()
+    session.close()
+    assert _checkpoints(runtime) == [2, 12]
+    assert verify_database(runtime.engine).ok
+
+
+def _prune(runtime: Runtime, before) -> object:  # type: ignore[no-untyped-def]
+    return prune_before(
+        engine=runtime.engine,
+        sessions=runtime.sessions,
+        checkpointer=_cp(runtime),
+        clock=runtime.clock,
+        before=before,
+        event=PRUNE,
+    )
+
+
+def test_prune_keeps_the_rest_verifiable(runtime: Runtime) -> None:
+    clock = _clock(runtime)
+    fill_chain(runtime, 15)
+    cut = clock.now() + timedelta(seconds=1)
+    clock.advance(10)
+    fill_chain(runtime, 15)
+    summary = _prune(runtime, cut)
+    assert summary.deleted == 16  # system.init + 15  # type: ignore[attr-defined]
+    with runtime.readonly_sessions() as s:
+        first = s.execute(select(func.min(AuditEventRow.seq))).scalar_one()
+        prune_event = s.execute(
+            select(AuditEventRow).where(AuditEventRow.action == "audit.prune")
+        ).scalar_one()
+    assert first == 17
+    assert json.loads(prune_event.details or "{}")["first_retained_seq"] == 17
+    assert _checkpoints(runtime)[0] == 16  # the anchor
+    result = verify_database(runtime.engine)
+    assert result.ok, result
+    check = verify_export(export_lines(runtime), public_key=runtime.system_keys.audit_public_key)
+    assert check.result.ok, check.result
+    # A second prune later on works the same way.
+    clock.advance(10)
+    fill_chain(runtime, 5)
+    _prune(runtime, clock.now())
+    assert verify_database(runtime.engine).ok
+
+
+def test_dropping_more_of_the_prefix_is_detected(runtime: Runtime) -> None:
+    clock = _clock(runtime)
+    fill_chain(runtime, 10)
+    cut = clock.now() + timedelta(seconds=1)
+    clock.advance(10)
+    fill_chain(runtime, 40)
+    _prune(runtime, cut)
+    assert verify_database(runtime.engine).ok
+    later_cp = next(c for c in _checkpoints(runtime) if c > 20)
+    with runtime.sessions() as s:  # the attacker deletes up to a later signed checkpoint
+        s.execute(delete(AuditEventRow).where(AuditEventRow.seq <= later_cp))
+        s.execute(delete(AuditCheckpoint).where(AuditCheckpoint.seq < later_cp))
+        s.commit()
+    result = verify_database(runtime.engine)
+    assert not result.ok and "audit.prune" in (result.problem or "")
+
+
+def test_prune_refuses_a_tampered_chain(runtime: Runtime) -> None:
+    fill_chain(runtime, 8)
+    with runtime.sessions() as s:
+        from sqlalchemy import update
+
+        s.execute(update(AuditEventRow).where(AuditEventRow.seq == 3).values(ip="6.6.6.6"))
+        s.commit()
+    with pytest.raises(Conflict):
+        _prune(runtime, _clock(runtime).now() + timedelta(days=1))
+
+
+def test_prune_everything_still_verifies(runtime: Runtime) -> None:
+    fill_chain(runtime, 6)
+    _clock(runtime).advance(5)
+    _prune(runtime, _clock(runtime).now())
+    result = verify_database(runtime.engine)
+    assert result.ok and result.events_checked == 1, result

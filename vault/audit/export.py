@@ -1,0 +1,240 @@
+"""Exporting the chain for offline review, and verifying an export with the public key only.
+
+File format (JSON Lines, UTF-8), in this order:
+
+1. a header ``{"kind": "linevault-audit-export", "version": 1, "exported_at",
+   "public_key" (hex, raw Ed25519), "key_id", "first_seq", "last_seq", "events"}``;
+2. every signed checkpoint in ``[first_seq - 1, last_seq]`` as ``{"kind": "checkpoint",
+   "seq", "hash", "ts", "key_id", "signature" (hex)}``; the last one covers ``last_seq``,
+   and after pruning the one at ``first_seq - 1`` anchors the first event;
+3. every event as ``{"kind": "event", ...the contract's event fields...}``.
+
+Verifying needs no database and no root key: only this file and the public key, ideally
+one obtained out of band (the header's copy only proves self-consistency).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.orm import Session
+
+from vault.audit.chain import append_events, format_ts
+from vault.audit.checkpoints import Checkpointer, CheckpointRecord
+from vault.audit.events import AuditEvent
+from vault.audit.render import EVENT_COLUMNS, event_json, row_from_json
+from vault.audit.store import audit_public_key, load_checkpoints, snapshot, stream_events
+from vault.audit.verify import ChainVerifier, VerifyResult
+from vault.clock import Clock
+from vault.storage.engine import SessionFactory
+
+__all__ = ["ExportCheck", "ExportSummary", "key_id_of", "verify_export", "write_export"]
+
+FORMAT = "linevault-audit-export"
+_SEQ = EVENT_COLUMNS.index("seq")
+
+
+@dataclass(frozen=True, slots=True)
+class ExportSummary:
+    events: int
+    first_seq: int | None
+    last_seq: int
+    checkpoint_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExportCheck:
+    result: VerifyResult
+    key_id: str | None
+    key_from_file: bool
+
+
+def key_id_of(public_key: bytes) -> str:
+    return hashlib.sha256(public_key).hexdigest()[:16]
+
+
+def write_export(
+    out: TextIO,
+    *,
+    engine: Engine,
+    sessions: SessionFactory,
+    checkpointer: Checkpointer,
+    clock: Clock,
+    event: AuditEvent,
+) -> ExportSummary:
+    """Record ``event`` (audit.export), sign the head that includes it, write the file.
+
+    Fail-closed: if the event and its covering checkpoint cannot be committed, nothing
+    is written.
+    """
+    session: Session = sessions()
+    try:
+        append_events(session, [event], now=clock.now())
+        covering = checkpointer.checkpoint_head(session)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+    with snapshot(engine) as conn:
+        rows = stream_events(conn, max_seq=covering.seq)
+        try:
+            return _write(out, conn, rows, covering.seq, clock)
+        finally:
+            rows.close()
+
+
+def _write(
+    out: TextIO, conn: Connection, rows: Iterator[tuple[object, ...]], last_seq: int, clock: Clock
+) -> ExportSummary:
+    public_key = audit_public_key(conn)
+    first = next(rows, None)
+    first_seq = int(first[_SEQ]) if first is not None else None  # type: ignore[call-overload]
+    checkpoints = load_checkpoints(
+        conn, min_seq=(first_seq - 1) if first_seq else 0, max_seq=last_seq
+    )
+    header = {
+        "kind": FORMAT,
+        "version": 1,
+        "exported_at": format_ts(clock.now()),
+        "public_key": public_key.hex(),
+        "key_id": key_id_of(public_key),
+        "first_seq": first_seq,
+        "last_seq": last_seq,
+    }
+    out.write(_line(header))
+    for cp in checkpoints:
+        out.write(_line(_checkpoint_json(cp)))
+    count = 0
+    if first is not None:
+        for row in _chain_one(first, rows):
+            doc = event_json(dict(zip(EVENT_COLUMNS, row, strict=True)))
+            out.write(_line({"kind": "event", **doc}))
+            count += 1
+    return ExportSummary(
+        events=count, first_seq=first_seq, last_seq=last_seq, checkpoint_seq=last_seq
+    )
+
+
+def verify_export(lines: Iterable[str], *, public_key: bytes | None = None) -> ExportCheck:
+    """Check an export file's lines; ``public_key`` is the key you trust (else the file's)."""
+    it = iter(lines)
+    try:
+        header = json.loads(next(it))
+        if not isinstance(header, dict) or header.get("kind") != FORMAT:
+            raise ValueError
+        file_key = bytes.fromhex(str(header["public_key"]))
+    except (StopIteration, ValueError, KeyError, TypeError):
+        return _broken("not a linevault audit export (bad header)")
+    if public_key is not None and public_key != file_key:
+        return _broken("the export is signed for a different public key", key=public_key)
+    key = public_key if public_key is not None else file_key
+    checkpoints: list[CheckpointRecord] = []
+    pending: dict[str, Any] | None = None
+    for raw in it:
+        if not raw.strip():
+            continue
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            return _broken("malformed line in export", key=key, from_file=public_key is None)
+        if doc.get("kind") == "checkpoint":
+            try:
+                checkpoints.append(
+                    CheckpointRecord(
+                        int(doc["seq"]),
+                        str(doc["hash"]),
+                        str(doc["ts"]),
+                        str(doc["key_id"]),
+                        bytes.fromhex(doc["signature"]),
+                    )
+                )
+            except (KeyError, TypeError, ValueError):
+                return _broken("malformed checkpoint line", key=key, from_file=public_key is None)
+            continue
+        pending = doc
+        break
+    verifier = ChainVerifier(public_key=key, checkpoints=checkpoints, require_covered_tail=True)
+    events = _event_rows(pending, it)
+    try:
+        result = verifier.run(events)
+    except _Malformed as exc:
+        bad = verifier.result()
+        result = VerifyResult(
+            ok=False,
+            events_checked=bad.events_checked,
+            head_seq=bad.head_seq,
+            head_hash=bad.head_hash,
+            first_bad_seq=bad.head_seq + 1,
+            problem=str(exc),
+            checkpoints_checked=len(checkpoints),
+        )
+    return ExportCheck(result=result, key_id=key_id_of(key), key_from_file=public_key is None)
+
+
+class _Malformed(Exception):
+    pass
+
+
+def _event_rows(first: dict[str, Any] | None, rest: Iterable[str]) -> Iterable[tuple[Any, ...]]:
+    docs: Iterable[str] = rest
+    if first is not None:
+        yield _to_row(first)
+    for raw in docs:
+        if not raw.strip():
+            continue
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            raise _Malformed("malformed line in export") from None
+        yield _to_row(doc)
+
+
+def _to_row(doc: Any) -> tuple[Any, ...]:
+    if not isinstance(doc, dict) or doc.get("kind") != "event":
+        raise _Malformed("unexpected line among the events")
+    try:
+        return row_from_json(doc)
+    except (KeyError, TypeError, AttributeError):
+        raise _Malformed("malformed event line") from None
+
+
+def _broken(problem: str, *, key: bytes | None = None, from_file: bool = False) -> ExportCheck:
+    return ExportCheck(
+        result=VerifyResult(
+            ok=False,
+            events_checked=0,
+            head_seq=0,
+            head_hash="",
+            first_bad_seq=None,
+            problem=problem,
+        ),
+        key_id=key_id_of(key) if key else None,
+        key_from_file=from_file,
+    )
+
+
+def _checkpoint_json(cp: CheckpointRecord) -> dict[str, Any]:
+    return {
+        "kind": "checkpoint",
+        "seq": cp.seq,
+        "hash": cp.hash,
+        "ts": cp.ts,
+        "key_id": cp.key_id,
+        "signature": cp.signature.hex(),
+    }
+
+
+def _chain_one(first: Any, rest: Iterable[Any]) -> Iterable[Any]:
+    yield first
+    yield from rest
+
+
+def _line(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n"

@@ -1,0 +1,113 @@
+"""Retention: dropping old events while the rest stays verifiable.
+
+Pruning everything up to seq ``k`` keeps (or signs) the checkpoint at ``k``: the first
+retained event's ``prev_hash`` is checked against that signed anchor, so the remaining
+chain verifies with the public key alone. The prune is itself an event (``audit.prune``)
+whose details name the first retained seq; verifiers require the chain to start exactly
+there, so nobody can later drop more of the prefix and pass it off as retention.
+
+The chain is verified first: pruning must never launder a tampered prefix into a
+freshly signed anchor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, Engine, delete, func, select
+from sqlalchemy.orm import Session
+
+from vault.audit.chain import append_events, format_ts, read_head
+from vault.audit.checkpoints import Checkpointer
+from vault.audit.events import AuditEvent
+from vault.audit.store import verify_database
+from vault.clock import Clock
+from vault.errors import Conflict
+from vault.storage.engine import SessionFactory
+from vault.storage.models import AuditCheckpoint, AuditEventRow
+
+__all__ = ["PruneSummary", "prune_before"]
+
+
+@dataclass(frozen=True, slots=True)
+class PruneSummary:
+    deleted: int
+    first_retained_seq: int
+    anchor_seq: int | None
+    prune_event_seq: int
+
+
+def prune_before(
+    *,
+    engine: Engine,
+    sessions: SessionFactory,
+    checkpointer: Checkpointer,
+    clock: Clock,
+    before: datetime,
+    event: AuditEvent,
+) -> PruneSummary:
+    """Delete events with ``ts < before`` and record ``event`` (action ``audit.prune``)."""
+    if event.action != "audit.prune":
+        raise ValueError("the prune event must have action audit.prune")
+    check = verify_database(engine)
+    if not check.ok:
+        raise Conflict(
+            f"the audit chain does not verify (first bad seq {check.first_bad_seq}); not pruning"
+        )
+    cutoff = format_ts(before)
+    session: Session = sessions()
+    try:
+        head = read_head(session, lock=True)
+        last_old = session.execute(
+            select(func.max(AuditEventRow.seq)).where(AuditEventRow.ts < cutoff)
+        ).scalar_one_or_none()
+        deleted = 0
+        anchor: int | None = None
+        if last_old is not None and last_old <= check.head_seq:
+            anchor = int(last_old)
+            anchor_hash = session.execute(
+                select(AuditEventRow.hash).where(AuditEventRow.seq == anchor)
+            ).scalar_one()
+            existing = session.execute(
+                select(AuditCheckpoint.hash).where(AuditCheckpoint.seq == anchor)
+            ).scalar_one_or_none()
+            if existing is None:
+                checkpointer.write(session, seq=anchor, hash=anchor_hash)
+            elif existing != anchor_hash:
+                raise Conflict("the audit chain changed during pruning; not pruning")
+            result = session.execute(delete(AuditEventRow).where(AuditEventRow.seq <= anchor))
+            deleted = int(cast("CursorResult[Any]", result).rowcount)
+            session.execute(delete(AuditCheckpoint).where(AuditCheckpoint.seq < anchor))
+        first = session.execute(select(func.min(AuditEventRow.seq))).scalar_one_or_none()
+        first_retained = int(first) if first is not None else head.seq + 1
+        details = dict(event.details or {})
+        details.update(
+            first_retained_seq=first_retained, deleted=deleted, before=cutoff, anchor_seq=anchor
+        )
+        recorded = AuditEvent(
+            action=event.action,
+            outcome="success",
+            actor_type=event.actor_type,
+            actor_id=event.actor_id,
+            tenant_id=event.tenant_id,
+            resource_type=event.resource_type or "audit",
+            resource_id=event.resource_id,
+            reason=event.reason,
+            context=event.context,
+            details=details,
+        )
+        rows = append_events(session, [recorded], now=clock.now())
+        checkpointer.checkpoint_head(session)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+    seq = rows[0]["seq"]
+    assert isinstance(seq, int)
+    return PruneSummary(
+        deleted=deleted, first_retained_seq=first_retained, anchor_seq=anchor, prune_event_seq=seq
+    )

@@ -1,0 +1,154 @@
+"""Reading the trail: listing events with filters, and verifying the chain, for people.
+
+Scoping follows the contract: platform admins and auditors read everything; a tenant
+owner or auditor reads their tenant's events only and must name the tenant. Every read
+is itself audited (``audit.read``), denied ones too, and the event is durable before a
+single row is returned: no record, no answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import Engine, select
+
+from vault.audit.chain import format_ts
+from vault.audit.events import AuditEvent, RequestContext
+from vault.audit.render import EVENT_COLUMNS, event_json
+from vault.audit.store import snapshot, verify_database
+from vault.audit.trail import AuditTrail
+from vault.audit.verify import VerifyResult
+from vault.authz import Permission, UserPrincipal, authorize
+from vault.errors import Forbidden, InvalidRequest, NotFound
+from vault.storage.models import AuditEventRow
+
+__all__ = ["MAX_LIMIT", "AuditReader", "EventFilter", "EventPage", "decode_cursor", "encode_cursor"]
+
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 100
+_EV = AuditEventRow.__table__
+_PLATFORM = ("admin", "auditor")
+_CURSOR_PREFIX = "lvc1:"
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    tenant_id: str | None = None
+    actor_type: Literal["user", "runner", "system"] | None = None
+    actor_id: str | None = None
+    action: str | None = None
+    outcome: Literal["success", "denied", "error"] | None = None
+    line_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = DEFAULT_LIMIT
+    cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    events: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def encode_cursor(after_seq: int) -> str:
+    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{after_seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        raw = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
+        if not raw.startswith(_CURSOR_PREFIX):
+            raise ValueError
+        value = int(raw[len(_CURSOR_PREFIX) :])
+        if value < 0:
+            raise ValueError
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidRequest("the cursor is not valid", field="cursor") from None
+    return value
+
+
+class AuditReader:
+    def __init__(self, *, engine: Engine, audit: AuditTrail) -> None:
+        self._engine = engine
+        self._audit = audit
+
+    def list_events(
+        self, principal: UserPrincipal, query: EventFilter, *, context: RequestContext
+    ) -> EventPage:
+        after = decode_cursor(query.cursor) if query.cursor is not None else 0
+        if query.since and query.until and query.since > query.until:
+            raise InvalidRequest("since must not be after until", field="since")
+        limit = max(1, min(query.limit, MAX_LIMIT))
+        self._authorize_read(principal, query.tenant_id, context=context)
+        self._audit.emit(self._read_event(principal, "events", query.tenant_id, context, "success"))
+        stmt = select(*(_EV.c[name] for name in EVENT_COLUMNS)).where(_EV.c.seq > after)
+        for column, value in (
+            ("tenant_id", query.tenant_id),
+            ("actor_type", query.actor_type),
+            ("actor_id", query.actor_id),
+            ("action", query.action),
+            ("outcome", query.outcome),
+            ("resource_id", query.line_id),
+        ):
+            if value is not None:
+                stmt = stmt.where(_EV.c[column] == value)
+        if query.since is not None:
+            stmt = stmt.where(_EV.c.ts >= format_ts(query.since))
+        if query.until is not None:
+            stmt = stmt.where(_EV.c.ts < format_ts(query.until))
+        stmt = stmt.order_by(_EV.c.seq).limit(limit + 1)
+        with snapshot(self._engine) as conn:
+            rows = [dict(zip(EVENT_COLUMNS, row, strict=True)) for row in conn.execute(stmt)]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        events = [event_json(row) for row in rows]
+        next_cursor = encode_cursor(int(rows[-1]["seq"])) if more else None
+        return EventPage(events=events, next_cursor=next_cursor)
+
+    def verify(self, principal: UserPrincipal, *, context: RequestContext) -> VerifyResult:
+        if principal.platform_role not in _PLATFORM:
+            self._audit.emit(self._read_event(principal, "verify", None, context, "denied"))
+            raise Forbidden()
+        self._audit.emit(self._read_event(principal, "verify", None, context, "success"))
+        return verify_database(self._engine)
+
+    # -- internals -------------------------------------------------------------------
+
+    def _authorize_read(
+        self, principal: UserPrincipal, tenant_id: str | None, *, context: RequestContext
+    ) -> None:
+        if principal.platform_role in _PLATFORM:
+            return
+        if tenant_id is None:
+            self._audit.emit(self._read_event(principal, "events", None, context, "denied"))
+            raise InvalidRequest("tenant_id is required", field="tenant_id")
+        try:
+            authorize(principal, tenant_id, Permission.AUDIT_READ)
+        except (Forbidden, NotFound):
+            self._audit.emit(self._read_event(principal, "events", tenant_id, context, "denied"))
+            raise
+
+    @staticmethod
+    def _read_event(
+        principal: UserPrincipal,
+        what: str,
+        tenant_id: str | None,
+        context: RequestContext,
+        outcome: Literal["success", "denied"],
+    ) -> AuditEvent:
+        return AuditEvent(
+            action="audit.read",
+            outcome=outcome,
+            actor_type="user",
+            actor_id=principal.user_id,
+            tenant_id=tenant_id,
+            resource_type="audit",
+            resource_id=what,
+            context=context,
+        )

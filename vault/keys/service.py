@@ -1,0 +1,43 @@
+"""Wiring: key services built from a :class:`~vault.runtime.Runtime` (API and CLI share it)."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from vault.keys.rewrap import Rewrapper
+from vault.keys.root_rotation import RootRotation
+from vault.keys.rotation import TenantKeyService
+from vault.keys.worker import RewrapWorker
+from vault.runtime import Runtime
+
+__all__ = ["key_service", "rewrap_worker_for", "rewrapper_for", "root_rotation_for"]
+
+
+def key_service(runtime: Runtime, session: Session) -> TenantKeyService:
+    return TenantKeyService(
+        session, keyring=runtime.keyring, audit=runtime.audit, clock=runtime.clock
+    )
+
+
+def rewrapper_for(runtime: Runtime, *, batch_size: int | None = None) -> Rewrapper:
+    return Rewrapper(
+        runtime.sessions,
+        keyring=runtime.keyring,
+        audit=runtime.audit,
+        clock=runtime.clock,
+        batch_size=batch_size or runtime.settings.rewrap_batch_size,
+    )
+
+
+def root_rotation_for(runtime: Runtime, *, batch_size: int | None = None) -> RootRotation:
+    return RootRotation(
+        runtime.sessions,
+        provider=runtime.provider,
+        audit=runtime.audit,
+        clock=runtime.clock,
+        batch_size=batch_size or runtime.settings.rewrap_batch_size,
+    )
+
+
+def rewrap_worker_for(runtime: Runtime) -> RewrapWorker:
+    return RewrapWorker(rewrapper_for(runtime), sessions=runtime.sessions)
