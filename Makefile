@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SRC    := vault kms api tests bench
 
-.PHONY: run test lint typecheck layers pytest bench-fetch bench-keys bench-audit soak clean
+.PHONY: run test lint typecheck layers pytest bench-fetch bench-fetch-scale bench-keys bench-audit soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ pytest: $(VENV)/.installed-dev
 
 bench-fetch: $(VENV)/.installed-dev
 	$(BIN)/python bench/fetch.py --db both
+
+## 1,000 vs 1,000,000 stored credentials (seeds the databases directly; ~15 min)
+bench-fetch-scale: $(VENV)/.installed-dev
+	$(BIN)/python bench/fetch_scale.py --db both
 
 bench-keys: $(VENV)/.installed-dev
 	$(BIN)/python bench/keys.py
