@@ -13,6 +13,7 @@ import anyio.to_thread
 from fastapi import Depends, FastAPI
 
 from api.deps import check_path_ids
+from api.fastpath import FetchFastPath
 from api.metrics import Metrics
 from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from api.openapi import install_openapi
@@ -66,6 +67,7 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     # Added last = outermost: every request, a refused oversized one too, gets an id.
+    app.add_middleware(FetchFastPath)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     return app

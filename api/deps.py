@@ -13,6 +13,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
+from starlette.types import Scope
 
 from vault.audit.events import RequestContext
 from vault.errors import NotFound
@@ -24,6 +25,7 @@ __all__ = [
     "Db",
     "Rt",
     "check_path_ids",
+    "context_from_scope",
     "get_runtime",
     "request_context",
     "unit_of_work",
@@ -56,13 +58,23 @@ def unit_of_work(request: Request) -> Iterator[Session]:
 
 
 def request_context(request: Request) -> RequestContext:
-    headers = request.headers
+    return context_from_scope(request.scope)
+
+
+def context_from_scope(scope: Scope) -> RequestContext:
+    """Who is calling and from where, read straight from the ASGI scope."""
+    wanted = {b"user-agent": "", b"x-workflow-id": "", b"x-run-id": ""}
+    found: dict[bytes, str] = {}
+    for name, value in scope.get("headers", ()):
+        if name in wanted and name not in found:
+            found[name] = value.decode("latin-1")
+    client = scope.get("client")
     return RequestContext(
-        request_id=request.scope.get("state", {}).get("request_id"),
-        ip=request.client.host if request.client else None,
-        user_agent=headers.get("user-agent"),
-        workflow_id=headers.get("x-workflow-id"),
-        run_id=headers.get("x-run-id"),
+        request_id=scope.get("state", {}).get("request_id"),
+        ip=client[0] if client else None,
+        user_agent=found.get(b"user-agent"),
+        workflow_id=found.get(b"x-workflow-id"),
+        run_id=found.get(b"x-run-id"),
     )
 
 

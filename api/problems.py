@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from kms.errors import KmsError, KmsUnavailable
 from vault import errors as e
 
-__all__ = ["PROBLEM_TABLE", "install_problem_handlers", "problem_response"]
+__all__ = ["PROBLEM_TABLE", "install_problem_handlers", "problem_for", "problem_response"]
 
 log = logging.getLogger("linevault.api")
 
@@ -100,23 +100,29 @@ def _validation_detail(exc: RequestValidationError) -> tuple[str, list[dict[str,
     return f"invalid value for: {names}", fields
 
 
+def problem_for(exc: e.VaultError | KmsError) -> JSONResponse:
+    """The problem response for a domain or key-provider error, from the table above."""
+    status, code, title = _lookup(exc) or (500, "internal_error", "Internal error")
+    if isinstance(exc, KmsError):
+        log.error("key provider error: %s", type(exc).__name__)
+        return problem_response(status, code, title, "the key provider failed")
+    headers: dict[str, str] = {}
+    extra: dict[str, Any] = {}
+    if isinstance(exc, e.RateLimited):
+        headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, e.InvalidRequest) and exc.field:
+        extra["fields"] = [{"field": exc.field, "problem": "invalid"}]
+    return problem_response(status, code, title, exc.detail, headers=headers, extra=extra)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(e.VaultError)
     async def _domain(_: Request, exc: e.VaultError) -> JSONResponse:
-        status, code, title = _lookup(exc) or (500, "internal_error", "Internal error")
-        headers: dict[str, str] = {}
-        extra: dict[str, Any] = {}
-        if isinstance(exc, e.RateLimited):
-            headers["Retry-After"] = str(exc.retry_after)
-        if isinstance(exc, e.InvalidRequest) and exc.field:
-            extra["fields"] = [{"field": exc.field, "problem": "invalid"}]
-        return problem_response(status, code, title, exc.detail, headers=headers, extra=extra)
+        return problem_for(exc)
 
     @app.exception_handler(KmsError)
     async def _kms(_: Request, exc: KmsError) -> JSONResponse:
-        status, code, title = _lookup(exc) or (500, "internal_error", "Internal error")
-        log.error("key provider error: %s", type(exc).__name__)
-        return problem_response(status, code, title, "the key provider failed")
+        return problem_for(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

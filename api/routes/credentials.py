@@ -17,17 +17,20 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import get_runtime, request_context
-from api.problems import problem_response
+from api.problems import problem_for, problem_response
+from kms.errors import KmsError
 from vault.audit.events import RequestContext
 from vault.clock import rfc3339
-from vault.errors import Unauthenticated
+from vault.errors import Unauthenticated, VaultError
 from vault.identity.service import authenticator_for
 from vault.identity.sessions import SESSION_TOKEN_PREFIX
 from vault.runners import fetcher_for
 from vault.runtime import Runtime
 from vault.storage.engine import unit_of_work
 
-__all__ = ["router"]
+__all__ = ["FETCH_PATH", "answer_fetch", "router"]
+
+FETCH_PATH = "/v1/tenants/{tenant_id}/lines/{line_id}/credential"
 
 router = APIRouter(tags=["credentials"])
 
@@ -54,36 +57,32 @@ def _refuse_humans(
         )
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization")
-    if not header:
+def _bearer(authorization: str | None) -> str | None:
+    if not authorization:
         return None
-    scheme, _, token = header.partition(" ")
+    scheme, _, token = authorization.partition(" ")
     return token.strip() if scheme.lower() == "bearer" else None
 
 
-@router.get(
-    "/v1/tenants/{tenant_id}/lines/{line_id}/credential",
-    response_model=CredentialOut,
-    responses={
-        401: {"description": "no valid runner token"},
-        403: {"description": "a human session (only runners receive secrets)"},
-        404: {"description": "not granted to this runner (existence is not revealed)"},
-        410: {"description": "revoked"},
-        429: {"description": "rate limited (Retry-After)"},
-        503: {"description": "audit_unavailable: no secret without a durable audit event"},
-    },
-    openapi_extra={"security": [{"RunnerToken": []}]},
-)
-async def fetch_credential(tenant_id: str, line_id: str, request: Request) -> Response:
-    """Fetch a line's current credential with a runner bearer token (audited)."""
-    runtime = get_runtime(request)
-    ctx = request_context(request)
+async def answer_fetch(
+    runtime: Runtime,
+    *,
+    tenant_id: str,
+    line_id: str,
+    authorization: str | None,
+    ctx: RequestContext,
+) -> Response:
+    """The whole fetch, errors included, as one response.
+
+    Shared by the documented route and by :class:`api.fastpath.FetchFastPath`, which
+    answers fetches before FastAPI's routing and dependency machinery (most of a fetch's
+    CPU otherwise; see docs/benchmarks.md), so both give byte-identical answers.
+    """
     fetcher = fetcher_for(runtime)
-    token = _bearer(request)
-    if token and token.startswith(SESSION_TOKEN_PREFIX):
-        await run_in_threadpool(_refuse_humans, runtime, token, tenant_id, line_id, ctx)
+    token = _bearer(authorization)
     try:
+        if token and token.startswith(SESSION_TOKEN_PREFIX):
+            await run_in_threadpool(_refuse_humans, runtime, token, tenant_id, line_id, ctx)
         got = await fetcher.fetch_async(
             token=token, tenant_id=tenant_id, line_id=line_id, context=ctx
         )
@@ -95,6 +94,8 @@ async def fetch_credential(tenant_id: str, line_id: str, request: Request) -> Re
             exc.detail,
             headers={"WWW-Authenticate": 'Bearer realm="linevault", error="invalid_token"'},
         )
+    except (VaultError, KmsError) as exc:
+        return problem_for(exc)
     # The credential is the stored canonical JSON object, spliced in as is.
     head = json.dumps(
         {
@@ -112,3 +113,27 @@ async def fetch_credential(tenant_id: str, line_id: str, request: Request) -> Re
         (head[:-1].encode(), b',"credential":', got.credential_json, b",", tail[1:].encode())
     )
     return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+@router.get(
+    FETCH_PATH,
+    response_model=CredentialOut,
+    responses={
+        401: {"description": "no valid runner token"},
+        403: {"description": "a human session (only runners receive secrets)"},
+        404: {"description": "not granted to this runner (existence is not revealed)"},
+        410: {"description": "revoked"},
+        429: {"description": "rate limited (Retry-After)"},
+        503: {"description": "audit_unavailable: no secret without a durable audit event"},
+    },
+    openapi_extra={"security": [{"RunnerToken": []}]},
+)
+async def fetch_credential(tenant_id: str, line_id: str, request: Request) -> Response:
+    """Fetch a line's current credential with a runner bearer token (audited)."""
+    return await answer_fetch(
+        get_runtime(request),
+        tenant_id=tenant_id,
+        line_id=line_id,
+        authorization=request.headers.get("authorization"),
+        ctx=request_context(request),
+    )
