@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, insert, select, text, update
+from sqlalchemy import Table, insert, text, update
 from sqlalchemy.orm import Session
 
 from vault.audit.events import AuditEvent, event_hash
@@ -45,7 +45,8 @@ def _insert_and_move_head(
     session: Session, rows: Sequence[dict[str, object]], *, seq: int, hash: str
 ) -> None:
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(_PG_APPEND, {"rows": _json(rows), "seq": seq, "hash": hash})
+        # Core on the session's connection: no ORM execution layer on the hottest write.
+        session.connection().execute(_PG_APPEND, {"rows": _json(rows), "seq": seq, "hash": hash})
     else:
         session.execute(insert(_EVENTS), list(rows))
         session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=hash))
@@ -64,11 +65,15 @@ def format_ts(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+_HEAD = text("SELECT seq, hash FROM audit_head WHERE id = 1")
+_HEAD_LOCKED = text("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
+
+
 def read_head(session: Session, *, lock: bool) -> ChainHead:
-    stmt = select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)
-    if lock and session.get_bind().dialect.name != "sqlite":
-        stmt = stmt.with_for_update()
-    row = session.execute(stmt).one()
+    # Prebuilt Core text on the session's connection: once per batch on the writer's
+    # critical path, so no ORM statement compilation (it was ~40 % of the writer's CPU).
+    locked = lock and session.get_bind().dialect.name != "sqlite"
+    row = session.connection().execute(_HEAD_LOCKED if locked else _HEAD).one()
     return ChainHead(int(row.seq), str(row.hash))
 
 
