@@ -128,6 +128,14 @@ def test_reads_are_served_throughout_the_rewrap(runtime: Runtime, tenant: str) -
     mid_rewrap_reads = 0  # reads made while some but not all batches had committed
     progress: list[int] = []
     stop = threading.Event()
+    mid_read = threading.Event()
+
+    def on_batch(count: int) -> None:
+        progress.append(count)
+        if len(progress) == 20:
+            # Halfway: hold the rewrap until a reader has been served mid-rotation, so the
+            # test does not depend on how the scheduler interleaves threads.
+            mid_read.wait(timeout=30)
 
     def reader() -> None:
         nonlocal reads, mid_rewrap_reads
@@ -140,6 +148,7 @@ def test_reads_are_served_throughout_the_rewrap(runtime: Runtime, tenant: str) -
                 reads += 1
                 if 0 < len(progress) < 40:
                     mid_rewrap_reads += 1
+                    mid_read.set()
             except BaseException as exc:  # pragma: no cover - reported below
                 errors.append(exc)
                 return
@@ -154,7 +163,7 @@ def test_reads_are_served_throughout_the_rewrap(runtime: Runtime, tenant: str) -
             audit=runtime.audit,
             clock=runtime.clock,
             batch_size=5,
-        ).run(view.id, progress=progress.append)
+        ).run(view.id, progress=on_batch)
     finally:
         stop.set()
         for t in threads:
