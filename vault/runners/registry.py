@@ -17,7 +17,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from kms.crypto import constant_time_equal
-from vault.audit.events import AuditEvent, RequestContext, sanitize
+from vault.audit.events import AuditEvent, Outcome, RequestContext, sanitize
 from vault.audit.trail import AuditTrail
 from vault.clock import Clock
 from vault.errors import InvalidRequest, NotFound, Unauthenticated
@@ -25,10 +25,10 @@ from vault.ids import new_id
 from vault.keys.system import SystemKeys
 from vault.runners.secrets import new_client_secret, new_runner_token, secret_hash, token_hash
 from vault.storage.models import Runner, RunnerToken
+from vault.validation import clean_display_name
 
 __all__ = ["IssuedToken", "NewRunner", "RunnerRegistry", "TokenIssuer"]
 
-_NAME_MAX = 200
 # Hash computed for an unknown client id, so a miss costs what a hit costs.
 _DUMMY_RUNNER = "rnr_" + "0" * 32
 
@@ -55,9 +55,13 @@ class IssuedToken:
 
 
 def _clean_name(name: str) -> str:
-    cleaned = (sanitize(name, _NAME_MAX) or "").strip()
-    if not cleaned:
-        raise InvalidRequest("a runner needs a name", field="name")
+    # The one rule for display names (vault/validation.py), as for tenants and lines.
+    cleaned = clean_display_name(name)
+    if cleaned is None:
+        raise InvalidRequest(
+            "a runner needs a name of 1 to 200 characters without control characters",
+            field="name",
+        )
     return cleaned
 
 
@@ -219,15 +223,8 @@ class TokenIssuer:
         self._session.flush()
         self._audit.record(
             self._session,
-            AuditEvent(
-                action="runner.token",
-                outcome="success",
-                actor_type="runner",
-                actor_id=runner_id,
-                resource_type="runner",
-                resource_id=runner_id,
-                context=context,
-                details={"expires_in": self._ttl},
+            _token_event(
+                "runner.token", "success", runner_id, context, details={"expires_in": self._ttl}
             ),
         )
         return IssuedToken(access_token=token, expires_in=self._ttl, runner_id=runner_id)
@@ -242,15 +239,12 @@ class TokenIssuer:
     ) -> None:
         """Durably record a refused token request (its own transaction) before answering."""
         self._audit.emit(
-            AuditEvent(
-                action="runner.token",
-                outcome="denied",
-                actor_type="runner",
-                actor_id=runner_id,
-                resource_type="runner",
-                resource_id=runner_id,
+            _token_event(
+                "runner.token",
+                "denied",
+                runner_id,
+                context,
                 reason=reason,
-                context=context,
                 details={"client_id": sanitize(client_id, 64)} if client_id else None,
             )
         )
@@ -265,15 +259,29 @@ class TokenIssuer:
         self._session.delete(row)
         self._session.flush()
         self._audit.record(
-            self._session,
-            AuditEvent(
-                action="runner.token_revoke",
-                outcome="success",
-                actor_type="runner",
-                actor_id=runner_id,
-                resource_type="runner",
-                resource_id=runner_id,
-                context=context,
-            ),
+            self._session, _token_event("runner.token_revoke", "success", runner_id, context)
         )
         return True
+
+
+def _token_event(
+    action: str,
+    outcome: Outcome,
+    runner_id: str | None,
+    context: RequestContext,
+    *,
+    reason: str | None = None,
+    details: dict[str, str | int | bool | None] | None = None,
+) -> AuditEvent:
+    """A token event: the runner is both the actor and the resource."""
+    return AuditEvent(
+        action=action,
+        outcome=outcome,
+        actor_type="runner",
+        actor_id=runner_id,
+        resource_type="runner",
+        resource_id=runner_id,
+        reason=reason,
+        context=context,
+        details=details,
+    )
