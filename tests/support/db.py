@@ -77,7 +77,7 @@ class PostgresServer:
 
 
 def reset_database(engine: Engine) -> None:
-    """Empty every table and restore the audit chain's genesis head."""
+    """Empty every table and restore the audit chain's genesis head and the epoch row."""
     tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
@@ -92,6 +92,7 @@ def reset_database(engine: Engine) -> None:
         conn.execute(
             text("INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, :h)"), {"h": GENESIS}
         )
+        conn.execute(text("INSERT INTO authz_epoch (id, n) VALUES (1, 0)"))
 
 
 class SqliteTemplate:

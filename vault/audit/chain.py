@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from vault.audit.events import AuditEvent, event_hash
 from vault.storage.models import AuditEventRow, AuditHead
 
-__all__ = ["ChainHead", "append_events", "format_ts", "read_head"]
+__all__ = ["ChainHead", "append_events", "chain_rows", "format_ts", "read_head"]
 
 _EVENTS = cast(Table, AuditEventRow.__table__)
 
@@ -77,17 +77,10 @@ def read_head(session: Session, *, lock: bool) -> ChainHead:
     return ChainHead(int(row.seq), str(row.hash))
 
 
-def append_events(
-    session: Session, events: Sequence[AuditEvent], *, now: datetime
+def chain_rows(
+    head: ChainHead, events: Sequence[AuditEvent], *, now: datetime
 ) -> list[dict[str, object]]:
-    """Chain ``events`` after the current head inside the caller's transaction.
-
-    Returns the stored rows (with ``seq`` and ``hash``) so callers can react, e.g. to
-    sign a checkpoint, before they commit.
-    """
-    if not events:
-        return []
-    head = read_head(session, lock=True)
+    """The stored rows of ``events`` linked after ``head`` (nothing is written)."""
     ts = format_ts(now)
     rows: list[dict[str, object]] = []
     prev = head.hash
@@ -97,5 +90,27 @@ def append_events(
         row = event.to_row(seq=seq, ts=ts, prev_hash=prev)
         row["hash"] = prev = event_hash(row)
         rows.append(row)
-    _insert_and_move_head(session, rows, seq=seq, hash=prev)
+    return rows
+
+
+def append_events(
+    session: Session,
+    events: Sequence[AuditEvent],
+    *,
+    now: datetime,
+    head: ChainHead | None = None,
+) -> list[dict[str, object]]:
+    """Chain ``events`` after the current head inside the caller's transaction.
+
+    ``head``, when given, must have been read with the lock in this transaction. Returns
+    the stored rows (with ``seq`` and ``hash``) so callers can react, e.g. to sign a
+    checkpoint, before they commit.
+    """
+    if not events:
+        return []
+    if head is None:
+        head = read_head(session, lock=True)
+    rows = chain_rows(head, events, now=now)
+    last = rows[-1]
+    _insert_and_move_head(session, rows, seq=cast(int, last["seq"]), hash=cast(str, last["hash"]))
     return rows

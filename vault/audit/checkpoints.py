@@ -119,6 +119,13 @@ class Checkpointer:
             return
         self.write(session, seq=seq, hash=hash_)
 
+    def may_be_due(self, seq: int) -> bool:
+        """Could a batch ending at ``seq`` need a checkpoint? False only when the cached
+        hint says no; one-step writers leave every batch that may to the transactional
+        path, where :meth:`after_append` decides from the database."""
+        hint = self._hint
+        return hint is None or self._due(seq, self._clock.now(), hint)
+
     def idle(self, sessions: SessionFactory) -> bool:
         """AuditWriter idle hook: sign the committed head if it is unsigned and T passed."""
         now = self._clock.now()

@@ -6,6 +6,17 @@ chain in one transaction and commits once; each request blocks until the batch h
 its event is durable (fail-closed: a failed batch fails every request in it). Under load
 a batch grows while the previous commit is in flight, so throughput rises with
 concurrency instead of being bounded by one fsync per request.
+
+Guards: an event may carry the authorization epoch its decision was made under (a
+cached decision, see :mod:`vault.runners.fetch`). The batch then writes only if the
+database's epoch still equals it, checked in the same transaction (or statement) that
+appends the events; otherwise the guarded events are not written and their requests get
+:class:`StaleDecision`, so they decide again from the database. The writer remembers the
+newest epoch it read (:attr:`AuditWriter.epoch`) so callers can drop stale decisions
+before submitting them.
+
+A :class:`FastBatch` may take a batch in one statement (PostgreSQL); whenever it cannot
+(a checkpoint is due, the head moved, an error), the transactional path below runs.
 """
 
 from __future__ import annotations
@@ -17,18 +28,29 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, cast
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from vault.audit.chain import append_events
+from vault.audit.chain import ChainHead, append_events, read_head
 from vault.audit.events import AuditEvent
 from vault.clock import Clock
 from vault.errors import AuditUnavailable
 from vault.storage.engine import SessionFactory
+from vault.storage.epoch import read_epoch
 
-__all__ = ["AuditWriter", "BatchHook"]
+__all__ = [
+    "AuditWriter",
+    "BatchHook",
+    "FastBatch",
+    "StaleDecision",
+    "UnknownOutcome",
+    "WriteResult",
+]
 
 log = logging.getLogger("linevault.audit")
 
@@ -36,7 +58,50 @@ log = logging.getLogger("linevault.audit")
 # hash); used for runner usage counters and signed checkpoints.
 BatchHook = Callable[[Session, Sequence[AuditEvent], Sequence[dict[str, object]]], None]
 
-_Item = tuple[AuditEvent, "Future[int]"]
+_Item = tuple[AuditEvent, "Future[int]", int | None]
+
+
+class StaleDecision(Exception):
+    """The authorization epoch moved since the decision was made: decide again."""
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """``rows`` as stored, or None when the guard did not hold (nothing written)."""
+
+    rows: list[dict[str, object]] | None
+    epoch: int
+
+
+class FastBatch(Protocol):
+    def write(
+        self, events: Sequence[AuditEvent], *, now: datetime, guard: int | None
+    ) -> WriteResult | None:
+        """Write the batch in one step, or return None (nothing written) to leave it to
+        the transactional path. Raises ``UnknownOutcome`` when the write may or may not
+        have been applied."""
+        ...
+
+    def observe_head(self, head: ChainHead) -> None:
+        """The transactional path committed: this is the head now."""
+        ...
+
+    def close(self) -> None:
+        """Release its connection (the writer has stopped)."""
+        ...
+
+
+class UnknownOutcome(Exception):
+    """A one-step write failed after it was sent: it may have been applied.
+
+    ``rows`` are the rows it tried to write; the transactional path treats the batch as
+    written if the head it finds under the lock is exactly their last hash.
+    """
+
+    def __init__(self, rows: list[dict[str, object]]) -> None:
+        super().__init__("the outcome of the batch write is unknown")
+        self.rows = rows
+
 
 _PROBE = text("UPDATE audit_head SET seq = seq WHERE id = 1")
 
@@ -69,6 +134,16 @@ class AuditWriter:
         # ``_busy_since``: when the write in progress started (monotonic), else None.
         self._failing = False
         self._busy_since: float | None = None
+        self._fast: FastBatch | None = None
+        self._epoch: int | None = None
+
+    @property
+    def epoch(self) -> int | None:
+        """The newest authorization epoch a batch read (None before the first)."""
+        return self._epoch
+
+    def set_fast(self, fast: FastBatch | None) -> None:
+        self._fast = fast
 
     @property
     def running(self) -> bool:
@@ -91,7 +166,9 @@ class AuditWriter:
         return since is None or time.monotonic() - since < self._stall_seconds
 
     def dispose(self) -> None:
-        """Close the writer's connections (its session factory's engine)."""
+        """Close the writer's connections (its session factory's engine, the fast path's)."""
+        if self._fast is not None:
+            self._fast.close()
         bind = self._sessions.kw.get("bind")
         if bind is not None and hasattr(bind, "dispose"):
             bind.dispose()
@@ -116,20 +193,23 @@ class AuditWriter:
             self._queue.put(None)
             thread.join(timeout)
 
-    def submit(self, event: AuditEvent) -> Future[int]:
+    def submit(self, event: AuditEvent, *, guard: int | None = None) -> Future[int]:
+        """Queue ``event``; with ``guard``, only if the epoch still equals it (else the
+        future raises :class:`StaleDecision`)."""
         future: Future[int] = Future()
         if self._thread is None:
             future.set_exception(AuditUnavailable("the audit writer is not running"))
             return future
-        self._queue.put((event, future))
+        self._queue.put((event, future, guard))
         return future
 
-    def record(self, event: AuditEvent, *, timeout: float = 10.0) -> int:
-        """Write ``event`` durably and return its sequence number, or raise AuditUnavailable."""
-        future = self.submit(event)
+    def record(self, event: AuditEvent, *, timeout: float = 10.0, guard: int | None = None) -> int:
+        """Write ``event`` durably and return its sequence number, or raise AuditUnavailable
+        (or StaleDecision for a guarded event)."""
+        future = self.submit(event, guard=guard)
         try:
             return future.result(timeout)
-        except AuditUnavailable:
+        except (AuditUnavailable, StaleDecision):
             raise
         except FutureTimeout:
             raise AuditUnavailable() from None
@@ -164,23 +244,44 @@ class AuditWriter:
                 self._drain_and_fail()
                 return
 
-    def _write(self, events: list[AuditEvent]) -> list[dict[str, object]]:
-        """One transaction appending ``events``. A connection found dead before COMMIT
-        was sent is retried once on a fresh one: nothing of that transaction can have
-        been committed, and the chain head is read again under the lock. (The writer's
-        pool skips pre-ping, so after a database restart or failover every pooled
-        connection is stale; without the retry the first batch would fail for nothing.)
-        A failure during COMMIT itself is never retried: it may have been applied."""
+    def _write(
+        self,
+        events: list[AuditEvent],
+        guard: int | None,
+        unknown: list[dict[str, object]] | None = None,
+    ) -> WriteResult:
+        """One transaction appending ``events`` (if ``guard`` holds).
+
+        A connection found dead before COMMIT was sent is retried once on a fresh one:
+        nothing of that transaction can have been committed, and the chain head is read
+        again under the lock. (The writer's pool skips pre-ping, so after a database
+        restart or failover every pooled connection is stale; without the retry the first
+        batch would fail for nothing.) A failure during COMMIT itself is never retried: it
+        may have been applied. ``unknown``: rows a one-step write may have applied; if the
+        head is their last row, they were, and are not written twice.
+        """
         for attempt in (1, 2):
             session = self._sessions()
             committing = False
             try:
-                rows = append_events(session, events, now=self._clock.now())
+                head = read_head(session, lock=True)
+                epoch = read_epoch(session)
+                if unknown and (head.seq, head.hash) == (unknown[-1]["seq"], unknown[-1]["hash"]):
+                    session.rollback()
+                    return WriteResult(unknown, epoch)
+                if guard is not None and epoch != guard:
+                    session.rollback()
+                    return WriteResult(None, epoch)
+                rows = append_events(session, events, now=self._clock.now(), head=head)
                 for hook in self._hooks:
                     hook(session, events, rows)
                 committing = True
                 session.commit()
-                return rows
+                if self._fast is not None and rows:
+                    last = rows[-1]
+                    head = ChainHead(cast(int, last["seq"]), cast(str, last["hash"]))
+                    self._fast.observe_head(head)
+                return WriteResult(rows, epoch)
             except DBAPIError as exc:
                 session.rollback()
                 if attempt == 1 and exc.connection_invalidated and not committing:
@@ -194,24 +295,64 @@ class AuditWriter:
                 session.close()
         raise AssertionError("unreachable")
 
+    def _write_batch(self, events: list[AuditEvent], guard: int | None) -> WriteResult:
+        unknown = None
+        if self._fast is not None:
+            try:
+                result = self._fast.write(events, now=self._clock.now(), guard=guard)
+            except UnknownOutcome as exc:
+                unknown = exc.rows
+            else:
+                if result is not None:
+                    return result
+        return self._write(events, guard, unknown)
+
     def _commit(self, batch: list[_Item]) -> None:
-        events = [event for event, _ in batch]
         self._busy_since = time.monotonic()
         try:
-            rows = self._write(events)
-        except Exception as exc:  # fail every waiter: no record, no answer
-            self._failing = True
-            log.error("audit batch of %d events failed: %s", len(batch), type(exc).__name__)
-            for _, future in batch:
-                future.set_exception(AuditUnavailable())
-            return
+            while batch:
+                batch, guard = self._drop_stale(batch)
+                if not batch:
+                    return
+                try:
+                    result = self._write_batch([event for event, _, _ in batch], guard)
+                except Exception as exc:  # fail every waiter: no record, no answer
+                    self._failing = True
+                    log.error("audit batch of %d events failed: %s", len(batch), type(exc).__name__)
+                    for _, future, _ in batch:
+                        future.set_exception(AuditUnavailable())
+                    return
+                self._failing = False
+                self._epoch = result.epoch
+                if result.rows is None:  # the guard failed: nothing was written
+                    for _, future, guard_of in batch:
+                        if guard_of is not None:
+                            future.set_exception(StaleDecision())
+                    batch = [item for item in batch if item[2] is None]
+                    continue
+                for (_, future, _), row in zip(batch, result.rows, strict=True):
+                    seq = row["seq"]
+                    assert isinstance(seq, int)
+                    future.set_result(seq)
+                return
         finally:
             self._busy_since = None
-        self._failing = False
-        for (_, future), row in zip(batch, rows, strict=True):
-            seq = row["seq"]
-            assert isinstance(seq, int)
-            future.set_result(seq)
+
+    def _drop_stale(self, batch: list[_Item]) -> tuple[list[_Item], int | None]:
+        """Fail guarded items older than the newest epoch known; return the rest and the
+        guard they share (None when no item is guarded)."""
+        guards = [g for _, _, g in batch if g is not None]
+        if not guards:
+            return batch, None
+        newest = max(guards)
+        guard = None if self._epoch is not None and newest < self._epoch else newest
+        keep: list[_Item] = []
+        for item in batch:
+            if item[2] is None or item[2] == guard:
+                keep.append(item)
+            else:
+                item[1].set_exception(StaleDecision())
+        return keep, guard
 
     def _idle(self) -> None:
         if self._failing:

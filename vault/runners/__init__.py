@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import threading
 
-from vault.runners.fetch import CredentialFetcher, FetchedCredential, usage_hook
+from vault.runners.fetch import CredentialFetcher, FetchedCredential
 from vault.runners.grants import GrantService, GrantView
+from vault.runners.pgbatch import PgFastBatch
+from vault.runners.reader import pg_conninfo
 from vault.runners.registry import IssuedToken, NewRunner, RunnerRegistry, TokenIssuer
+from vault.runners.usage import UsageCounter
 from vault.runtime import Runtime
+from vault.storage.engine import is_sqlite
 
 __all__ = [
     "CredentialFetcher",
@@ -26,7 +30,8 @@ _KEY = "runners.fetcher"
 
 
 def fetcher_for(runtime: Runtime) -> CredentialFetcher:
-    """The process's fetcher, built once per runtime with its usage hook on the writer.
+    """The process's fetcher, built once per runtime with its usage hook on the writer
+    (and, on PostgreSQL, the writer's one-statement fast path for fetch batches).
 
     Built lazily so the composition root needs no knowledge of runners; the hook is
     registered exactly once per runtime (and so once per audit writer).
@@ -39,7 +44,15 @@ def fetcher_for(runtime: Runtime) -> CredentialFetcher:
         if isinstance(fetcher, CredentialFetcher):
             return fetcher
         settings = runtime.settings
-        runtime.audit_writer.add_hook(usage_hook(runtime.clock))
+        usage = UsageCounter(runtime.clock)
+        runtime.audit_writer.add_hook(usage.hook)
+        if not is_sqlite(runtime.engine):
+            fast = PgFastBatch(
+                pg_conninfo(runtime.engine),
+                checkpointer=runtime.audit.checkpointer,
+                usage=usage,
+            )
+            runtime.audit_writer.set_fast(fast)
         fetcher = CredentialFetcher(
             engine=runtime.engine,
             keyring=runtime.keyring,
@@ -47,6 +60,7 @@ def fetcher_for(runtime: Runtime) -> CredentialFetcher:
             audit=runtime.audit,
             writer=runtime.audit_writer,
             clock=runtime.clock,
+            usage=usage,
             rate_limit_per_minute=settings.runner_rate_limit_per_minute,
             lease_ttl_seconds=settings.lease_ttl_seconds,
         )

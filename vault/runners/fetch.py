@@ -1,23 +1,31 @@
 """The audited credential fetch: the hot path of the whole service.
 
-One request costs one indexed SQL read, microseconds of crypto and one share of a group
-commit:
+A request costs at most one indexed SQL read, microseconds of crypto and one share of a
+group commit:
 
 1. ONE Core ``SELECT`` keyed by the token's keyed hash joins the token and its runner,
    the tenant, the line, the line's KEK version row, the grant (an ``EXISTS`` over
-   ``grant_lines`` on (runner, tenant, line-or-*)) and this minute's usage counter.
-   Every revocation (token, runner, grant, line, KEK, tenant) is therefore seen by the
-   next request in every server process: nothing here is cached except unwrapped KEKs,
-   and the KEK row's state is read with every request.
+   ``grant_lines`` on (runner, tenant, line-or-*)), this minute's usage counter and the
+   authorization epoch (:class:`vault.storage.models.AuthzEpoch`).
 2. The tenant KEK comes from the bounded in-memory cache (an HSM round trip on a miss),
    then two AES-GCM opens (DEK, secret).
 3. The ``credential.fetch`` event goes to the group-commit writer; the secret is returned
    only once the event is durable (fail-closed: 503 and no secret otherwise).
 
-Rate limits are per runner per minute and shared by every process: the audit writer's
-batch hook adds each batch's served fetches to ``runner_usage`` inside the batch
-transaction, and step 1 reads the current minute's count. The count can lag by at most
-the batches in flight, which is the right trade for not adding a write per request.
+Step 1 is skipped when the same (token, tenant, line) was served before: the row that
+allowed it is kept in a bounded in-memory cache (envelopes stay sealed in it) with the
+epoch it was read under, and the event is submitted with that epoch as its guard. The
+writer appends it only if the database's epoch still equals the guard, in the same
+statement that writes the event; triggers move the epoch on every change of a table
+step 1 reads, so a revocation (token, runner, grant, line, KEK, tenant) committed in
+any process makes the next request decide again from the database, before any secret
+is sent (:class:`vault.audit.writer.StaleDecision`). Time-dependent checks (token
+expiry, rate limit, credential expiry) are made afresh on every request.
+
+Rate limits are per runner per minute and shared by every process: the audit writer
+adds each batch's served fetches to ``runner_usage`` inside the batch and reads back the
+totals (:mod:`vault.runners.usage`). The count can lag by at most the batches in flight,
+the right trade for not adding a write per request.
 """
 
 from __future__ import annotations
@@ -27,21 +35,18 @@ import functools
 import json
 import math
 import weakref
-from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
 
 import psycopg
 from sqlalchemy import Engine, Table, and_, bindparam, exists, literal, or_, select
-from sqlalchemy.orm import Session
 
 from kms.crypto import hmac_sha256, open_sealed
 from kms.errors import KmsUnavailable
 from vault.audit.events import AuditEvent, Outcome, RequestContext
 from vault.audit.trail import AuditTrail
-from vault.audit.writer import AuditWriter, BatchHook
+from vault.audit.writer import AuditWriter, StaleDecision
 from vault.clock import Clock
 from vault.errors import (
     AuditUnavailable,
@@ -59,8 +64,18 @@ from vault.lines.expiry import fetch_expiry_reason
 from vault.runners.bridge import AuditBridge
 from vault.runners.reader import AsyncPgReader, SyncReader
 from vault.runners.secrets import looks_like_runner_token, token_mac_key
+from vault.runners.usage import FETCH_ACTION, RATE_LIMITED, UsageCounter, minute_window
 from vault.storage.engine import is_sqlite
-from vault.storage.models import GrantLine, Kek, Line, Runner, RunnerToken, RunnerUsage, Tenant
+from vault.storage.models import (
+    AuthzEpoch,
+    GrantLine,
+    Kek,
+    Line,
+    Runner,
+    RunnerToken,
+    RunnerUsage,
+    Tenant,
+)
 
 __all__ = [
     "FETCH_ACTION",
@@ -68,12 +83,8 @@ __all__ = [
     "FetchedCredential",
     "decode_credential",
     "fetch_statement",
-    "minute_window",
-    "usage_hook",
 ]
 
-FETCH_ACTION = "credential.fetch"
-RATE_LIMITED = "rate_limited"
 _ID_MAX = 40
 
 _RT = cast(Table, RunnerToken.__table__)
@@ -83,10 +94,7 @@ _L = cast(Table, Line.__table__)
 _K = cast(Table, Kek.__table__)
 _G = cast(Table, GrantLine.__table__)
 _U = cast(Table, RunnerUsage.__table__)
-
-
-def minute_window(moment: datetime) -> int:
-    return int(moment.timestamp()) // 60
+_E = cast(Table, AuthzEpoch.__table__)
 
 
 def decode_credential(plaintext: bytes) -> dict[str, Any]:
@@ -98,7 +106,10 @@ def decode_credential(plaintext: bytes) -> dict[str, Any]:
 
 
 def fetch_statement() -> Any:
-    """The single read of the fetch path (parameters: token_hash, tenant_id, line_id, window)."""
+    """The single read of the fetch path (parameters: token_hash, tenant_id, line_id, window).
+
+    Every table it reads must move the authorization epoch when changed (migration 0002;
+    pinned by tests/vault/test_authz_epoch.py)."""
     tenant_id = bindparam("tenant_id", type_=_T.c.id.type)
     line_id = bindparam("line_id", type_=_L.c.id.type)
     granted = (
@@ -130,6 +141,7 @@ def fetch_statement() -> Any:
             _K.c.wrapped.label("kek_wrapped"),
             _U.c.count.label("used"),
             granted,
+            select(_E.c.n).where(_E.c.id == 1).scalar_subquery().label("epoch"),
         )
         .select_from(_RT)
         .join(_R, _R.c.id == _RT.c.runner_id)
@@ -178,6 +190,16 @@ class _Decision:
     error: VaultError | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    """A row that allowed a fetch, the epoch it was read under and its usage window."""
+
+    row: Any
+    epoch: int
+    window: int
+
+
+_CacheKey = tuple[bytes, str, str]
 _INVALID_TOKEN = "a valid runner access token is required"  # noqa: S105
 
 
@@ -197,9 +219,11 @@ class CredentialFetcher:
         audit: AuditTrail,
         writer: AuditWriter,
         clock: Clock,
+        usage: UsageCounter,
         rate_limit_per_minute: int,
         lease_ttl_seconds: int,
         audit_timeout: float = 10.0,
+        cache_size: int = 10_000,
     ) -> None:
         self._sync = SyncReader(engine, _STATEMENT)
         self._async_pg = None if is_sqlite(engine) else AsyncPgReader(engine, _STATEMENT)
@@ -210,8 +234,12 @@ class CredentialFetcher:
         self._writer = writer
         self._clock = clock
         self._limit = rate_limit_per_minute
+        self._near_limit = rate_limit_per_minute - max(1, rate_limit_per_minute // 10)
         self._lease_ttl = lease_ttl_seconds
         self._audit_timeout = audit_timeout
+        self._usage = usage
+        self._cache: dict[_CacheKey, _Cached] = {}
+        self._cache_size = cache_size
         self._bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AuditBridge] = (
             weakref.WeakKeyDictionary()
         )
@@ -228,8 +256,17 @@ class CredentialFetcher:
         """
         now = self._clock.now()
         params = self._params(token, tenant_id, line_id, now)
+        if params is not None:
+            hit = self._from_cache(params, now=now, context=context)
+            if hit is not None:
+                decision, guard = hit
+                try:
+                    self._writer.record(decision.event, timeout=self._audit_timeout, guard=guard)
+                    return self._answer(decision)
+                except StaleDecision:
+                    self._forget(params)
         row = self._sync.read(params) if params is not None else None
-        decision = self._decide(row, now=now, tenant_id=tenant_id, line_id=line_id, context=context)
+        decision = self._fresh(row, params, now=now, context=context, ids=(tenant_id, line_id))
         self._audit.emit(decision.event)
         return self._answer(decision)
 
@@ -240,6 +277,14 @@ class CredentialFetcher:
         params = self._params(token, tenant_id, line_id, now)
         row = None
         if params is not None:
+            hit = self._from_cache(params, now=now, context=context)
+            if hit is not None:
+                decision, guard = hit
+                try:
+                    await self._durable(decision.event, guard)
+                    return self._answer(decision)
+                except StaleDecision:
+                    self._forget(params)
             if self._async_pg is not None:
                 try:
                     row = await self._async_pg.read(params)
@@ -247,13 +292,83 @@ class CredentialFetcher:
                     raise Unavailable("the database is unavailable") from None
             else:
                 row = await asyncio.to_thread(self._sync.read, params)
-        decision = self._decide(row, now=now, tenant_id=tenant_id, line_id=line_id, context=context)
+        decision = self._fresh(row, params, now=now, context=context, ids=(tenant_id, line_id))
+        await self._durable(decision.event, None)
+        return self._answer(decision)
+
+    async def _durable(self, event: AuditEvent, guard: int | None) -> None:
         try:
             async with asyncio.timeout(self._audit_timeout):
-                await self._bridge().watch(self._writer.submit(decision.event))
+                await self._bridge().watch(self._writer.submit(event, guard=guard))
+        except StaleDecision:
+            raise
         except Exception:
             raise AuditUnavailable() from None
-        return self._answer(decision)
+
+    # -- the decision cache -------------------------------------------------------------
+
+    @staticmethod
+    def _key(params: dict[str, Any]) -> _CacheKey:
+        return (params["token_hash"], params["tenant_id"], params["line_id"])
+
+    def _from_cache(
+        self, params: dict[str, Any], *, now: datetime, context: RequestContext
+    ) -> tuple[_Decision, int] | None:
+        """A decision to serve from a cached row, with its guard; None to read instead.
+
+        Only rows that allowed a fetch are cached, and only a decision that still allows
+        it is taken from them (an expired token, a rate limit or a count within 10 % of
+        it reads afresh, so every refusal is made from the database's current state)."""
+        cached = self._cache.get(self._key(params))
+        if cached is None:
+            return None
+        known = self._writer.epoch
+        if known is not None and cached.epoch < known:
+            return None
+        if self._usage.used(cached.row.runner_id, params["window"]) >= self._near_limit:
+            # Close to the limit, the database's count (other processes' fetches
+            # included) decides, not this process's view of it.
+            return None
+        decision = self._decide(
+            cached.row,
+            now=now,
+            window=params["window"],
+            row_window=cached.window,
+            tenant_id=params["tenant_id"],
+            line_id=params["line_id"],
+            context=context,
+        )
+        if decision.result is None:
+            return None
+        return decision, cached.epoch
+
+    def _fresh(
+        self,
+        row: Any,
+        params: dict[str, Any] | None,
+        *,
+        now: datetime,
+        context: RequestContext,
+        ids: tuple[str, str],
+    ) -> _Decision:
+        window = params["window"] if params is not None else minute_window(now)
+        decision = self._decide(
+            row,
+            now=now,
+            window=window,
+            row_window=window,
+            tenant_id=ids[0],
+            line_id=ids[1],
+            context=context,
+        )
+        if decision.result is not None and params is not None and row.epoch is not None:
+            if len(self._cache) >= self._cache_size:
+                self._cache.pop(next(iter(self._cache)), None)  # the oldest entry
+            self._cache[self._key(params)] = _Cached(row, int(row.epoch), window)
+        return decision
+
+    def _forget(self, params: dict[str, Any]) -> None:
+        self._cache.pop(self._key(params), None)
 
     def _bridge(self) -> AuditBridge:
         loop = asyncio.get_running_loop()
@@ -288,7 +403,15 @@ class CredentialFetcher:
         return decision.result
 
     def _decide(
-        self, row: Any, *, now: datetime, tenant_id: str, line_id: str, context: RequestContext
+        self,
+        row: Any,
+        *,
+        now: datetime,
+        window: int,
+        row_window: int,
+        tenant_id: str,
+        line_id: str,
+        context: RequestContext,
     ) -> _Decision:
         def deny(reason: str, error: VaultError, runner_id: str | None = None) -> _Decision:
             event = _event(runner_id, tenant_id, line_id, context, outcome="denied", reason=reason)
@@ -301,7 +424,10 @@ class CredentialFetcher:
             return deny("token_expired", Unauthenticated("the access token has expired"), runner_id)
         if row.runner_disabled_at is not None:
             return deny("runner_disabled", Unauthenticated(_INVALID_TOKEN), runner_id)
-        if row.used is not None and row.used >= self._limit:
+        used = self._usage.used(runner_id, window)
+        if row.used is not None and row_window == window:
+            used = max(used, row.used)
+        if used >= self._limit:
             retry = RateLimited(retry_after=math.ceil(60 - now.timestamp() % 60))
             return deny(RATE_LIMITED, retry, runner_id)
         if row.tenant_id is None or row.tenant_deleted_at is not None:
@@ -403,56 +529,3 @@ def _event(
         reason=reason,
         context=context,
     )
-
-
-# -- cross-process usage counters ---------------------------------------------------------
-
-
-# One statement text for both dialects (SQLite >= 3.24 and PostgreSQL share the upsert
-# syntax), run on the driver connection: the hook runs inside every audit batch, on the
-# writer's critical path, so it skips statement construction and SQLAlchemy's execution
-# context (measured: they were 15 % of the writer's CPU).
-_UPSERT_USAGE = (
-    'INSERT INTO runner_usage (runner_id, "window", count) VALUES ({p}, {p}, {p}) '
-    'ON CONFLICT (runner_id, "window") DO UPDATE SET count = runner_usage.count + excluded.count'
-)
-_PRUNE_USAGE = 'DELETE FROM runner_usage WHERE "window" < {p}'
-
-
-def usage_hook(clock: Clock, *, keep_windows: int = 10) -> BatchHook:
-    """A batch hook adding each batch's fetches per runner to this minute's counter.
-
-    Fetches refused for the rate limit itself are not counted (a runner over its limit
-    gets going again next minute). Old windows are pruned when the minute changes.
-    """
-    state = {"pruned": -1}
-
-    def hook(
-        session: Session, events: Sequence[AuditEvent], _rows: Sequence[dict[str, object]]
-    ) -> None:
-        counts: Counter[str] = Counter()
-        for e in events:
-            if (
-                e.action == FETCH_ACTION
-                and e.actor_type == "runner"
-                and e.actor_id is not None
-                and e.reason != RATE_LIMITED
-            ):
-                counts[e.actor_id] += 1
-        if not counts:
-            return
-        window = minute_window(clock.now())
-        conn = session.connection()
-        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            # Sorted, so two processes' batches lock counter rows in the same order.
-            for runner_id, n in sorted(counts.items()):
-                cursor.execute(_UPSERT_USAGE.format(p=mark), (runner_id, window, n))
-            if state["pruned"] != window:
-                cursor.execute(_PRUNE_USAGE.format(p=mark), (window - keep_windows,))
-                state["pruned"] = window
-        finally:
-            cursor.close()
-
-    return hook

@@ -30,6 +30,7 @@ __all__ = [
     "AuditCheckpoint",
     "AuditEventRow",
     "AuditHead",
+    "AuthzEpoch",
     "Base",
     "Grant",
     "GrantLine",
@@ -286,6 +287,21 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuthzEpoch(Base):
+    """One counter that every change to fetch authorization state moves (by triggers).
+
+    The fetch path caches its authorization decisions in memory and the audit writer
+    checks this counter in the same statement that writes the fetch's event: a decision
+    made under an older value is thrown away and made again from the database, so a
+    revocation committed anywhere is honoured by the next request in every process.
+    Triggers (migration 0002) move it on UPDATE/DELETE of every table the fetch reads.
+    """
+
+    __tablename__ = "authz_epoch"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
 
 
 class AuditEventRow(Base):
