@@ -14,4 +14,4 @@ __all__ = ["build_app"]
 def build_app() -> FastAPI:
     settings = Settings()
     configure_logging(settings.log_level)
-    return create_app(settings)
+    return create_app(settings, freeze_gc=True)
