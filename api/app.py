@@ -14,7 +14,7 @@ import anyio.to_thread
 from fastapi import Depends, FastAPI
 
 from api.deps import check_path_ids
-from api.fastpath import FetchFastPath
+from api.fastpath import FetchFastPath, LinevaultApp
 from api.metrics import Metrics
 from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from api.openapi import install_openapi
@@ -68,7 +68,7 @@ def create_app(
                 app.state.runtime.close()
                 app.state.runtime = None
 
-    app = FastAPI(
+    app = LinevaultApp(
         title="linevault",
         version=__version__,
         description="Encrypted vault for the credentials of connected chat lines.",
@@ -83,7 +83,9 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     # Added last = outermost: every request, a refused oversized one too, gets an id.
-    app.add_middleware(FetchFastPath)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+    app.fetch_fast_path = FetchFastPath(
+        metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes
+    )
     return app

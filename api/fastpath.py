@@ -1,28 +1,39 @@
-"""The credential fetch, answered before FastAPI's routing and dependency machinery.
+"""The credential fetch, answered in front of FastAPI.
 
 The fetch is the one request that arrives thousands of times a second, and profiling
-showed FastAPI's per-request work (exception and exit-stack middleware, route matching,
-dependency solving, request parsing) costing more CPU than the fetch itself. This pure
-ASGI middleware recognises exactly ``GET /v1/tenants/{id}/lines/{id}/credential`` with
-well-formed ids and calls the same :func:`api.routes.credentials.answer_fetch` the
-documented route calls, so the answers are identical; every other request, and any fetch
-path with malformed ids, goes on to FastAPI untouched. It sits inside the request-id,
-access-log, metrics and body-limit middleware, so those still apply.
+showed the framework's per-request work (Starlette's and FastAPI's exception, telemetry
+and body-limit middleware, route matching, dependency solving, request parsing) costing
+more CPU than the fetch itself. :class:`LinevaultApp` recognises exactly
+``GET /v1/tenants/{id}/lines/{id}/credential`` with well-formed ids and hands it to
+:class:`FetchFastPath`, which runs the same request-id/access-log/metrics and body-limit
+middleware as every other request and then the same
+:func:`api.routes.credentials.answer_fetch` the documented route calls, so the answers
+are identical (tests/api/test_fastpath.py); an unexpected exception becomes the same 500
+problem the app's handler gives. Every other request, and any fetch path with malformed
+ids, goes on to FastAPI untouched.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from fastapi import FastAPI
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from api.deps import context_from_scope
+from api.metrics import Metrics
+from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from api.problems import problem_response
 from api.routes.credentials import FETCH_PATH, answer_fetch
 
-__all__ = ["FetchFastPath"]
+__all__ = ["FetchFastPath", "LinevaultApp"]
 
+log = logging.getLogger("linevault.api")
 _FETCH = re.compile(r"^/v1/tenants/([A-Za-z0-9_-]{1,64})/lines/([A-Za-z0-9_-]{1,64})/credential$")
+_IDS = "linevault.fetch_ids"
 
 
 class _FetchRoute:
@@ -35,21 +46,19 @@ _ROUTE = _FetchRoute()
 
 
 class FetchFastPath:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    """The fetch endpoint behind the app's own request-context and body-limit middleware."""
+
+    def __init__(self, *, metrics: Metrics, max_body_bytes: int) -> None:
+        self._stack = RequestContextMiddleware(
+            BodyLimitMiddleware(self._endpoint, max_bytes=max_body_bytes), metrics=metrics
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
-            match = _FETCH.match(scope["path"])
-            if match is not None:
-                await self._fetch(scope, receive, send, match.group(1), match.group(2))
-                return
-        await self.app(scope, receive, send)
+        await self._stack(scope, receive, send)
 
     @staticmethod
-    async def _fetch(
-        scope: Scope, receive: Receive, send: Send, tenant_id: str, line_id: str
-    ) -> None:
+    async def _endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        tenant_id, line_id = scope[_IDS]
         authorization = None
         for name, value in scope.get("headers", ()):
             if name == b"authorization":
@@ -57,11 +66,39 @@ class FetchFastPath:
                 break
         app: Any = scope["app"]
         scope["route"] = _ROUTE
-        response = await answer_fetch(
-            app.state.runtime,
-            tenant_id=tenant_id,
-            line_id=line_id,
-            authorization=authorization,
-            ctx=context_from_scope(scope),
-        )
+        response: Response
+        try:
+            response = await answer_fetch(
+                app.state.runtime,
+                tenant_id=tenant_id,
+                line_id=line_id,
+                authorization=authorization,
+                ctx=context_from_scope(scope),
+            )
+        except Exception as exc:  # the app's catch-all handler, for this path
+            log.error("unhandled error: %s", type(exc).__name__)
+            response = problem_response(
+                500, "internal_error", "Internal error", "an internal error occurred"
+            )
         await response(scope, receive, send)
+
+
+class LinevaultApp(FastAPI):
+    """FastAPI, with credential fetches answered before its middleware stack.
+
+    ``fetch_fast_path`` is set by :func:`api.app.create_app`; None sends fetches
+    through FastAPI's documented route like any other request.
+    """
+
+    fetch_fast_path: FetchFastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fast = self.fetch_fast_path
+        if fast is not None and scope["type"] == "http" and scope["method"] == "GET":
+            match = _FETCH.match(scope["path"])
+            if match is not None:
+                scope["app"] = self
+                scope[_IDS] = match.groups()
+                await fast(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)

@@ -166,7 +166,7 @@ def hkdf_sha256(ikm: bytes, *, salt: bytes | None, info: bytes, length: int) -> 
 
 def hmac_sha256(key: bytes, message: bytes) -> bytes:
     """HMAC-SHA256 (stdlib is enough; kept here so MAC choices live in one place)."""
-    return hmac.new(key, message, sha256).digest()
+    return hmac.digest(key, message, "sha256")  # one-shot: no HMAC object per call
 
 
 def constant_time_equal(a: bytes, b: bytes) -> bool:

@@ -40,6 +40,10 @@ _OUTCOMES = frozenset({"success", "denied", "error"})
 _ACTOR_TYPES = frozenset({"user", "runner", "system"})
 _DETAIL_KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _DETAIL_LIMIT = 200
+# (action, outcome, actor type) triples and detail keys already found valid.
+_CHECKED_KINDS: set[tuple[str, str, str]] = set()
+_CHECKED_KEYS: set[str] = set()
+_CHECKED_MAX = 4096
 
 # Field name -> maximum stored length (mirrors the column sizes).
 _LIMITS: Mapping[str, int] = {
@@ -99,15 +103,27 @@ class AuditEvent:
 
     def __post_init__(self) -> None:
         # Programming errors, caught in tests: the enumerated fields are never free text.
-        if not _ACTION.match(self.action) or len(self.action) > _LIMITS["action"]:
-            raise ValueError(f"invalid audit action {self.action!r}")
-        if self.outcome not in _OUTCOMES:
-            raise ValueError(f"invalid audit outcome {self.outcome!r}")
-        if self.actor_type not in _ACTOR_TYPES:
-            raise ValueError(f"invalid audit actor type {self.actor_type!r}")
-        for key, value in (self.details or {}).items():
-            if not _DETAIL_KEY.match(key) or not isinstance(value, str | int | bool | None):
-                raise ValueError(f"invalid audit detail {key!r}")
+        # The fields come from a small fixed catalogue, so each combination is checked
+        # once per process (this runs for every credential fetch).
+        kind = (self.action, self.outcome, self.actor_type)
+        if kind not in _CHECKED_KINDS:
+            if not _ACTION.match(self.action) or len(self.action) > _LIMITS["action"]:
+                raise ValueError(f"invalid audit action {self.action!r}")
+            if self.outcome not in _OUTCOMES:
+                raise ValueError(f"invalid audit outcome {self.outcome!r}")
+            if self.actor_type not in _ACTOR_TYPES:
+                raise ValueError(f"invalid audit actor type {self.actor_type!r}")
+            if len(_CHECKED_KINDS) < _CHECKED_MAX:
+                _CHECKED_KINDS.add(kind)
+        if self.details:
+            for key, value in self.details.items():
+                if not isinstance(value, str | int | bool | None):
+                    raise ValueError(f"invalid audit detail {key!r}")
+                if key not in _CHECKED_KEYS:
+                    if not _DETAIL_KEY.match(key):
+                        raise ValueError(f"invalid audit detail {key!r}")
+                    if len(_CHECKED_KEYS) < _CHECKED_MAX:
+                        _CHECKED_KEYS.add(key)
 
     def with_context(self, context: RequestContext) -> AuditEvent:
         return replace(self, context=context)

@@ -297,9 +297,9 @@ class CredentialFetcher:
         return self._answer(decision)
 
     async def _durable(self, event: AuditEvent, guard: int | None) -> None:
+        future = self._writer.submit(event, guard=guard)
         try:
-            async with asyncio.timeout(self._audit_timeout):
-                await self._bridge().watch(self._writer.submit(event, guard=guard))
+            await self._bridge().watch(future, timeout=self._audit_timeout)
         except StaleDecision:
             raise
         except Exception:
