@@ -192,7 +192,11 @@ def machine_info() -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- reporting
-def audit_verdict(counted: int, served: int, bound: int) -> str:
+def audit_verdict(counted: int, served: int, bound: int, server_served: int | None = None) -> str:
+    if server_served is not None:  # the server's own count of 200 fetch answers: exact
+        if counted == server_served:
+            return f"exact: one event per 200 answer the server sent ({server_served})"
+        return f"MISMATCH: {counted} events vs {server_served} 200 answers sent by the server"
     if counted == served:
         return "match"
     if served < counted <= served + bound:
@@ -355,18 +359,21 @@ def main(argv: list[str] | None = None) -> int:
         for t in targets:
             counted: int | None = None
             in_db: int | None = None
+            server_served: int | None = None
             if t.vault is not None:
                 time.sleep(1.0)  # let the last in-flight requests finish their commit
+                server_served = t.vault.served_fetches()  # before the audit walk's requests
                 counted = t.vault.count_fetch_audit_events()
                 in_db = t.vault.count_fetch_audit_events_in_db()
             elif t.openbao is not None:
                 counted = t.openbao.count_audit_responses()
             if counted is None:
                 continue
-            verdict = audit_verdict(counted, t.ok_fetches, t.in_flight_bound)
+            verdict = audit_verdict(counted, t.ok_fetches, t.in_flight_bound, server_served)
             extra["audit"][t.name] = {
                 "events_counted": counted,
                 "ok_fetches_served": t.ok_fetches,
+                "server_200_answers": server_served,
                 "in_flight_bound": t.in_flight_bound,
                 "verdict": verdict,
             }

@@ -41,6 +41,7 @@ DEFAULT_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 ADMIN_EMAIL = "admin@bench.local"
 TOKEN_ALPHABET = string.ascii_letters + string.digits + "_-"
 AUDIT_PAGE_LIMIT = 1000
+FETCH_ROUTE = "/v1/tenants/{tenant_id}/lines/{line_id}/credential"
 MAX_AUDIT_PAGES = 100_000  # bound on the cursor walk (1e8 events)
 
 # Settings the harness needs from the server (see docs/benchmarks.md).
@@ -353,6 +354,23 @@ class VaultTarget:
         if missing or "no-store" not in resp.headers.get("cache-control", ""):
             raise BenchError(f"fetch response off contract: missing {sorted(missing)}")
         return body
+
+    def served_fetches(self) -> int | None:
+        """200 answers on the fetch route as the server counted them (``GET /metrics``).
+
+        Exact where wrk's count is not (wrk drops the answers in flight when it stops),
+        but per process: None with more than one worker, where one scrape sees only one
+        process's counters.
+        """
+        if self.workers != 1:
+            return None
+        resp = httpx.get(self.base_url + "/metrics", timeout=10)
+        resp.raise_for_status()
+        marker = f'route="{FETCH_ROUTE}",status="200"}} '
+        for line in resp.text.splitlines():
+            if line.startswith("linevault_http_requests_total{") and marker in line:
+                return int(line.rsplit(" ", 1)[1])
+        return 0
 
     def count_fetch_audit_events_in_db(self) -> int:
         """The same count read straight from the database (a cross-check of the API)."""

@@ -107,6 +107,7 @@ def open_runtime(
         writer_sessions,
         clock=clock,
         batch_max=settings.audit_batch_max,
+        linger_seconds=settings.audit_batch_linger_ms / 1000,
         hooks=[checkpointer.batch_hook],
         idle_hook=lambda: checkpointer.idle(writer_sessions),
     )

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
 
     # Audit.
     audit_batch_max: int = Field(default=512, ge=1)
+    # Under load, how long the group-commit writer waits for a batch to fill (0: never).
+    audit_batch_linger_ms: float = Field(default=0.5, ge=0, le=50)
     audit_checkpoint_every: int = Field(default=1000, ge=1)
     audit_checkpoint_seconds: float = Field(default=30.0, gt=0)
 

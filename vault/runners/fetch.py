@@ -297,9 +297,10 @@ class CredentialFetcher:
         return self._answer(decision)
 
     async def _durable(self, event: AuditEvent, guard: int | None) -> None:
-        future = self._writer.submit(event, guard=guard)
+        waiter, done = self._bridge().watch(timeout=self._audit_timeout)
+        self._writer.submit_callback(event, done, guard=guard)
         try:
-            await self._bridge().watch(future, timeout=self._audit_timeout)
+            await waiter
         except StaleDecision:
             raise
         except Exception:

@@ -52,7 +52,7 @@ _STATEMENT = (
     'ON CONFLICT (runner_id, "window") DO UPDATE SET count = runner_usage.count + excluded.count '
     "RETURNING runner_id, count) "
     "SELECT EXISTS (SELECT 1 FROM h), (SELECT n FROM e), "
-    "(SELECT json_agg(json_build_array(runner_id, count)) FROM u)"
+    "(SELECT string_agg(runner_id || ':' || count, ',') FROM u)"
 )
 _json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -119,8 +119,9 @@ class PgFastBatch:
         applied, epoch, totals = result
         if applied:
             self._head = ChainHead(cast(int, last["seq"]), cast(str, last["hash"]))
-            if totals:
-                self._usage.observe(window, [(str(r), int(c)) for r, c in totals])
+            if totals:  # "runner_id:total,..." (ids never hold ':' or ',')
+                pairs = (item.rpartition(":") for item in totals.split(","))
+                self._usage.observe(window, [(r, int(c)) for r, _, c in pairs])
             return WriteResult(rows, int(epoch))
         if guard is not None and epoch != guard:
             self._head = head  # possibly still right; a wrong hint only costs a fallback
