@@ -1,0 +1,119 @@
+"""The audit writer's one-statement path for fetch batches (PostgreSQL only).
+
+The fast path must never fork or duplicate the chain: it falls back to the locked
+transactional path whenever the head moved under it, and a batch whose outcome is
+unknown (the connection died during the statement) is recognised by its hash instead of
+being written twice. The deadline sweep of the loop bridge is checked here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from tests.support.audit import sample_event
+from tests.support.runners import TELEGRAM, grant, issue_token, make_line, make_runner, make_tenant
+from tests.vault.test_runners import RUN_CTX
+from vault.audit.store import verify_database
+from vault.runners import fetcher_for
+from vault.runners.bridge import AuditBridge
+from vault.runners.pgbatch import PgFastBatch
+from vault.runtime import Runtime
+from vault.storage.engine import unit_of_work
+
+
+@pytest.fixture(params=["postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """These tests are about PostgreSQL's one-statement batches."""
+    return str(request.param)
+
+
+@pytest.fixture
+def world(runtime: Runtime) -> dict[str, str]:
+    tenant = make_tenant(runtime, "A")
+    line = make_line(runtime, tenant)
+    runner_id, client_id, secret = make_runner(runtime)
+    grant(runtime, tenant, runner_id, ["*"])
+    return {"tenant": tenant, "line": line, "token": issue_token(runtime, client_id, secret)}
+
+
+def fast_path(runtime: Runtime) -> tuple[PgFastBatch, dict[str, int]]:
+    """The writer's fast path, counting the batches it wrote itself."""
+    fetcher_for(runtime)  # installs it
+    fast: Any = runtime.audit_writer._fast
+    assert isinstance(fast, PgFastBatch)
+    counts = {"fast": 0}
+    original = fast.write
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        if result is not None and result.rows is not None:
+            counts["fast"] += 1
+        return result
+
+    fast.write = counting  # type: ignore[method-assign]
+    return fast, counts
+
+
+def count(runtime: Runtime, where: str = "") -> int:
+    with runtime.engine.connect() as conn:
+        return int(conn.execute(text(f"SELECT count(*) FROM audit_events {where}")).scalar_one())
+
+
+def test_fetch_batches_take_the_fast_path_and_the_chain_stays_whole(
+    runtime: Runtime, world
+) -> None:
+    _, counts = fast_path(runtime)
+    fetcher = fetcher_for(runtime)
+    for i in range(30):
+        got = fetcher.fetch(
+            token=world["token"], tenant_id=world["tenant"], line_id=world["line"], context=RUN_CTX
+        )
+        assert got.credential == TELEGRAM
+        if i % 7 == 3:  # another writer (a state change with its event) moves the head
+            with unit_of_work(runtime.sessions) as session:
+                runtime.audit.record(session, sample_event(i))
+    assert counts["fast"] >= 20  # most fetch batches were one statement
+    assert count(runtime, "WHERE action = 'credential.fetch' AND outcome = 'success'") == 30
+    result = verify_database(runtime.engine)
+    assert result.ok, result.problem
+    with runtime.engine.connect() as conn:
+        usage = conn.execute(text("SELECT sum(count) FROM runner_usage")).scalar_one()
+    assert usage == 30  # every served fetch counted once, by whichever path wrote it
+
+
+def test_a_batch_of_unknown_outcome_is_recognised_not_written_twice(
+    runtime: Runtime, world
+) -> None:
+    writer = runtime.audit_writer
+    fast, _ = fast_path(runtime)
+    # The transactional path tells the fast path the head; the first batch also signs
+    # the first checkpoint, after which the checkpointer knows none is due for a while.
+    writer.record(sample_event(0))
+    writer.record(sample_event(3))
+    before = count(runtime)
+    events = [sample_event(i) for i in range(1, 4)]
+    applied = fast.write(events, now=runtime.clock.now(), guard=None)
+    assert applied is not None and applied.rows is not None
+    # As if the connection had died before the answer: the writer's recovery finds the
+    # head at the batch's last hash and reports the batch as written.
+    again = writer._write(events, None, applied.rows)
+    assert again.rows == applied.rows
+    assert count(runtime) == before + 3
+    assert verify_database(runtime.engine).ok
+
+
+def test_the_bridge_fails_waiters_past_their_deadline() -> None:
+    async def scenario() -> None:
+        bridge = AuditBridge(asyncio.get_running_loop(), tick=0.01)
+        slow, _never = bridge.watch(timeout=0.05)
+        quick, done = bridge.watch(timeout=5)
+        done(7, None)
+        assert await quick == 7
+        with pytest.raises(TimeoutError):
+            await slow
+
+    asyncio.run(scenario())
