@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     runner_token_ttl_seconds: int = Field(default=300, gt=0, le=86_400)
     runner_rate_limit_per_minute: int = Field(default=600_000, ge=1)
     lease_ttl_seconds: int = Field(default=60, ge=0)
+    # Fetch decisions kept per process (0: every fetch reads the database; see
+    # docs/architecture.md, "The hot path").
+    fetch_cache_size: int = Field(default=10_000, ge=0)
 
     # Audit.
     audit_batch_max: int = Field(default=512, ge=1)

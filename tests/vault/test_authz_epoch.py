@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Table, delete, func, text, update
@@ -193,3 +194,26 @@ def test_a_replaced_credential_is_served_at_its_new_version(
         )
     got = fetch(second, world["token"], world["tenant"], world["line"])
     assert (got.version, got.credential) == (2, replacement)
+
+
+@pytest.mark.parametrize("cache_size", [0, 10])
+def test_the_cache_saves_the_read_unless_switched_off(
+    settings: Settings, runtime: Runtime, world, clock, cache_size: int
+) -> None:
+    other = open_runtime(settings.model_copy(update={"fetch_cache_size": cache_size}), clock=clock)
+    try:
+        fetcher: Any = fetcher_for(other)
+        reads = {"n": 0}
+        original = fetcher._sync.read
+
+        def counting(params: Any) -> Any:
+            reads["n"] += 1
+            return original(params)
+
+        fetcher._sync.read = counting
+        for _ in range(5):
+            assert fetch(other, world["token"], world["tenant"], world["line"]).version == 1
+    finally:
+        other.close()
+    assert reads["n"] == (5 if cache_size == 0 else 1)
+    assert len(events(runtime, "credential.fetch")) == 5  # one event per fetch either way

@@ -63,6 +63,7 @@ def fetcher_for(runtime: Runtime) -> CredentialFetcher:
             usage=usage,
             rate_limit_per_minute=settings.runner_rate_limit_per_minute,
             lease_ttl_seconds=settings.lease_ttl_seconds,
+            cache_size=settings.fetch_cache_size,
         )
         runtime.extras[_KEY] = fetcher
         return fetcher

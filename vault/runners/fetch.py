@@ -362,7 +362,12 @@ class CredentialFetcher:
             line_id=ids[1],
             context=context,
         )
-        if decision.result is not None and params is not None and row.epoch is not None:
+        if (
+            decision.result is not None
+            and params is not None
+            and row.epoch is not None
+            and self._cache_size > 0
+        ):
             if len(self._cache) >= self._cache_size:
                 self._cache.pop(next(iter(self._cache)), None)  # the oldest entry
             self._cache[self._key(params)] = _Cached(row, int(row.epoch), window)

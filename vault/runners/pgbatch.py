@@ -54,6 +54,7 @@ _STATEMENT = (
     "SELECT EXISTS (SELECT 1 FROM h), (SELECT n FROM e), "
     "(SELECT string_agg(runner_id || ':' || count, ',') FROM u)"
 )
+_HEAD = "SELECT seq, hash FROM audit_head WHERE id = 1"
 _json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -94,6 +95,36 @@ class PgFastBatch:
         counts = self._usage.counts(events)
         if counts and self._usage.prune_due(window):
             return None
+        usage = _json([{"r": r, "w": window, "c": n} for r, n in sorted(counts.items())])
+        # With several processes the head usually moved since this one last wrote: one
+        # unlocked look at it and a second attempt cost less than the locked path.
+        for attempt in (1, 2):
+            result, totals = self._attempt(head, events, now=now, guard=guard, usage=usage)
+            if result is not None:
+                if totals:  # "runner_id:total,..." (ids never hold ':' or ',')
+                    pairs = (item.rpartition(":") for item in totals.split(","))
+                    self._usage.observe(window, [(r, int(c)) for r, _, c in pairs])
+                return result
+            moved = self._read_head() if attempt == 1 else None
+            if moved is None or (
+                self._checkpointer is not None
+                and self._checkpointer.may_be_due(moved.seq + len(events))
+            ):
+                break
+            head = moved
+        return None  # the head keeps moving: the transactional path takes the lock
+
+    def _attempt(
+        self,
+        head: ChainHead,
+        events: Sequence[AuditEvent],
+        *,
+        now: datetime,
+        guard: int | None,
+        usage: str,
+    ) -> tuple[WriteResult | None, str | None]:
+        """One try of the statement after ``head``: the result (None if the head moved)
+        and the usage totals it returned."""
         rows = chain_rows(head, events, now=now)
         last = rows[-1]
         params = {
@@ -103,7 +134,7 @@ class PgFastBatch:
             "prev_hash": head.hash,
             "guard": guard,
             "rows": _json(rows),
-            "usage": _json([{"r": r, "w": window, "c": n} for r, n in sorted(counts.items())]),
+            "usage": usage,
         }
         self._head = None  # unknown until the answer
         try:
@@ -119,11 +150,16 @@ class PgFastBatch:
         applied, epoch, totals = result
         if applied:
             self._head = ChainHead(cast(int, last["seq"]), cast(str, last["hash"]))
-            if totals:  # "runner_id:total,..." (ids never hold ':' or ',')
-                pairs = (item.rpartition(":") for item in totals.split(","))
-                self._usage.observe(window, [(r, int(c)) for r, _, c in pairs])
-            return WriteResult(rows, int(epoch))
+            return WriteResult(rows, int(epoch)), totals
         if guard is not None and epoch != guard:
             self._head = head  # possibly still right; a wrong hint only costs a fallback
-            return WriteResult(None, int(epoch))
-        return None  # another process moved the head: the transactional path reads it
+            return WriteResult(None, int(epoch)), None
+        return None, None
+
+    def _read_head(self) -> ChainHead | None:
+        try:
+            row = self._connection().execute(_HEAD).fetchone()
+        except psycopg.Error:
+            self.close()
+            return None
+        return None if row is None else ChainHead(int(row[0]), str(row[1]))
