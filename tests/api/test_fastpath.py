@@ -90,3 +90,18 @@ def test_malformed_ids_fall_through_to_the_router(client, setup) -> None:
     r = client.get("/v1/tenants/..%2F..%2Fx/lines/y/credential", headers=bearer(setup["token"]))
     assert r.status_code == 404
     assert r.headers["content-type"].startswith("application/problem+json")
+
+
+def test_an_unexpected_error_is_the_apps_500_problem(client, setup, monkeypatch) -> None:
+    import api.fastpath
+
+    async def broken(*_args, **_kwargs):
+        raise RuntimeError("boom: secret-looking detail")
+
+    monkeypatch.setattr(api.fastpath, "answer_fetch", broken)
+    r = client.get(url(setup), headers=bearer(setup["token"]))
+    assert r.status_code == 500
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["code"] == "internal_error"
+    assert "boom" not in r.text
+    assert r.headers["x-request-id"]  # the request-context middleware still ran

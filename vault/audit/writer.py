@@ -28,14 +28,19 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Protocol, cast
+from typing import cast
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
+from vault.audit.batching import (
+    BatchHook,
+    Done,
+    FastBatch,
+    StaleDecision,
+    UnknownOutcome,
+    WriteResult,
+)
 from vault.audit.chain import ChainHead, append_events, read_head
 from vault.audit.events import AuditEvent
 from vault.clock import Clock
@@ -55,56 +60,7 @@ __all__ = [
 
 log = logging.getLogger("linevault.audit")
 
-# Called inside the batch transaction after the events are chained (rows include seq and
-# hash); used for runner usage counters and signed checkpoints.
-BatchHook = Callable[[Session, Sequence[AuditEvent], Sequence[dict[str, object]]], None]
-
-# Called once per event from the writer thread: (sequence number, None) when durable,
-# (None, exception) otherwise. It must be quick and must not block.
-Done = Callable[[int | None, BaseException | None], None]
 _Item = tuple[AuditEvent, Done, int | None]
-
-
-class StaleDecision(Exception):
-    """The authorization epoch moved since the decision was made: decide again."""
-
-
-@dataclass(frozen=True, slots=True)
-class WriteResult:
-    """``rows`` as stored, or None when the guard did not hold (nothing written)."""
-
-    rows: list[dict[str, object]] | None
-    epoch: int
-
-
-class FastBatch(Protocol):
-    def write(
-        self, events: Sequence[AuditEvent], *, now: datetime, guard: int | None
-    ) -> WriteResult | None:
-        """Write the batch in one step, or return None (nothing written) to leave it to
-        the transactional path. Raises ``UnknownOutcome`` when the write may or may not
-        have been applied."""
-        ...
-
-    def observe_head(self, head: ChainHead) -> None:
-        """The transactional path committed: this is the head now."""
-        ...
-
-    def close(self) -> None:
-        """Release its connection (the writer has stopped)."""
-        ...
-
-
-class UnknownOutcome(Exception):
-    """A one-step write failed after it was sent: it may have been applied.
-
-    ``rows`` are the rows it tried to write; the transactional path treats the batch as
-    written if the head it finds under the lock is exactly their last hash.
-    """
-
-    def __init__(self, rows: list[dict[str, object]]) -> None:
-        super().__init__("the outcome of the batch write is unknown")
-        self.rows = rows
 
 
 _BUSY_WINDOW = 0.005  # seconds since the last commit that count as "under load"

@@ -32,15 +32,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import math
 import weakref
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import psycopg
-from sqlalchemy import Engine, Table, and_, bindparam, exists, literal, or_, select
+from sqlalchemy import Engine
 
 from kms.crypto import hmac_sha256, open_sealed
 from kms.errors import KmsUnavailable
@@ -62,20 +61,12 @@ from vault.keys.keyring import KeyRing, credential_ad, dek_ad
 from vault.keys.system import SystemKeys
 from vault.lines.expiry import fetch_expiry_reason
 from vault.runners.bridge import AuditBridge
+from vault.runners.decisions import DecisionCache, Key
 from vault.runners.reader import AsyncPgReader, SyncReader
 from vault.runners.secrets import looks_like_runner_token, token_mac_key
+from vault.runners.statement import decode_credential, fetch_statement
 from vault.runners.usage import FETCH_ACTION, RATE_LIMITED, UsageCounter, minute_window
 from vault.storage.engine import is_sqlite
-from vault.storage.models import (
-    AuthzEpoch,
-    GrantLine,
-    Kek,
-    Line,
-    Runner,
-    RunnerToken,
-    RunnerUsage,
-    Tenant,
-)
 
 __all__ = [
     "FETCH_ACTION",
@@ -86,72 +77,6 @@ __all__ = [
 ]
 
 _ID_MAX = 40
-
-_RT = cast(Table, RunnerToken.__table__)
-_R = cast(Table, Runner.__table__)
-_T = cast(Table, Tenant.__table__)
-_L = cast(Table, Line.__table__)
-_K = cast(Table, Kek.__table__)
-_G = cast(Table, GrantLine.__table__)
-_U = cast(Table, RunnerUsage.__table__)
-_E = cast(Table, AuthzEpoch.__table__)
-
-
-def decode_credential(plaintext: bytes) -> dict[str, Any]:
-    """Credentials are sealed as UTF-8 JSON objects."""
-    value = json.loads(plaintext)
-    if not isinstance(value, dict):
-        raise ValueError("a credential must be a JSON object")
-    return value
-
-
-def fetch_statement() -> Any:
-    """The single read of the fetch path (parameters: token_hash, tenant_id, line_id, window).
-
-    Every table it reads must move the authorization epoch when changed (migration 0002;
-    pinned by tests/vault/test_authz_epoch.py)."""
-    tenant_id = bindparam("tenant_id", type_=_T.c.id.type)
-    line_id = bindparam("line_id", type_=_L.c.id.type)
-    granted = (
-        exists()
-        .where(
-            _G.c.runner_id == _RT.c.runner_id,
-            _G.c.tenant_id == tenant_id,
-            or_(_G.c.line_id == line_id, _G.c.line_id == literal("*")),
-        )
-        .label("granted")
-    )
-    return (
-        select(
-            _RT.c.runner_id,
-            _RT.c.expires_at.label("token_expires_at"),
-            _R.c.disabled_at.label("runner_disabled_at"),
-            _T.c.id.label("tenant_id"),
-            _T.c.deleted_at.label("tenant_deleted_at"),
-            _L.c.id.label("line_id"),
-            _L.c.type,
-            _L.c.status,
-            _L.c.version,
-            _L.c.kek_version,
-            _L.c.wrapped_dek,
-            _L.c.ciphertext,
-            _L.c.expires_at.label("line_expires_at"),
-            _K.c.state.label("kek_state"),
-            _K.c.root_key_id,
-            _K.c.wrapped.label("kek_wrapped"),
-            _U.c.count.label("used"),
-            granted,
-            select(_E.c.n).where(_E.c.id == 1).scalar_subquery().label("epoch"),
-        )
-        .select_from(_RT)
-        .join(_R, _R.c.id == _RT.c.runner_id)
-        .outerjoin(_T, _T.c.id == tenant_id)
-        .outerjoin(_L, and_(_L.c.id == line_id, _L.c.tenant_id == tenant_id))
-        .outerjoin(_K, and_(_K.c.tenant_id == tenant_id, _K.c.version == _L.c.kek_version))
-        .outerjoin(_U, and_(_U.c.runner_id == _RT.c.runner_id, _U.c.window == bindparam("window")))
-        .where(_RT.c.token_hash == bindparam("token_hash"))
-    )
-
 
 _STATEMENT = fetch_statement()
 
@@ -190,16 +115,6 @@ class _Decision:
     error: VaultError | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class _Cached:
-    """A row that allowed a fetch, the epoch it was read under and its usage window."""
-
-    row: Any
-    epoch: int
-    window: int
-
-
-_CacheKey = tuple[bytes, str, str]
 _INVALID_TOKEN = "a valid runner access token is required"  # noqa: S105
 
 
@@ -238,8 +153,7 @@ class CredentialFetcher:
         self._lease_ttl = lease_ttl_seconds
         self._audit_timeout = audit_timeout
         self._usage = usage
-        self._cache: dict[_CacheKey, _Cached] = {}
-        self._cache_size = cache_size
+        self._cache = DecisionCache(cache_size)
         self._bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AuditBridge] = (
             weakref.WeakKeyDictionary()
         )
@@ -309,7 +223,7 @@ class CredentialFetcher:
     # -- the decision cache -------------------------------------------------------------
 
     @staticmethod
-    def _key(params: dict[str, Any]) -> _CacheKey:
+    def _key(params: dict[str, Any]) -> Key:
         return (params["token_hash"], params["tenant_id"], params["line_id"])
 
     def _from_cache(
@@ -320,11 +234,8 @@ class CredentialFetcher:
         Only rows that allowed a fetch are cached, and only a decision that still allows
         it is taken from them (an expired token, a rate limit or a count within 10 % of
         it reads afresh, so every refusal is made from the database's current state)."""
-        cached = self._cache.get(self._key(params))
+        cached = self._cache.get(self._key(params), newest_epoch=self._writer.epoch)
         if cached is None:
-            return None
-        known = self._writer.epoch
-        if known is not None and cached.epoch < known:
             return None
         if self._usage.used(cached.row.runner_id, params["window"]) >= self._near_limit:
             # Close to the limit, the database's count (other processes' fetches
@@ -362,19 +273,12 @@ class CredentialFetcher:
             line_id=ids[1],
             context=context,
         )
-        if (
-            decision.result is not None
-            and params is not None
-            and row.epoch is not None
-            and self._cache_size > 0
-        ):
-            if len(self._cache) >= self._cache_size:
-                self._cache.pop(next(iter(self._cache)), None)  # the oldest entry
-            self._cache[self._key(params)] = _Cached(row, int(row.epoch), window)
+        if decision.result is not None and params is not None and row.epoch is not None:
+            self._cache.put(self._key(params), row, epoch=int(row.epoch), window=window)
         return decision
 
     def _forget(self, params: dict[str, Any]) -> None:
-        self._cache.pop(self._key(params), None)
+        self._cache.forget(self._key(params))
 
     def _bridge(self) -> AuditBridge:
         loop = asyncio.get_running_loop()

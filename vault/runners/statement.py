@@ -1,0 +1,93 @@
+"""The one SQL read of the credential fetch.
+
+Keyed by the token's keyed hash, it joins the token and its runner, the tenant, the line,
+the line's KEK version row, the grant (an ``EXISTS`` over ``grant_lines`` on (runner,
+tenant, line-or-*)), this minute's usage counter and the authorization epoch. Every table
+it reads must move the epoch when changed (migration 0002; pinned by
+tests/vault/test_authz_epoch.py), or a cached decision could outlive a revocation.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, bindparam, exists, literal, or_, select
+
+from vault.storage.models import (
+    AuthzEpoch,
+    GrantLine,
+    Kek,
+    Line,
+    Runner,
+    RunnerToken,
+    RunnerUsage,
+    Tenant,
+)
+
+__all__ = ["decode_credential", "fetch_statement"]
+
+_RT = cast(Table, RunnerToken.__table__)
+_R = cast(Table, Runner.__table__)
+_T = cast(Table, Tenant.__table__)
+_L = cast(Table, Line.__table__)
+_K = cast(Table, Kek.__table__)
+_G = cast(Table, GrantLine.__table__)
+_U = cast(Table, RunnerUsage.__table__)
+_E = cast(Table, AuthzEpoch.__table__)
+
+
+def decode_credential(plaintext: bytes) -> dict[str, Any]:
+    """Credentials are sealed as UTF-8 JSON objects."""
+    value = json.loads(plaintext)
+    if not isinstance(value, dict):
+        raise ValueError("a credential must be a JSON object")
+    return value
+
+
+def fetch_statement() -> Any:
+    """The single read of the fetch path (parameters: token_hash, tenant_id, line_id, window).
+
+    Every table it reads must move the authorization epoch when changed (migration 0002;
+    pinned by tests/vault/test_authz_epoch.py)."""
+    tenant_id = bindparam("tenant_id", type_=_T.c.id.type)
+    line_id = bindparam("line_id", type_=_L.c.id.type)
+    granted = (
+        exists()
+        .where(
+            _G.c.runner_id == _RT.c.runner_id,
+            _G.c.tenant_id == tenant_id,
+            or_(_G.c.line_id == line_id, _G.c.line_id == literal("*")),
+        )
+        .label("granted")
+    )
+    return (
+        select(
+            _RT.c.runner_id,
+            _RT.c.expires_at.label("token_expires_at"),
+            _R.c.disabled_at.label("runner_disabled_at"),
+            _T.c.id.label("tenant_id"),
+            _T.c.deleted_at.label("tenant_deleted_at"),
+            _L.c.id.label("line_id"),
+            _L.c.type,
+            _L.c.status,
+            _L.c.version,
+            _L.c.kek_version,
+            _L.c.wrapped_dek,
+            _L.c.ciphertext,
+            _L.c.expires_at.label("line_expires_at"),
+            _K.c.state.label("kek_state"),
+            _K.c.root_key_id,
+            _K.c.wrapped.label("kek_wrapped"),
+            _U.c.count.label("used"),
+            granted,
+            select(_E.c.n).where(_E.c.id == 1).scalar_subquery().label("epoch"),
+        )
+        .select_from(_RT)
+        .join(_R, _R.c.id == _RT.c.runner_id)
+        .outerjoin(_T, _T.c.id == tenant_id)
+        .outerjoin(_L, and_(_L.c.id == line_id, _L.c.tenant_id == tenant_id))
+        .outerjoin(_K, and_(_K.c.tenant_id == tenant_id, _K.c.version == _L.c.kek_version))
+        .outerjoin(_U, and_(_U.c.runner_id == _RT.c.runner_id, _U.c.window == bindparam("window")))
+        .where(_RT.c.token_hash == bindparam("token_hash"))
+    )
