@@ -59,6 +59,12 @@ class ChainHead:
         self.seq = seq
         self.hash = hash
 
+    @classmethod
+    def after(cls, rows: Sequence[dict[str, object]]) -> ChainHead:
+        """The head once ``rows`` (chained, non-empty) are appended."""
+        last = rows[-1]
+        return cls(cast(int, last["seq"]), cast(str, last["hash"]))
+
 
 def format_ts(moment: datetime) -> str:
     """Event timestamps are stored as text so the hashed bytes never depend on a driver."""
@@ -111,6 +117,6 @@ def append_events(
     if head is None:
         head = read_head(session, lock=True)
     rows = chain_rows(head, events, now=now)
-    last = rows[-1]
-    _insert_and_move_head(session, rows, seq=cast(int, last["seq"]), hash=cast(str, last["hash"]))
+    new_head = ChainHead.after(rows)
+    _insert_and_move_head(session, rows, seq=new_head.seq, hash=new_head.hash)
     return rows

@@ -270,9 +270,7 @@ class AuditWriter:
                 committing = True
                 session.commit()
                 if self._fast is not None and rows:
-                    last = rows[-1]
-                    head = ChainHead(cast(int, last["seq"]), cast(str, last["hash"]))
-                    self._fast.observe_head(head)
+                    self._fast.observe_head(ChainHead.after(rows))
                 return WriteResult(rows, epoch)
             except DBAPIError as exc:
                 session.rollback()

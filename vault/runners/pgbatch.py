@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 
@@ -32,6 +32,7 @@ from vault.audit.checkpoints import Checkpointer
 from vault.audit.events import AuditEvent
 from vault.audit.writer import UnknownOutcome, WriteResult
 from vault.runners.usage import UsageCounter, minute_window
+from vault.storage.epoch import EPOCH_SQL
 from vault.storage.models import AuditEventRow
 
 __all__ = ["PgFastBatch"]
@@ -39,7 +40,7 @@ __all__ = ["PgFastBatch"]
 _COLUMNS = ", ".join(c.name for c in AuditEventRow.__table__.columns)
 # The only interpolation is the model's column names.
 _STATEMENT = (
-    "WITH e AS (SELECT n FROM authz_epoch WHERE id = 1), "  # noqa: S608
+    f"WITH e AS ({EPOCH_SQL}), "  # noqa: S608
     "h AS (UPDATE audit_head SET seq = %(seq)s, hash = %(hash)s "
     "WHERE id = 1 AND seq = %(prev_seq)s AND hash = %(prev_hash)s "
     "AND (%(guard)s::bigint IS NULL OR %(guard)s::bigint = (SELECT n FROM e)) RETURNING 1), "
@@ -149,7 +150,7 @@ class PgFastBatch:
         assert result is not None
         applied, epoch, totals = result
         if applied:
-            self._head = ChainHead(cast(int, last["seq"]), cast(str, last["hash"]))
+            self._head = ChainHead.after(rows)
             return WriteResult(rows, int(epoch)), totals
         if guard is not None and epoch != guard:
             self._head = head  # possibly still right; a wrong hint only costs a fallback
