@@ -45,11 +45,11 @@ $(VENV)/.installed-bench: $(VENV)/.installed-dev
 	@touch $@
 
 bench-fetch: $(VENV)/.installed-bench
-	$(BIN)/python bench/fetch.py --db both
+	$(BIN)/python bench/http/fetch.py --db both
 
 ## 1,000 vs 1,000,000 stored credentials (seeds the databases directly; ~15 min)
 bench-fetch-scale: $(VENV)/.installed-bench
-	$(BIN)/python bench/fetch_scale.py --db both
+	$(BIN)/python bench/http/fetch_scale.py --db both
 
 bench-keys: $(VENV)/.installed-dev
 	$(BIN)/python bench/keys.py
@@ -58,7 +58,7 @@ bench-audit: $(VENV)/.installed-dev
 	$(BIN)/python bench/audit.py
 
 soak: $(VENV)/.installed-bench
-	$(BIN)/python bench/soak.py --minutes 10 --db postgres --json-out bench/results/soak.json
+	$(BIN)/python bench/http/soak.py --minutes 10 --db postgres --json-out bench/results/soak.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

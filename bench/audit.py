@@ -32,7 +32,7 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.cpu import CpuMeter, wait_for_quiet
+from bench.http.cpu import CpuMeter, wait_for_quiet
 from vault.audit.chain import append_events
 from vault.audit.events import AuditEvent, RequestContext
 from vault.audit.export import verify_export, write_export

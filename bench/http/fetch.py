@@ -7,7 +7,7 @@ round to round. It reports the median of the rounds per target, the ratio to the
 endpoint, the audit events counted against the 2xx fetches served, and PostgreSQL's
 durability settings.
 
-    .venv/bin/python bench/fetch.py --db both --connections 32 --duration 20 --rounds 3
+    .venv/bin/python bench/http/fetch.py --db both --connections 32 --duration 20 --rounds 3
 
 Exit codes: 0 done; 2 a target could not be started or reached; 3 the audit count does not
 match the fetches served; 4 wrong durability settings (PostgreSQL fsync or
@@ -34,11 +34,11 @@ from types import FrameType
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import httpx
 
-from bench.common import (
+from bench.http.common import (
     LOCALHOST,
     REPO_ROOT,
     BenchError,
@@ -48,10 +48,10 @@ from bench.common import (
     stop_process,
     wait_until,
 )
-from bench.cpu import CpuMeter, wait_for_quiet
-from bench.loadgen import WrkResult, run_wrk
-from bench.peers.openbao import OpenBaoHandle, start_openbao
-from bench.vault_target import DEFAULT_PG_ADMIN_URL, VaultTarget, postgres_settings
+from bench.http.cpu import CpuMeter, wait_for_quiet
+from bench.http.loadgen import WrkResult, run_wrk
+from bench.http.peers.openbao import OpenBaoHandle, start_openbao
+from bench.http.vault_target import DEFAULT_PG_ADMIN_URL, VaultTarget, postgres_settings
 
 EXIT_UNREACHABLE = 2
 EXIT_AUDIT_MISMATCH = 3
@@ -92,7 +92,7 @@ def start_bare(args: argparse.Namespace, stack: contextlib.ExitStack) -> Target:
         sys.executable,
         "-m",
         "uvicorn",
-        "bench.bare_app:app",
+        "bench.http.bare_app:app",
         "--workers",
         str(args.workers),
         "--host",

@@ -5,7 +5,7 @@ No database, no authentication, no audit, no crypto: what is left is the web sta
 is compared with. It is an ``async def`` route returning a plain dict (no response model),
 the cheapest ordinary way to write it, so the baseline is not made artificially slow.
 
-Run: ``uvicorn bench.bare_app:app --workers N --host 127.0.0.1 --port P``.
+Run: ``uvicorn bench.http.bare_app:app --workers N --host 127.0.0.1 --port P``.
 """
 
 from __future__ import annotations

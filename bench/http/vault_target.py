@@ -24,7 +24,7 @@ from typing import Any, Literal
 import httpx
 import pyotp
 
-from bench.common import (
+from bench.http.common import (
     LOCALHOST,
     BenchError,
     assert_local_url,
