@@ -48,7 +48,7 @@ from bench.http.common import (
     stop_process,
     wait_until,
 )
-from bench.http.loadgen import WrkResult, run_wrk
+from bench.http.loadgen import LoadResult, run_wrk
 from bench.http.vault_target import (
     DEFAULT_PG_ADMIN_URL,
     SERVER_ENV,
@@ -67,7 +67,7 @@ class SizeResult:
     credentials: int
     tenants: int
     seed_seconds: float
-    runs: list[WrkResult]
+    runs: list[LoadResult]
     ok_fetches: int
     in_flight_bound: int
     audit_events: int
@@ -163,7 +163,7 @@ def measure(db: str, *, tenants: int, per_tenant: int, args: argparse.Namespace)
         paths = [f"/v1/tenants/{t}/lines/{ln}/credential" for t, ln in seeded["sample"]]
         ok = 0
         bound = 0
-        runs: list[WrkResult] = []
+        runs: list[LoadResult] = []
         for rnd in range(args.rounds):
             for warm in (True, False):
                 secs = args.warmup if warm else args.duration

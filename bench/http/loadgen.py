@@ -1,22 +1,33 @@
-"""Drive a target with wrk and parse what it reports.
+"""Drive a target with a load generator and report what it measured.
 
-wrk runs with ``--latency`` and a generated Lua script that sets the request headers and
-counts non-2xx responses per thread; ``done()`` adds them up and prints one JSON line
-(``BENCH_JSON {...}``). Requests/s and the latency percentiles are parsed from wrk's text
-report (units converted to milliseconds) and cross-checked against that JSON.
+wrk is the generator of record: it runs with ``--latency`` and a generated Lua script that
+sets the request headers and counts non-2xx responses per thread; ``done()`` adds them up
+and prints one JSON line (``BENCH_JSON {...}``). Requests/s and the latency percentiles
+are parsed from wrk's text report (units converted to milliseconds) and cross-checked
+against that JSON.
+
+``run_python`` is the same run from one Python process (asyncio and httpx), for machines
+without wrk: the smoke test uses it to exercise the harness end to end. It is much slower
+than wrk, so its figures are never comparable to wrk's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import re
 import shutil
 import subprocess
 import tempfile
+import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from bench.http.common import BenchError, assert_local_url
 
@@ -110,8 +121,8 @@ def parse_duration_ms(text: str) -> float:
 
 
 @dataclass
-class WrkResult:
-    """What one wrk run measured."""
+class LoadResult:
+    """What one load run measured."""
 
     target: str
     url: str
@@ -133,7 +144,7 @@ class WrkResult:
 
     @property
     def ok_responses(self) -> int:
-        """2xx responses that wrk received."""
+        """2xx responses that the load generator received."""
         return self.requests - self.non2xx
 
     @property
@@ -190,7 +201,7 @@ def run_wrk(
     threads: int = 2,
     timeout_s: int = 10,
     paths: Sequence[str] | None = None,
-) -> WrkResult:
+) -> LoadResult:
     """One wrk run against ``url``; raises BenchError when wrk fails or reports nothing."""
     assert_local_url(url)
     wrk = shutil.which("wrk")
@@ -223,7 +234,7 @@ def run_wrk(
         raise BenchError(
             f"wrk text and script disagree: {parsed['requests']} vs {script_out['requests']}"
         )
-    return WrkResult(
+    return LoadResult(
         target=target,
         url=url,
         connections=connections,
@@ -240,3 +251,103 @@ def run_wrk(
         socket_errors=parsed["socket_errors"],
         raw={"stdout": proc.stdout, **parsed},
     )
+
+
+def _percentile_ms(ordered: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of sorted latencies in seconds, in milliseconds (0 when empty)."""
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000.0
+
+
+async def _drive(
+    url: str,
+    headers: Mapping[str, str],
+    *,
+    connections: int,
+    duration_s: int,
+    timeout_s: int,
+    paths: Sequence[str] | None,
+) -> tuple[float, list[float], Counter[int], dict[str, int]]:
+    """``connections`` clients, each sending one request after another until time is up.
+
+    A client finishes the request it has in flight, so every answer is counted.
+    """
+    base = httpx.URL(url)
+    targets = [base.copy_with(raw_path=path.encode()) for path in paths] if paths else [base]
+    latencies: list[float] = []
+    statuses: Counter[int] = Counter()
+    errors = {"connect": 0, "read": 0, "write": 0, "timeout": 0}
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    async with httpx.AsyncClient(headers=dict(headers), limits=limits, timeout=timeout_s) as client:
+        deadline = time.perf_counter() + duration_s
+
+        async def one_client() -> None:
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                try:
+                    resp = await client.get(random.choice(targets))
+                except httpx.TimeoutException:
+                    errors["timeout"] += 1
+                except httpx.ConnectError:
+                    errors["connect"] += 1
+                except httpx.WriteError:
+                    errors["write"] += 1
+                except httpx.TransportError:
+                    errors["read"] += 1
+                else:
+                    latencies.append(time.perf_counter() - started)
+                    statuses[resp.status_code] += 1
+
+        began = time.perf_counter()
+        await asyncio.gather(*(one_client() for _ in range(connections)))
+        elapsed = time.perf_counter() - began
+    return elapsed, latencies, statuses, errors
+
+
+def run_python(
+    *,
+    target: str,
+    url: str,
+    headers: Mapping[str, str],
+    connections: int,
+    duration_s: int,
+    threads: int = 1,
+    timeout_s: int = 10,
+    paths: Sequence[str] | None = None,
+) -> LoadResult:
+    """One run against ``url`` from this process; ``threads`` is accepted for symmetry."""
+    assert_local_url(url)
+    elapsed, latencies, statuses, errors = asyncio.run(
+        _drive(
+            url,
+            headers,
+            connections=connections,
+            duration_s=duration_s,
+            timeout_s=timeout_s,
+            paths=paths,
+        )
+    )
+    latencies.sort()
+    non2xx = {str(code): n for code, n in statuses.items() if not 200 <= code <= 299}
+    requests = sum(statuses.values())
+    return LoadResult(
+        target=target,
+        url=url,
+        connections=connections,
+        threads=1,
+        duration_s=duration_s,
+        requests=requests,
+        requests_per_s=requests / elapsed,
+        p50_ms=_percentile_ms(latencies, 0.50),
+        p90_ms=_percentile_ms(latencies, 0.90),
+        p99_ms=_percentile_ms(latencies, 0.99),
+        max_ms=_percentile_ms(latencies, 1.0),
+        non2xx=sum(non2xx.values()),
+        non2xx_by_status=non2xx,
+        socket_errors=errors,
+        raw={"generator": "python", "seconds": elapsed},
+    )
+
+
+GENERATORS = {"wrk": run_wrk, "python": run_python}
