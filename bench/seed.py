@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
-import string
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -40,7 +39,6 @@ from vault.storage.models import Grant, GrantLine, Line, Tenant, User
 
 __all__ = ["Seeded", "seed", "telegram_credential"]
 
-_ALPHABET = string.ascii_letters + string.digits + "_-"
 CHUNK = 5000
 _LINE_COLUMNS = tuple(column.key for column in Line.__table__.columns)
 
@@ -59,8 +57,12 @@ class Seeded:
 
 
 def telegram_credential() -> Mapping[str, str]:
-    """A fresh, valid telegram credential (a random bot token)."""
-    return {"bot_token": "123456:" + "".join(secrets.choice(_ALPHABET) for _ in range(35))}
+    """A fresh, valid telegram credential: a random bot token.
+
+    URL-safe base64 is exactly the token alphabet (A-Za-z0-9_-), and one call is much
+    cheaper than 35 ``secrets.choice`` calls, which matters a million times over.
+    """
+    return {"bot_token": "123456:" + secrets.token_urlsafe(27)[:35]}
 
 
 def _register_runner(runtime: Runtime) -> tuple[str, str, str]:
