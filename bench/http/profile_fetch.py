@@ -1,15 +1,15 @@
 """Where a fetch's CPU goes: one linevault server under wrk, CPU per process, optionally
 a py-spy profile.
 
-It starts a linevault target as ``bench/fetch.py`` does (``linevault init`` / ``serve``,
+It starts a linevault target as ``bench/http/fetch.py`` does (``linevault init`` / ``serve``,
 provisioning over HTTP), warms it up for 3 s, then runs wrk for ``--seconds`` while it
 reads every process's CPU ticks from ``/proc`` and prints, besides wrk's throughput and
 latency, the share of a core each process name used (the server, postgres, ...). With
 ``--py-spy OUT`` it also records the server with ``py-spy record --gil --threads``
 (``pip install py-spy``) in raw format, one line per stack, for any folding tool.
 
-    .venv/bin/python bench/profile_fetch.py --db postgres --seconds 10
-    .venv/bin/python bench/profile_fetch.py --env LINEVAULT_AUDIT_BATCH_LINGER_MS=0
+    .venv/bin/python bench/http/profile_fetch.py --db postgres --seconds 10
+    .venv/bin/python bench/http/profile_fetch.py --env LINEVAULT_AUDIT_BATCH_LINGER_MS=0
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 
 if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench import vault_target
-from bench.loadgen import render_script
+from bench.http import vault_target
+from bench.http.loadgen import render_script
 
 
 def cpu_ticks() -> dict[tuple[int, str], int]:

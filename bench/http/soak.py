@@ -11,7 +11,7 @@ Every unexpected status is an error. The server's resident memory (all its proce
 sampled every ``--sample`` seconds; the run fails on any error or when memory in the last
 quarter of the run is more than ``--max-growth`` above the second quarter's.
 
-    python bench/soak.py --minutes 10 --db postgres --json-out bench/results/soak.json
+    python bench/http/soak.py --minutes 10 --db postgres --json-out bench/results/soak.json
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from typing import Any
 import httpx
 
 if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.vault_target import VaultTarget
+from bench.http.vault_target import VaultTarget
 
 REPLACE_TOKEN = "987654:AAE_soakReplaceToken-{n:032d}"
 

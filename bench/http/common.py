@@ -19,7 +19,7 @@ from typing import IO
 import httpx
 
 LOCALHOST = "127.0.0.1"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class BenchError(RuntimeError):

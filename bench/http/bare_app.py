@@ -5,7 +5,7 @@ No database, no authentication, no audit, no crypto: what is left is the web sta
 is compared with. It is an ``async def`` route returning a plain dict (no response model),
 the cheapest ordinary way to write it, so the baseline is not made artificially slow.
 
-Run: ``uvicorn bench.bare_app:app --workers N --host 127.0.0.1 --port P``.
+Run: ``uvicorn bench.http.bare_app:app --workers N --host 127.0.0.1 --port P``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ app = FastAPI(title="linevault bench: bare endpoint", docs_url=None, redoc_url=N
 
 
 def credential_document(tenant_id: str, line_id: str) -> dict[str, Any]:
-    """The JSON body that a credential fetch returns (API.md, workflow runners)."""
+    """The JSON body that a credential fetch returns (docs/api.md, workflow runners)."""
     return {
         "line_id": line_id,
         "tenant_id": tenant_id,

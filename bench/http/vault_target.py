@@ -1,7 +1,7 @@
 """A linevault server set up for the benchmark, through the CLI and the HTTP contract only.
 
 Nothing here imports linevault: the harness drives ``linevault init`` / ``linevault serve``
-and the public HTTP API (API.md) like any client, so it works against whatever build is
+and the public HTTP API (docs/api.md) like any client, so it works against whatever build is
 installed in the environment.
 """
 
@@ -24,7 +24,7 @@ from typing import Any, Literal
 import httpx
 import pyotp
 
-from bench.common import (
+from bench.http.common import (
     LOCALHOST,
     BenchError,
     assert_local_url,
@@ -248,7 +248,7 @@ class VaultTarget:
         headers = {"Authorization": f"Bearer {self.session_token}"} if auth else {}
         resp = client.request(method, path, json=body, data=form, headers=headers, params=params)
         if resp.status_code >= 300:
-            # Problem bodies never carry secrets (API.md), so they are safe to show.
+            # Problem bodies never carry secrets (docs/api.md), so they are safe to show.
             raise BenchError(f"linevault {method} {path}: {resp.status_code} {resp.text[:500]}")
         if not resp.content:
             return {}
@@ -393,17 +393,24 @@ class VaultTarget:
     def count_fetch_audit_events(self) -> int:
         """Successful credential.fetch events, walking the audit cursor to its end.
 
-        The admin session was idle during the load, so log in again first. A build
-        without ``GET /v1/audit/events`` is counted in the database instead.
+        The admin session was idle during the load: when it has lapsed (401), log in
+        again (which may wait for a fresh TOTP step). A build without
+        ``GET /v1/audit/events`` is counted in the database instead.
         """
         with httpx.Client(base_url=self.base_url, timeout=60.0) as client:
-            self.login(client)
-            probe = client.get(
-                "/v1/audit/events",
-                params={"limit": 1},
-                headers={"Authorization": f"Bearer {self.session_token}"},
-            )
-            if probe.status_code in (404, 405):
+
+            def probe() -> httpx.Response:
+                return client.get(
+                    "/v1/audit/events",
+                    params={"limit": 1},
+                    headers={"Authorization": f"Bearer {self.session_token}"},
+                )
+
+            first = probe()
+            if first.status_code == 401:
+                self.login(client)
+                first = probe()
+            if first.status_code in (404, 405):
                 return self.count_fetch_audit_events_in_db()
             total = 0
             cursor: str | None = None

@@ -8,8 +8,8 @@ random from an even sample of all stored lines. It reports p50/p99 and req/s per
 the p50 ratio large/small (target: at most 1.25), and checks that every 2xx fetch left
 exactly one ``credential.fetch`` success event (counted in the database).
 
-    .venv/bin/python bench/fetch_scale.py --db both --duration 15
-    .venv/bin/python bench/fetch_scale.py --db postgres --fetch-cache-size 0   # no decision cache
+    .venv/bin/python bench/http/fetch_scale.py --db both --duration 15
+    .venv/bin/python bench/http/fetch_scale.py --db postgres --fetch-cache-size 0  # no cache
 
 The server's decision cache (10,000 entries by default) holds the whole sample once warm,
 so the default run measures fetches as served; ``--fetch-cache-size 0`` makes every fetch
@@ -35,13 +35,26 @@ from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import httpx
 
-from bench.common import LOCALHOST, BenchError, free_port, start_process, stop_process, wait_until
-from bench.loadgen import WrkResult, run_wrk
-from bench.vault_target import DEFAULT_PG_ADMIN_URL, SERVER_ENV, PostgresDatabase, find_linevault
+from bench.http.common import (
+    LOCALHOST,
+    REPO_ROOT,
+    BenchError,
+    free_port,
+    start_process,
+    stop_process,
+    wait_until,
+)
+from bench.http.loadgen import LoadResult, run_wrk
+from bench.http.vault_target import (
+    DEFAULT_PG_ADMIN_URL,
+    SERVER_ENV,
+    PostgresDatabase,
+    find_linevault,
+)
 
 TARGET_RATIO = 1.25
 EXIT_RATIO = 1
@@ -54,7 +67,7 @@ class SizeResult:
     credentials: int
     tenants: int
     seed_seconds: float
-    runs: list[WrkResult]
+    runs: list[LoadResult]
     ok_fetches: int
     in_flight_bound: int
     audit_events: int
@@ -113,7 +126,7 @@ def measure(db: str, *, tenants: int, per_tenant: int, args: argparse.Namespace)
             ],
             env=env,
             check=True,
-            cwd=Path(__file__).resolve().parent.parent,
+            cwd=REPO_ROOT,
             timeout=7200,
         )  # fmt: skip
         seeded: dict[str, Any] = json.loads(seed_out.read_text())
@@ -150,7 +163,7 @@ def measure(db: str, *, tenants: int, per_tenant: int, args: argparse.Namespace)
         paths = [f"/v1/tenants/{t}/lines/{ln}/credential" for t, ln in seeded["sample"]]
         ok = 0
         bound = 0
-        runs: list[WrkResult] = []
+        runs: list[LoadResult] = []
         for rnd in range(args.rounds):
             for warm in (True, False):
                 secs = args.warmup if warm else args.duration

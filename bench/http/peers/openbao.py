@@ -22,8 +22,8 @@ from typing import Any
 
 import httpx
 
-from bench.bare_app import credential_document
-from bench.common import (
+from bench.http.bare_app import credential_document
+from bench.http.common import (
     LOCALHOST,
     BenchError,
     free_port,
@@ -263,7 +263,7 @@ def start_openbao(*, token_ttl: str = "4h", startup_timeout: float = 60.0) -> Op
         raise
 
 
-if __name__ == "__main__":  # manual smoke test: python -m bench.peers.openbao
+if __name__ == "__main__":  # manual smoke test: python -m bench.http.peers.openbao
     h = start_openbao()
     try:
         print(h.version, h.read_url)

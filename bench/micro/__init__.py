@@ -1,0 +1,1 @@
+"""In-process benchmarks (pytest-benchmark): the key hierarchy and the audit chain."""
