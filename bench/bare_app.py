@@ -21,7 +21,7 @@ app = FastAPI(title="linevault bench: bare endpoint", docs_url=None, redoc_url=N
 
 
 def credential_document(tenant_id: str, line_id: str) -> dict[str, Any]:
-    """The JSON body that a credential fetch returns (API.md, workflow runners)."""
+    """The JSON body that a credential fetch returns (docs/api.md, the credential fetch)."""
     return {
         "line_id": line_id,
         "tenant_id": tenant_id,

@@ -1,7 +1,7 @@
 """A linevault server set up for the benchmark, through the CLI and the HTTP contract only.
 
 Nothing here imports linevault: the harness drives ``linevault init`` / ``linevault serve``
-and the public HTTP API (API.md) like any client, so it works against whatever build is
+and the public HTTP API (docs/api.md) like any client, so it works against whatever build is
 installed in the environment.
 """
 
@@ -248,7 +248,7 @@ class VaultTarget:
         headers = {"Authorization": f"Bearer {self.session_token}"} if auth else {}
         resp = client.request(method, path, json=body, data=form, headers=headers, params=params)
         if resp.status_code >= 300:
-            # Problem bodies never carry secrets (API.md), so they are safe to show.
+            # Problem bodies never carry secrets (docs/api.md), so they are safe to show.
             raise BenchError(f"linevault {method} {path}: {resp.status_code} {resp.text[:500]}")
         if not resp.content:
             return {}
