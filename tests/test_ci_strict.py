@@ -15,7 +15,13 @@ TARGET = "tests/vault/test_storage.py::test_migrations_match_models"
 
 
 def _pytest(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("LINEVAULT_")}
+    # The outer run's PYTEST_ADDOPTS (e.g. test paths, to narrow .ci/standalone) would
+    # make the inner pytest run those tests, this one included, again and again.
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("LINEVAULT_") and k != "PYTEST_ADDOPTS"
+    }
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", TARGET],
         cwd=ROOT,

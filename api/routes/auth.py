@@ -1,4 +1,4 @@
-"""Human authentication: login, the TOTP step, step-up and logout (API.md, "Human
+"""Human authentication: login, the TOTP step, step-up and logout (docs/api.md, "Human
 authentication"). Thin: each route parses, calls ``vault.identity`` and shapes the reply.
 """
 

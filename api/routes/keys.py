@@ -1,4 +1,4 @@
-"""Tenant key rotation and key state (API.md, "System": ``/v1/tenants/{id}/keys``).
+"""Tenant key rotation and key state (docs/api.md, "Keys").
 
 The POST commits the new KEK version with its audit event before answering 202; the
 rewrap of older DEKs then runs in this server process's background worker, started

@@ -1,4 +1,4 @@
-"""Lines and their credentials (API.md, "Lines and their credentials").
+"""Lines and their credentials (docs/api.md, "Lines and their credentials").
 
 Thin adapters: parse the body, call ``vault.lines.service.LineService``, return metadata.
 The credential object is validated by the domain (``vault.lines.schemas``), which names

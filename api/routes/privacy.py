@@ -1,4 +1,4 @@
-"""Tenant deletion and the data-subject export (API.md, "Tenants").
+"""Tenant deletion and the data-subject export (docs/api.md, "Tenants and members").
 
 ``DELETE /v1/tenants/{tenant_id}`` crypto-shreds the tenant (owner or platform admin,
 MFA); ``GET /v1/tenants/{tenant_id}/export`` returns its metadata without secrets (owner,

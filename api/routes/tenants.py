@@ -1,4 +1,7 @@
-"""Tenants and members (API.md, "Tenants"). DELETE and export live with the lines routes."""
+"""Tenants and members (docs/api.md, "Tenants and members").
+
+DELETE and export live in ``api/routes/privacy.py``.
+"""
 
 from __future__ import annotations
 

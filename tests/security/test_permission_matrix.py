@@ -16,9 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
-from starlette.routing import Route
 
 from tests.support.identity import (
     TEST_PASSWORD,
@@ -28,6 +26,7 @@ from tests.support.identity import (
     make_user,
     new_session,
 )
+from tests.support.routes import app_routes
 from vault.runtime import Runtime
 from vault.settings import Settings
 
@@ -316,22 +315,11 @@ def _headers(world: World, role: str, *, fresh: bool) -> dict[str, str]:
     return bearer(new_session(world.runtime, world.user_ids[role], mfa_fresh=fresh))
 
 
-def _all_routes(client: TestClient) -> list[tuple[str, set[str]]]:
-    """Every (path, methods) of the app, through included routers too."""
-    found = []
-    for context in iter_route_contexts(client.app.routes):  # type: ignore[attr-defined]
-        route = context.original_route
-        if isinstance(route, APIRoute | Route) and context.path:
-            found.append((context.path, set(route.methods or ())))
-    assert len(found) > 10, "route discovery found too few routes"
-    return found
-
-
 def test_every_route_for_every_role(client: TestClient, world: World) -> None:
     mismatches: list[str] = []
     missing: list[str] = []
     seen: set[tuple[str, str]] = set()
-    for path, methods in _all_routes(client):
+    for path, methods in app_routes(client.app.routes):  # type: ignore[attr-defined]
         for method in sorted(methods - {"HEAD", "OPTIONS"}):
             key = (method, path)
             seen.add(key)
