@@ -28,11 +28,12 @@ from api.metrics import Metrics
 from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from api.problems import problem_response
 from api.routes.credentials import FETCH_PATH, answer_fetch
+from vault.validation import ID_PATTERN
 
 __all__ = ["FetchFastPath", "LinevaultApp"]
 
 log = logging.getLogger("linevault.api")
-_FETCH = re.compile(r"^/v1/tenants/([A-Za-z0-9_-]{1,64})/lines/([A-Za-z0-9_-]{1,64})/credential$")
+_FETCH = re.compile(rf"^/v1/tenants/({ID_PATTERN})/lines/({ID_PATTERN})/credential$")
 _IDS = "linevault.fetch_ids"
 
 
