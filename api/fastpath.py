@@ -26,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 from api.deps import context_from_scope
 from api.metrics import Metrics
 from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from api.problems import problem_response
+from api.problems import internal_error_response
 from api.routes.credentials import FETCH_PATH, answer_fetch
 from vault.validation import ID_PATTERN
 
@@ -78,9 +78,7 @@ class FetchFastPath:
             )
         except Exception as exc:  # the app's catch-all handler, for this path
             log.error("unhandled error: %s", type(exc).__name__)
-            response = problem_response(
-                500, "internal_error", "Internal error", "an internal error occurred"
-            )
+            response = internal_error_response()
         await response(scope, receive, send)
 
 
