@@ -22,31 +22,34 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Request
+from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
+from fastapi.security.base import SecurityBase
 from sqlalchemy.orm import Session
 
-from api.deps import Ctx, Rt
+from api.deps import Ctx, Rt, credentials_for
 from vault.audit.events import RequestContext
 from vault.authz import UserPrincipal
 from vault.identity.service import authenticator_for
 from vault.runtime import Runtime
 
-__all__ = ["CurrentUser", "bearer_token", "current_user", "require_mfa"]
-
-_bearer = HTTPBearer(auto_error=False, description="A session token from /v1/auth/login")
+__all__ = ["CurrentUser", "current_user", "require_mfa"]
 
 
-def bearer_token(
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str | None:
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        return None
-    return credentials.credentials
+class _SessionToken(SecurityBase):
+    """The session token of ``Authorization: Bearer``, read like every other bearer header
+    (:func:`api.deps.credentials_for`) and documented as FastAPI's ``HTTPBearer`` scheme."""
+
+    def __init__(self) -> None:
+        self.model = HTTPBearerModel(description="A session token from /v1/auth/login")
+        self.scheme_name = "HTTPBearer"
+
+    async def __call__(self, request: Request) -> str | None:
+        return credentials_for("bearer", request.headers.get("authorization"))
 
 
 def current_user(
-    runtime: Rt, ctx: Ctx, token: Annotated[str | None, Depends(bearer_token)]
+    runtime: Rt, ctx: Ctx, token: Annotated[str | None, Depends(_SessionToken())]
 ) -> UserPrincipal:
     return authenticator_for(runtime).authenticate(token, ctx=ctx)
 

@@ -26,6 +26,7 @@ __all__ = [
     "Rt",
     "check_path_ids",
     "context_from_scope",
+    "credentials_for",
     "get_runtime",
     "request_context",
     "unit_of_work",
@@ -43,6 +44,16 @@ async def check_path_ids(request: Request) -> None:
     for value in request.path_params.values():
         if isinstance(value, str) and not is_valid_id(value):
             raise NotFound()
+
+
+def credentials_for(scheme: str, authorization: str | None) -> str | None:
+    """The credentials of an ``Authorization: <scheme> <credentials>`` header, stripped
+    (empty when the scheme stands alone); None when the header is absent or names
+    another scheme. ``scheme`` is lower case; the header's is matched in any case."""
+    if not authorization:
+        return None
+    name, _, credentials = authorization.partition(" ")
+    return credentials.strip() if name.lower() == scheme else None
 
 
 def get_runtime(request: Request) -> Runtime:

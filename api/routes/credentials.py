@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import get_runtime, request_context
+from api.deps import credentials_for, get_runtime, request_context
 from api.problems import problem_for, problem_response
 from kms.errors import KmsError
 from vault.audit.events import RequestContext
@@ -59,13 +59,6 @@ def _refuse_humans(
         )
 
 
-def _bearer(authorization: str | None) -> str | None:
-    if not authorization:
-        return None
-    scheme, _, token = authorization.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else None
-
-
 async def answer_fetch(
     runtime: Runtime,
     *,
@@ -81,7 +74,7 @@ async def answer_fetch(
     CPU otherwise; see docs/benchmarks.md), so both give byte-identical answers.
     """
     fetcher = fetcher_for(runtime)
-    token = _bearer(authorization)
+    token = credentials_for("bearer", authorization)
     try:
         if token and token.startswith(SESSION_TOKEN_PREFIX):
             await run_in_threadpool(_refuse_humans, runtime, token, tenant_id, line_id, ctx)

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import CurrentUser
-from api.deps import Ctx, Db, Rt
+from api.deps import Ctx, Db, Rt, credentials_for
 from vault.audit.events import RequestContext
 from vault.authz import require_platform
 from vault.clock import rfc3339
@@ -185,13 +185,11 @@ def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
 
 def _basic_credentials(header: str | None) -> tuple[str, str] | bool | None:
     """(client_id, secret) from HTTP Basic; None when absent, False when malformed."""
-    if not header:
-        return None
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic":
+    value = credentials_for("basic", header)
+    if value is None:
         return None
     try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        decoded = base64.b64decode(value, validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
         return False
     client_id, sep, secret = decoded.partition(":")
@@ -284,13 +282,13 @@ def runner_token(request: Request, form: Form, runtime: Rt, db: Db, ctx: Ctx) ->
 @router.delete("/v1/runner/token", status_code=204)
 def revoke_runner_token(request: Request, runtime: Rt, db: Db, ctx: Ctx) -> Response:
     """The runner gives its current bearer token up (e.g. on shutdown); always 204."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and looks_like_runner_token(token.strip()):
+    token = credentials_for("bearer", request.headers.get("authorization"))
+    if token is not None and looks_like_runner_token(token):
         TokenIssuer(
             db,
             system_keys=runtime.system_keys,
             audit=runtime.audit,
             clock=runtime.clock,
             ttl_seconds=runtime.settings.runner_token_ttl_seconds,
-        ).revoke(token.strip(), context=ctx)
+        ).revoke(token, context=ctx)
     return Response(status_code=204)
