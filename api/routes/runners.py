@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.auth import CurrentUser
 from api.deps import Ctx, Db, Rt, credentials_for
 from vault.audit.events import RequestContext
-from vault.authz import require_platform
+from vault.authz import PlatformPermission, authorize_platform
 from vault.clock import rfc3339
 from vault.errors import Unauthenticated
 from vault.runners import RunnerRegistry, TokenIssuer
@@ -107,7 +107,7 @@ def create_runner(
     body: RunnerCreate, runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser
 ) -> RunnerSecretOut:
     """Register a runner; its client secret is in this response only."""
-    require_platform(user, "admin")
+    authorize_platform(user, PlatformPermission.RUNNER_CREATE)
     created = _registry(runtime, db, user.user_id, ctx).register(name=body.name)
     runner = created.runner
     return RunnerSecretOut(
@@ -121,13 +121,13 @@ def create_runner(
 
 @router.get("/v1/runners", response_model=RunnerList)
 def list_runners(runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser) -> RunnerList:
-    require_platform(user, "admin", "auditor")
+    authorize_platform(user, PlatformPermission.RUNNER_READ)
     return RunnerList(runners=[_out(r) for r in _registry(runtime, db, user.user_id, ctx).list()])
 
 
 @router.get("/v1/runners/{runner_id}", response_model=RunnerOut)
 def get_runner(runner_id: str, runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser) -> RunnerOut:
-    require_platform(user, "admin", "auditor")
+    authorize_platform(user, PlatformPermission.RUNNER_READ)
     return _out(_registry(runtime, db, user.user_id, ctx).get(runner_id))
 
 
@@ -136,7 +136,7 @@ def rotate_runner_secret(
     runner_id: str, runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser
 ) -> RunnerSecretOut:
     """A new client secret; the old secret and every token of the runner stop at once."""
-    require_platform(user, "admin")
+    authorize_platform(user, PlatformPermission.RUNNER_ROTATE)
     rotated = _registry(runtime, db, user.user_id, ctx).rotate_secret(runner_id)
     runner = rotated.runner
     return RunnerSecretOut(
@@ -151,7 +151,7 @@ def rotate_runner_secret(
 @router.delete("/v1/runners/{runner_id}", status_code=204)
 def disable_runner(runner_id: str, runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser) -> Response:
     """Disable a runner: its tokens stop working at once, its secret is refused."""
-    require_platform(user, "admin")
+    authorize_platform(user, PlatformPermission.RUNNER_DISABLE)
     _registry(runtime, db, user.user_id, ctx).disable(runner_id)
     return Response(status_code=204)
 
