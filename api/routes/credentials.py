@@ -24,7 +24,6 @@ from kms.errors import KmsError
 from vault.audit.events import RequestContext
 from vault.clock import rfc3339
 from vault.errors import Unauthenticated, VaultError
-from vault.identity.service import authenticator_for
 from vault.identity.sessions import SESSION_TOKEN_PREFIX
 from vault.runners import fetcher_for
 from vault.runtime import Runtime
@@ -52,7 +51,7 @@ def _refuse_humans(
 ) -> None:
     """A live human session gets 403 (audited); anything else falls through to 401."""
     with unit_of_work(runtime.readonly_sessions) as session:
-        human = authenticator_for(runtime).store.resolve(session, token, now=runtime.clock.now())
+        human = runtime.authenticator.store.resolve(session, token, now=runtime.clock.now())
     if human is not None:
         fetcher_for(runtime).refuse_user(
             user_id=human.user_id, tenant_id=tenant_id, line_id=line_id, context=ctx
