@@ -157,6 +157,14 @@ class _Cache:
                 self._items.pop(key, None)
 
 
+_ERRORS: Mapping[int, type[LinevaultError]] = {
+    401: AuthenticationError,
+    403: NotGranted,
+    404: NotGranted,
+    410: Revoked,
+}
+
+
 def _error_for(response: httpx.Response) -> LinevaultError:
     try:
         doc = response.json()
@@ -170,19 +178,16 @@ def _error_for(response: httpx.Response) -> LinevaultError:
     )
     status = response.status_code
     kw: dict[str, Any] = {"status": status, "code": code}
-    if status == 401:
-        return AuthenticationError(message, **kw)
-    if status in (403, 404):
-        return NotGranted(message, **kw)
-    if status == 410:
-        return Revoked(message, **kw)
     if status == 429:
         return RateLimited(message, retry_after=_retry_after(response, 1.0), **kw)
     if status == 503 and code == "audit_unavailable":
         return AuditUnavailable(message, **kw)
-    if status >= 500:
-        return ServiceUnavailable(message, **kw)
-    return LinevaultError(message, **kw)
+    error = _ERRORS.get(status, ServiceUnavailable if status >= 500 else LinevaultError)
+    return error(message, **kw)
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def _retry_after(response: httpx.Response, default: float) -> float:
@@ -246,7 +251,7 @@ class _Core:
 
     @staticmethod
     def headers(token: str, workflow_id: str | None, run_id: str | None) -> dict[str, str]:
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = _bearer(token)
         if workflow_id:
             headers["X-Workflow-Id"] = workflow_id
         if run_id:
@@ -352,7 +357,7 @@ class RunnerClient:
         token, self._core.token = self._core.token, None
         try:
             if token:
-                self._http.delete("/v1/runner/token", headers={"Authorization": f"Bearer {token}"})
+                self._http.delete("/v1/runner/token", headers=_bearer(token))
         except httpx.HTTPError:
             pass
         finally:
@@ -453,9 +458,7 @@ class AsyncRunnerClient:
         token, self._core.token = self._core.token, None
         try:
             if token:
-                await self._http.delete(
-                    "/v1/runner/token", headers={"Authorization": f"Bearer {token}"}
-                )
+                await self._http.delete("/v1/runner/token", headers=_bearer(token))
         except httpx.HTTPError:
             pass
         finally:

@@ -1,37 +1,76 @@
-"""Request-scoped dependencies: the runtime, one unit of work, the request context.
+"""Request-scoped dependencies: the runtime, one unit of work, the request context, the
+signed-in caller, and the services routes use.
 
 The unit of work uses ``scope="function"`` so the commit happens when the route returns,
 before the response is sent: a client never sees success for a transaction (or an
 audit event) that did not commit.
+
+A route reaches a service through one ``Annotated`` name: ``Lines``, ``Grants``,
+``Runners``, ``RunnerTokens``, ``Tenants``, ``Users``, ``TenantKeys``, ``TenantErasure``,
+``TenantExport``, each made for the request from the runtime and the request's unit of
+work. Long-lived services (``runtime.authenticator``, ``runtime.factor_changes``,
+``runtime.audit_reader``) are fields of the runtime (``Rt``).
+
+``CurrentUser`` is the signed-in person (:class:`~vault.authz.UserPrincipal`) behind an
+``Authorization: Bearer`` session token; anything else (a runner token included) is 401
+``unauthenticated``, and the denied attempt is audited (``auth.session``). It reads the
+session in a read-only transaction and, at most once a minute per session, refreshes its
+idle clock in a short write transaction of its own: declare it before (or instead of)
+any custom dependency that already queries the request's ``Db`` session, since on SQLite
+an open write transaction in ``Db`` would make that refresh wait for the lock. A per-request
+second factor is ``runtime.authenticator.require_mfa``, which consumes the code in the
+caller's ``Db`` transaction: call it before the route's own changes.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
+from fastapi.security.base import SecurityBase
 from sqlalchemy.orm import Session
 from starlette.types import Scope
 
 from vault.audit.events import RequestContext
+from vault.authz import UserPrincipal
 from vault.errors import NotFound
+from vault.identity.service import user_service
+from vault.identity.tenants import TenantService
+from vault.identity.users import UserService
+from vault.keys.rotation import TenantKeyService
+from vault.keys.service import key_service
+from vault.lines.service import LineService
+from vault.privacy.erasure import TenantEraser
+from vault.privacy.export import TenantExporter
+from vault.runners import GrantService, RunnerRegistry, TokenIssuer
 from vault.runtime import Runtime
 from vault.storage.engine import unit_of_work as storage_unit_of_work
+from vault.validation import is_valid_id
 
 __all__ = [
     "Ctx",
+    "CurrentUser",
     "Db",
+    "Grants",
+    "Lines",
     "Rt",
+    "RunnerTokens",
+    "Runners",
+    "TenantErasure",
+    "TenantExport",
+    "TenantKeys",
+    "Tenants",
+    "Users",
     "check_path_ids",
     "context_from_scope",
+    "credentials_for",
+    "current_user",
     "get_runtime",
     "request_context",
     "unit_of_work",
 ]
-
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 async def check_path_ids(request: Request) -> None:
@@ -43,8 +82,18 @@ async def check_path_ids(request: Request) -> None:
     of the app a thread-pool round trip (measured: ~18 % of a credential fetch's CPU).
     """
     for value in request.path_params.values():
-        if isinstance(value, str) and not _ID.match(value):
+        if isinstance(value, str) and not is_valid_id(value):
             raise NotFound()
+
+
+def credentials_for(scheme: str, authorization: str | None) -> str | None:
+    """The credentials of an ``Authorization: <scheme> <credentials>`` header, stripped
+    (empty when the scheme stands alone); None when the header is absent or names
+    another scheme. ``scheme`` is lower case; the header's is matched in any case."""
+    if not authorization:
+        return None
+    name, _, credentials = authorization.partition(" ")
+    return credentials.strip() if name.lower() == scheme else None
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -81,3 +130,100 @@ def context_from_scope(scope: Scope) -> RequestContext:
 Rt = Annotated[Runtime, Depends(get_runtime)]
 Db = Annotated[Session, Depends(unit_of_work, scope="function")]
 Ctx = Annotated[RequestContext, Depends(request_context)]
+
+
+# -- the caller -----------------------------------------------------------------------
+
+
+class _SessionToken(SecurityBase):
+    """The session token of ``Authorization: Bearer``, read with :func:`credentials_for`
+    like every other bearer header and documented as FastAPI's ``HTTPBearer`` scheme."""
+
+    def __init__(self) -> None:
+        self.model = HTTPBearerModel(description="A session token from /v1/auth/login")
+        self.scheme_name = "HTTPBearer"
+
+    async def __call__(self, request: Request) -> str | None:
+        return credentials_for("bearer", request.headers.get("authorization"))
+
+
+def current_user(
+    runtime: Rt, ctx: Ctx, token: Annotated[str | None, Depends(_SessionToken())]
+) -> UserPrincipal:
+    return runtime.authenticator.authenticate(token, ctx=ctx)
+
+
+CurrentUser = Annotated[UserPrincipal, Depends(current_user)]
+
+
+# -- the services of one request --------------------------------------------------------
+
+
+def _lines(runtime: Rt, db: Db) -> LineService:
+    return LineService(
+        db,
+        keyring=runtime.keyring,
+        system_keys=runtime.system_keys,
+        audit=runtime.audit,
+        clock=runtime.clock,
+    )
+
+
+def _grants(runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser) -> GrantService:
+    return GrantService(db, audit=runtime.audit, clock=runtime.clock, principal=user, context=ctx)
+
+
+def _runners(runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser) -> RunnerRegistry:
+    return RunnerRegistry(
+        db,
+        system_keys=runtime.system_keys,
+        audit=runtime.audit,
+        clock=runtime.clock,
+        actor_id=user.user_id,
+        context=ctx,
+    )
+
+
+def _runner_tokens(runtime: Rt, db: Db) -> TokenIssuer:
+    return TokenIssuer(
+        db,
+        system_keys=runtime.system_keys,
+        audit=runtime.audit,
+        clock=runtime.clock,
+        ttl_seconds=runtime.settings.runner_token_ttl_seconds,
+    )
+
+
+def _tenants(runtime: Rt, db: Db, ctx: Ctx) -> TenantService:
+    return TenantService(
+        db, keyring=runtime.keyring, audit=runtime.audit, clock=runtime.clock, ctx=ctx
+    )
+
+
+def _users(runtime: Rt, db: Db) -> UserService:
+    return user_service(runtime, db)
+
+
+def _tenant_keys(runtime: Rt, db: Db) -> TenantKeyService:
+    return key_service(runtime, db)
+
+
+def _tenant_erasure(runtime: Rt, db: Db) -> TenantEraser:
+    return TenantEraser(
+        db, kek_cache=runtime.keyring.cache, audit=runtime.audit, clock=runtime.clock
+    )
+
+
+def _tenant_export(runtime: Rt, db: Db) -> TenantExporter:
+    return TenantExporter(db, audit=runtime.audit, clock=runtime.clock)
+
+
+Lines = Annotated[LineService, Depends(_lines)]
+Grants = Annotated[GrantService, Depends(_grants)]
+Runners = Annotated[RunnerRegistry, Depends(_runners)]
+RunnerTokens = Annotated[TokenIssuer, Depends(_runner_tokens)]
+Tenants = Annotated[TenantService, Depends(_tenants)]
+Users = Annotated[UserService, Depends(_users)]
+TenantKeys = Annotated[TenantKeyService, Depends(_tenant_keys)]
+TenantErasure = Annotated[TenantEraser, Depends(_tenant_erasure)]
+TenantExport = Annotated[TenantExporter, Depends(_tenant_export)]

@@ -26,13 +26,14 @@ from starlette.types import Receive, Scope, Send
 from api.deps import context_from_scope
 from api.metrics import Metrics
 from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from api.problems import problem_response
+from api.problems import internal_error_response
 from api.routes.credentials import FETCH_PATH, answer_fetch
+from vault.validation import ID_PATTERN
 
 __all__ = ["FetchFastPath", "LinevaultApp"]
 
 log = logging.getLogger("linevault.api")
-_FETCH = re.compile(r"^/v1/tenants/([A-Za-z0-9_-]{1,64})/lines/([A-Za-z0-9_-]{1,64})/credential$")
+_FETCH = re.compile(rf"^/v1/tenants/({ID_PATTERN})/lines/({ID_PATTERN})/credential$")
 _IDS = "linevault.fetch_ids"
 
 
@@ -77,9 +78,7 @@ class FetchFastPath:
             )
         except Exception as exc:  # the app's catch-all handler, for this path
             log.error("unhandled error: %s", type(exc).__name__)
-            response = problem_response(
-                500, "internal_error", "Internal error", "an internal error occurred"
-            )
+            response = internal_error_response()
         await response(scope, receive, send)
 
 

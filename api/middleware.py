@@ -16,6 +16,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.metrics import Metrics
+from api.problems import problem_body
 
 __all__ = ["BodyLimitMiddleware", "RequestContextMiddleware"]
 
@@ -23,20 +24,9 @@ log = logging.getLogger("linevault.access")
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
 
-def _problem_bytes(status: int, code: str, title: str, detail: str) -> bytes:
-    return json.dumps(
-        {
-            "type": f"https://linevault.dev/problems/{code}",
-            "title": title,
-            "status": status,
-            "detail": detail,
-            "code": code,
-        }
-    ).encode()
-
-
 async def _send_problem(send: Send, status: int, code: str, title: str, detail: str) -> None:
-    body = _problem_bytes(status, code, title, detail)
+    """A problem answered before the app runs (json.dumps' own spacing, as always)."""
+    body = json.dumps(problem_body(status, code, title, detail)).encode()
     await send(
         {
             "type": "http.response.start",
@@ -56,12 +46,12 @@ class BodyLimitMiddleware:
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.detail = f"request bodies are limited to {max_bytes} bytes"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        detail = f"request bodies are limited to {self.max_bytes} bytes"
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -72,39 +62,51 @@ class BodyLimitMiddleware:
                     )
                     return
                 if declared > self.max_bytes:
-                    await _send_problem(send, 413, "payload_too_large", "Payload too large", detail)
+                    await _send_problem(
+                        send, 413, "payload_too_large", "Payload too large", self.detail
+                    )
                     return
-        received = 0
-        started = False
-        refused = False
+        body = _LimitedBody(receive, send, max_bytes=self.max_bytes, detail=self.detail)
+        await self.app(scope, body.receive, body.send)
 
-        async def limited_receive() -> Message:
-            # Past the limit: answer 413 ourselves and tell the app the client went away,
-            # so no route or body parser ever sees the oversized payload.
-            nonlocal received, refused
-            if refused:
+
+class _LimitedBody:
+    """One request's streamed body, counted: past the limit, answer 413 ourselves and
+    tell the app the client went away, so no route or body parser ever sees the
+    oversized payload."""
+
+    __slots__ = ("_detail", "_max_bytes", "_receive", "_send", "received", "refused", "started")
+
+    def __init__(self, receive: Receive, send: Send, *, max_bytes: int, detail: str) -> None:
+        self._receive = receive
+        self._send = send
+        self._max_bytes = max_bytes
+        self._detail = detail
+        self.received = 0
+        self.started = False
+        self.refused = False
+
+    async def receive(self) -> Message:
+        if self.refused:
+            return {"type": "http.disconnect"}
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            if self.received > self._max_bytes:
+                self.refused = True
+                if not self.started:
+                    await _send_problem(
+                        self._send, 413, "payload_too_large", "Payload too large", self._detail
+                    )
                 return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    refused = True
-                    if not started:
-                        await _send_problem(
-                            send, 413, "payload_too_large", "Payload too large", detail
-                        )
-                    return {"type": "http.disconnect"}
-            return message
+        return message
 
-        async def guarded_send(message: Message) -> None:
-            nonlocal started
-            if refused:
-                return
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        await self.app(scope, limited_receive, guarded_send)
+    async def send(self, message: Message) -> None:
+        if self.refused:
+            return
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
 
 
 class RequestContextMiddleware:

@@ -19,9 +19,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from kms.errors import KmsError, KmsUnavailable
 from vault import errors as e
 
-__all__ = ["PROBLEM_TABLE", "install_problem_handlers", "problem_for", "problem_response"]
+__all__ = [
+    "PROBLEM_TABLE",
+    "install_problem_handlers",
+    "internal_error_response",
+    "problem_body",
+    "problem_for",
+    "problem_response",
+]
 
 log = logging.getLogger("linevault.api")
+
+# The one 500: its body says nothing about the cause (that goes to the log, by class).
+_INTERNAL_ERROR = (500, "internal_error", "Internal error")
+_INTERNAL_DETAIL = "an internal error occurred"
 
 # domain error -> (status, code, title)
 PROBLEM_TABLE: Mapping[type[Exception], tuple[int, str, str]] = {
@@ -55,6 +66,17 @@ _HTTP_CODES: Mapping[int, tuple[str, str]] = {
 }
 
 
+def problem_body(status: int, code: str, title: str, detail: str) -> dict[str, Any]:
+    """The RFC 9457 members every problem carries, in the order every answer has them."""
+    return {
+        "type": f"https://linevault.dev/problems/{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+
+
 def problem_response(
     status: int,
     code: str,
@@ -64,13 +86,7 @@ def problem_response(
     headers: Mapping[str, str] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> JSONResponse:
-    body: dict[str, Any] = {
-        "type": f"https://linevault.dev/problems/{code}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "code": code,
-    }
+    body = problem_body(status, code, title, detail)
     if extra:
         body.update(extra)
     return JSONResponse(
@@ -79,6 +95,10 @@ def problem_response(
         media_type="application/problem+json",
         headers=dict(headers or {}),
     )
+
+
+def internal_error_response() -> JSONResponse:
+    return problem_response(*_INTERNAL_ERROR, _INTERNAL_DETAIL)
 
 
 def _lookup(exc: Exception) -> tuple[int, str, str] | None:
@@ -102,7 +122,7 @@ def _validation_detail(exc: RequestValidationError) -> tuple[str, list[dict[str,
 
 def problem_for(exc: e.VaultError | KmsError) -> JSONResponse:
     """The problem response for a domain or key-provider error, from the table above."""
-    status, code, title = _lookup(exc) or (500, "internal_error", "Internal error")
+    status, code, title = _lookup(exc) or _INTERNAL_ERROR
     if isinstance(exc, KmsError):
         log.error("key provider error: %s", type(exc).__name__)
         return problem_response(status, code, title, "the key provider failed")
@@ -127,9 +147,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         detail, fields = _validation_detail(exc)
-        return problem_response(
-            422, "invalid_request", "Invalid request", detail, extra={"fields": fields}
-        )
+        return problem_response(*PROBLEM_TABLE[e.Unprocessable], detail, extra={"fields": fields})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -142,22 +160,14 @@ def install_problem_handlers(app: FastAPI) -> None:
         # The driver's message can quote the offending value: log the class only.
         log.error("database error: %s", type(exc).__name__)
         if isinstance(exc, DataError):  # the database refused a value (e.g. a NUL byte)
-            return problem_response(
-                400, "invalid_request", "Invalid request", "a value is not acceptable"
-            )
+            return problem_for(e.InvalidRequest("a value is not acceptable"))
         if isinstance(exc, IntegrityError):
-            return problem_response(409, "conflict", "Conflict", "conflicts with existing data")
+            return problem_for(e.Conflict("conflicts with existing data"))
         if isinstance(exc, OperationalError | InterfaceError):
-            return problem_response(
-                503, "unavailable", "Service unavailable", "the database is unavailable"
-            )
-        return problem_response(
-            500, "internal_error", "Internal error", "an internal error occurred"
-        )
+            return problem_for(e.Unavailable("the database is unavailable"))
+        return internal_error_response()
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error: %s", type(exc).__name__)
-        return problem_response(
-            500, "internal_error", "Internal error", "an internal error occurred"
-        )
+        return internal_error_response()

@@ -1,9 +1,14 @@
 """Who may do what: the one permission table, deny by default.
 
-Routes and services ask :func:`authorize`; nothing else decides access. A principal with
-no role in a tenant gets ``NotFound`` (the tenant's resources are not revealed), a member
-without the permission gets ``Forbidden``. Platform admins act as a tenant owner
-everywhere; platform auditors as a tenant auditor everywhere.
+Routes and services ask :func:`authorize` (a tenant's resources) or
+:func:`authorize_platform` / :func:`platform_allows` (everything outside one tenant);
+nothing else decides access, and a permission without a row is allowed to nobody. A
+person with no role in a tenant gets ``NotFound`` (the tenant's resources are not
+revealed), a member without the permission gets ``Forbidden``. Platform admins act as a
+tenant owner everywhere; platform auditors as a tenant auditor everywhere.
+
+Runners have no role: what they may do is the runner row below, and which lines they
+may do it to is their grants'.
 """
 
 from __future__ import annotations
@@ -18,18 +23,18 @@ from vault.errors import Forbidden, NotFound
 __all__ = [
     "PLATFORM_PERMISSIONS",
     "PLATFORM_ROLES",
+    "RUNNER_PERMISSIONS",
     "TENANT_PERMISSIONS",
     "TENANT_ROLES",
     "Permission",
     "PlatformPermission",
-    "Principal",
-    "RunnerPrincipal",
+    "RunnerPermission",
     "UserPrincipal",
     "authorize",
     "authorize_platform",
     "can_assign_role",
     "effective_role",
-    "require_platform",
+    "platform_allows",
 ]
 
 TENANT_ROLES = ("owner", "admin", "member", "auditor")
@@ -78,13 +83,43 @@ class PlatformPermission(StrEnum):
     TENANT_CREATE = "platform.tenant.create"
     TENANT_LIST_ALL = "platform.tenant.list_all"
     USER_CREATE = "platform.user.create"
+    RUNNER_CREATE = "platform.runner.create"
+    RUNNER_READ = "platform.runner.read"
+    RUNNER_ROTATE = "platform.runner.rotate"
+    RUNNER_DISABLE = "platform.runner.disable"
+    AUDIT_READ_ALL = "platform.audit.read_all"
+    AUDIT_VERIFY = "platform.audit.verify"
 
+
+_PLATFORM_ADMIN = frozenset({"admin"})
+_PLATFORM_READERS = frozenset(PLATFORM_ROLES)
 
 PLATFORM_PERMISSIONS: Mapping[PlatformPermission, frozenset[str]] = {
-    PlatformPermission.TENANT_CREATE: frozenset({"admin"}),
-    PlatformPermission.TENANT_LIST_ALL: frozenset({"admin", "auditor"}),
-    PlatformPermission.USER_CREATE: frozenset({"admin"}),
+    PlatformPermission.TENANT_CREATE: _PLATFORM_ADMIN,
+    PlatformPermission.TENANT_LIST_ALL: _PLATFORM_READERS,
+    PlatformPermission.USER_CREATE: _PLATFORM_ADMIN,
+    PlatformPermission.RUNNER_CREATE: _PLATFORM_ADMIN,
+    PlatformPermission.RUNNER_READ: _PLATFORM_READERS,
+    PlatformPermission.RUNNER_ROTATE: _PLATFORM_ADMIN,
+    PlatformPermission.RUNNER_DISABLE: _PLATFORM_ADMIN,
+    PlatformPermission.AUDIT_READ_ALL: _PLATFORM_READERS,
+    PlatformPermission.AUDIT_VERIFY: _PLATFORM_READERS,
 }
+
+
+class RunnerPermission(StrEnum):
+    """What a runner (a workflow's machine identity, holding a runner token) may do."""
+
+    CREDENTIAL_FETCH = "runner.credential.fetch"
+
+
+# A runner may fetch the current credential of a line its tenant granted it, and nothing
+# else; a person never may (only runners receive stored secrets). The fetch checks the
+# token, the runner and the grant in its one SQL read (vault/runners/statement.py), so
+# no request looks this row up: it states the rule that read implements.
+RUNNER_PERMISSIONS: frozenset[RunnerPermission] = frozenset({RunnerPermission.CREDENTIAL_FETCH})
+
+_NOBODY: frozenset[str] = frozenset()
 
 # Who may hand out (or take away) each tenant role: an admin manages admins, members
 # and auditors, but only an owner makes or unmakes owners, so an admin cannot raise
@@ -104,23 +139,6 @@ class UserPrincipal:
     mfa_fresh: bool
     tenant_roles: Mapping[str, str] = field(default_factory=dict)
 
-    @property
-    def kind(self) -> Literal["user"]:
-        return "user"
-
-
-@dataclass(frozen=True, slots=True)
-class RunnerPrincipal:
-    runner_id: str
-    token_ref: str  # a keyed hash of the token, safe to log
-
-    @property
-    def kind(self) -> Literal["runner"]:
-        return "runner"
-
-
-Principal = UserPrincipal | RunnerPrincipal
-
 
 def effective_role(principal: UserPrincipal, tenant_id: str) -> str | None:
     role = principal.tenant_roles.get(tenant_id)
@@ -131,30 +149,24 @@ def effective_role(principal: UserPrincipal, tenant_id: str) -> str | None:
     return role
 
 
-def authorize(principal: Principal, tenant_id: str, permission: Permission) -> str:
+def authorize(principal: UserPrincipal, tenant_id: str, permission: Permission) -> str:
     """Return the caller's effective role in ``tenant_id`` or raise NotFound/Forbidden."""
-    if not isinstance(principal, UserPrincipal):
-        raise NotFound()
     role = effective_role(principal, tenant_id)
     if role is None:
         raise NotFound()
-    if role not in TENANT_PERMISSIONS[permission]:
+    if role not in TENANT_PERMISSIONS.get(permission, _NOBODY):
         raise Forbidden()
     return role
 
 
-def require_platform(principal: Principal, *roles: Literal["admin", "auditor"]) -> UserPrincipal:
-    if not isinstance(principal, UserPrincipal) or principal.platform_role not in roles:
-        raise Forbidden()
-    return principal
+def platform_allows(principal: UserPrincipal, permission: PlatformPermission) -> bool:
+    """Does the user's platform role carry ``permission``? (For scoping what they see.)"""
+    return principal.platform_role in PLATFORM_PERMISSIONS.get(permission, _NOBODY)
 
 
-def authorize_platform(principal: Principal, permission: PlatformPermission) -> UserPrincipal:
+def authorize_platform(principal: UserPrincipal, permission: PlatformPermission) -> UserPrincipal:
     """Return the user if their platform role carries ``permission``; else ``Forbidden``."""
-    if (
-        not isinstance(principal, UserPrincipal)
-        or principal.platform_role not in PLATFORM_PERMISSIONS[permission]
-    ):
+    if not platform_allows(principal, permission):
         raise Forbidden()
     return principal
 

@@ -7,15 +7,22 @@ hand the pieces to services; nothing below reads settings or the environment its
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy import Engine
 
 from kms import KeyProvider, LocalKmsConfig, Pkcs11KmsConfig, initialize_provider, open_provider
 from vault.audit.checkpoints import Checkpointer
+from vault.audit.service import AuditReader
 from vault.audit.trail import AuditTrail
 from vault.audit.writer import AuditWriter
 from vault.clock import Clock, SystemClock
+from vault.identity.auth import Authenticator
+from vault.identity.factors import FactorChanges
 from vault.identity.passwords import Passwords
+from vault.identity.recovery import RecoveryCodes
+from vault.identity.sessions import SessionStore
+from vault.identity.throttle import Throttler
 from vault.keys.cache import KekCache
 from vault.keys.keyring import KeyRing
 from vault.keys.system import SystemKeys
@@ -69,12 +76,50 @@ class Runtime:
     audit_writer: AuditWriter
     audit: AuditTrail
     extras: dict[str, object] = field(default_factory=dict)
+    # The long-lived services, made from the parts above with the runtime itself.
+    authenticator: Authenticator = field(init=False)
+    factor_changes: FactorChanges = field(init=False)
+    audit_reader: AuditReader = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.authenticator = _authenticator(self)
+        self.factor_changes = FactorChanges(
+            authenticator=self.authenticator,
+            sessions=self.sessions,
+            passwords=self.passwords,
+            system_keys=self.system_keys,
+        )
+        self.audit_reader = AuditReader(engine=self.engine, audit=self.audit)
 
     def close(self) -> None:
         self.audit_writer.stop()
         self.audit_writer.dispose()
         self.provider.close()
         self.engine.dispose()
+
+
+def _authenticator(runtime: Runtime) -> Authenticator:
+    settings = runtime.settings
+    return Authenticator(
+        sessions=runtime.sessions,
+        readonly_sessions=runtime.readonly_sessions,
+        clock=runtime.clock,
+        audit=runtime.audit,
+        passwords=runtime.passwords,
+        system_keys=runtime.system_keys,
+        store=SessionStore(
+            system_keys=runtime.system_keys,
+            idle=timedelta(minutes=settings.session_idle_minutes),
+            absolute=timedelta(hours=settings.session_absolute_hours),
+            mfa_fresh=timedelta(minutes=settings.mfa_fresh_minutes),
+        ),
+        throttler=Throttler(
+            free_failures=settings.throttle_free_failures,
+            max_delay_seconds=settings.throttle_max_delay_seconds,
+        ),
+        recovery=RecoveryCodes(system_keys=runtime.system_keys),
+        mfa_token_ttl_seconds=settings.mfa_token_ttl_seconds,
+    )
 
 
 def open_runtime(

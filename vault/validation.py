@@ -1,13 +1,27 @@
-"""Rules for human-chosen text that every capability shares."""
+"""Rules for text that every capability shares: display names and ids."""
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["DISPLAY_NAME_MAX", "clean_display_name"]
+__all__ = ["DISPLAY_NAME_MAX", "ID_MAX_LENGTH", "ID_PATTERN", "clean_display_name", "is_valid_id"]
 
 DISPLAY_NAME_MAX = 200
 _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+# Every id is opaque and server-made (vault.ids.new_id: a short prefix, "_" and 32 hex
+# digits). Text longer than this or made of other characters cannot name a row, so the
+# API answers 404 for it before any query runs. The pattern has no anchors, so it can be embedded
+# (the fetch fast path's path pattern is built from it).
+ID_MAX_LENGTH = 64
+ID_PATTERN = rf"[A-Za-z0-9_-]{{1,{ID_MAX_LENGTH}}}"
+_ID = re.compile(rf"^{ID_PATTERN}$")
+
+
+def is_valid_id(value: str) -> bool:
+    """Could ``value`` be an id? (``$`` also takes one trailing newline, as a route's
+    own path pattern does; such an id is then simply not found.)"""
+    return _ID.match(value) is not None
 
 
 def clean_display_name(value: object) -> str | None:

@@ -12,15 +12,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
-from api.auth import CurrentUser
-from api.deps import Ctx, Rt
-from vault.audit.service import AuditReader, EventFilter
-from vault.runtime import Runtime
+from api.deps import Ctx, CurrentUser, Rt
+from vault.audit.service import EventFilter
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["audit"])
-_KEY = "audit.reader"
 
 
 class Actor(BaseModel):
@@ -71,15 +68,6 @@ class VerifyOut(BaseModel):
     checkpoints_checked: int
 
 
-def reader_for(runtime: Runtime) -> AuditReader:
-    found = runtime.extras.get(_KEY)
-    if isinstance(found, AuditReader):
-        return found
-    reader = AuditReader(engine=runtime.engine, audit=runtime.audit)
-    runtime.extras[_KEY] = reader
-    return reader
-
-
 def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -105,7 +93,7 @@ def list_events(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
     """Events oldest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
-    page = reader_for(runtime).list_events(
+    page = runtime.audit_reader.list_events(
         user,
         EventFilter(
             tenant_id=tenant_id,
@@ -128,6 +116,6 @@ def list_events(
 @router.get("/v1/audit/verify", response_model=VerifyOut)
 def verify(*, runtime: Rt, user: CurrentUser, ctx: Ctx, response: Response) -> dict[str, Any]:
     """Verify the whole chain against its signed checkpoints (platform admin/auditor)."""
-    result = reader_for(runtime).verify(user, context=ctx)
+    result = runtime.audit_reader.verify(user, context=ctx)
     response.headers["Cache-Control"] = "no-store"
     return result.to_dict()

@@ -9,10 +9,8 @@ from typing import Any
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.auth import CurrentUser
-from api.deps import Ctx, Rt
+from api.deps import Ctx, CurrentUser, Rt
 from vault.clock import rfc3339
-from vault.identity.service import authenticator_for
 
 __all__ = ["router"]
 
@@ -38,7 +36,7 @@ class CodeBody(BaseModel):
 
 @router.post("/v1/auth/login")
 def login(body: LoginBody, runtime: Rt, ctx: Ctx) -> dict[str, Any]:
-    result = authenticator_for(runtime).login(email=body.email, password=body.password, ctx=ctx)
+    result = runtime.authenticator.login(email=body.email, password=body.password, ctx=ctx)
     if result.mfa_token is not None:
         return {"mfa_required": True, "mfa_token": result.mfa_token}
     assert result.session is not None
@@ -51,9 +49,7 @@ def login(body: LoginBody, runtime: Rt, ctx: Ctx) -> dict[str, Any]:
 
 @router.post("/v1/auth/mfa")
 def mfa(body: MfaBody, runtime: Rt, ctx: Ctx) -> dict[str, Any]:
-    issued = authenticator_for(runtime).complete_mfa(
-        mfa_token=body.mfa_token, code=body.code, ctx=ctx
-    )
+    issued = runtime.authenticator.complete_mfa(mfa_token=body.mfa_token, code=body.code, ctx=ctx)
     return {
         "session_token": issued.token,
         "expires_at": rfc3339(issued.expires_at),
@@ -63,11 +59,11 @@ def mfa(body: MfaBody, runtime: Rt, ctx: Ctx) -> dict[str, Any]:
 
 @router.post("/v1/auth/step-up")
 def step_up(body: CodeBody, runtime: Rt, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
-    until = authenticator_for(runtime).step_up(user, code=body.code, ctx=ctx)
+    until = runtime.authenticator.step_up(user, code=body.code, ctx=ctx)
     return {"mfa_fresh_until": rfc3339(until)}
 
 
 @router.post("/v1/auth/logout", status_code=204)
 def logout(runtime: Rt, ctx: Ctx, user: CurrentUser) -> Response:
-    authenticator_for(runtime).logout(user, ctx=ctx)
+    runtime.authenticator.logout(user, ctx=ctx)
     return Response(status_code=204)

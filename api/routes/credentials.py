@@ -18,13 +18,12 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import get_runtime, request_context
+from api.deps import credentials_for, get_runtime, request_context
 from api.problems import problem_for, problem_response
 from kms.errors import KmsError
 from vault.audit.events import RequestContext
 from vault.clock import rfc3339
 from vault.errors import Unauthenticated, VaultError
-from vault.identity.service import authenticator_for
 from vault.identity.sessions import SESSION_TOKEN_PREFIX
 from vault.runners import fetcher_for
 from vault.runtime import Runtime
@@ -52,18 +51,11 @@ def _refuse_humans(
 ) -> None:
     """A live human session gets 403 (audited); anything else falls through to 401."""
     with unit_of_work(runtime.readonly_sessions) as session:
-        human = authenticator_for(runtime).store.resolve(session, token, now=runtime.clock.now())
+        human = runtime.authenticator.store.resolve(session, token, now=runtime.clock.now())
     if human is not None:
         fetcher_for(runtime).refuse_user(
             user_id=human.user_id, tenant_id=tenant_id, line_id=line_id, context=ctx
         )
-
-
-def _bearer(authorization: str | None) -> str | None:
-    if not authorization:
-        return None
-    scheme, _, token = authorization.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else None
 
 
 async def answer_fetch(
@@ -81,7 +73,7 @@ async def answer_fetch(
     CPU otherwise; see docs/benchmarks.md), so both give byte-identical answers.
     """
     fetcher = fetcher_for(runtime)
-    token = _bearer(authorization)
+    token = credentials_for("bearer", authorization)
     try:
         if token and token.startswith(SESSION_TOKEN_PREFIX):
             await run_in_threadpool(_refuse_humans, runtime, token, tenant_id, line_id, ctx)

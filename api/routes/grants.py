@@ -5,13 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.auth import CurrentUser
-from api.deps import Ctx, Db, Rt
-from vault.audit.events import RequestContext
-from vault.authz import UserPrincipal
+from api.deps import Grants
 from vault.clock import rfc3339
-from vault.runners import GrantService, GrantView
-from vault.runtime import Runtime
+from vault.runners import GrantView
 
 __all__ = ["router"]
 
@@ -40,10 +36,6 @@ class GrantList(BaseModel):
     grants: list[GrantOut]
 
 
-def _service(runtime: Runtime, db: Db, user: UserPrincipal, ctx: RequestContext) -> GrantService:
-    return GrantService(db, audit=runtime.audit, clock=runtime.clock, principal=user, context=ctx)
-
-
 def _out(view: GrantView) -> GrantOut:
     return GrantOut(
         id=view.id,
@@ -55,24 +47,17 @@ def _out(view: GrantView) -> GrantOut:
 
 
 @router.post("/v1/tenants/{tenant_id}/grants", status_code=201, response_model=GrantOut)
-def create_grant(
-    tenant_id: str, body: GrantCreate, *, runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser
-) -> GrantOut:
-    view = _service(runtime, db, user, ctx).create(
-        tenant_id, runner_id=body.runner_id, lines=body.lines
-    )
-    return _out(view)
+def create_grant(tenant_id: str, body: GrantCreate, grants: Grants) -> GrantOut:
+    return _out(grants.create(tenant_id, runner_id=body.runner_id, lines=body.lines))
 
 
 @router.get("/v1/tenants/{tenant_id}/grants", response_model=GrantList)
-def list_grants(tenant_id: str, runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser) -> GrantList:
-    return GrantList(grants=[_out(v) for v in _service(runtime, db, user, ctx).list(tenant_id)])
+def list_grants(tenant_id: str, grants: Grants) -> GrantList:
+    return GrantList(grants=[_out(v) for v in grants.list(tenant_id)])
 
 
 @router.delete("/v1/tenants/{tenant_id}/grants/{grant_id}", status_code=204)
-def delete_grant(
-    tenant_id: str, grant_id: str, *, runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser
-) -> Response:
+def delete_grant(tenant_id: str, grant_id: str, grants: Grants) -> Response:
     """Effective on the next fetch in every server process."""
-    _service(runtime, db, user, ctx).delete(tenant_id, grant_id)
+    grants.delete(tenant_id, grant_id)
     return Response(status_code=204)

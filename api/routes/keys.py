@@ -14,11 +14,9 @@ from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.auth import CurrentUser, require_mfa
-from api.deps import Ctx, Db, Rt
+from api.deps import Ctx, CurrentUser, Db, Rt, TenantKeys
 from vault.clock import rfc3339
 from vault.keys.rotation import RotationView
-from vault.keys.service import key_service
 from vault.keys.worker import RewrapWorker
 
 __all__ = ["router"]
@@ -55,13 +53,15 @@ def rotate_keys(
     db: Db,
     ctx: Ctx,
     user: CurrentUser,
+    keys: TenantKeys,
     body: RotateBody | None = None,
 ) -> JSONResponse:
-    view = key_service(runtime, db).rotate_as(
+    code = body.mfa_code if body else None
+    view = keys.rotate_as(
         user,
         tenant_id,
         context=ctx,
-        verify_mfa=lambda: require_mfa(runtime, db, user, body.mfa_code if body else None, ctx),
+        verify_mfa=lambda: runtime.authenticator.require_mfa(db, user, code, ctx),
     )
     worker: RewrapWorker | None = getattr(request.app.state, "rewrap_worker", None)
     if worker is not None:
@@ -78,8 +78,8 @@ def rotate_keys(
 
 
 @router.get("/v1/tenants/{tenant_id}/keys")
-def list_keys(tenant_id: str, runtime: Rt, db: Db, user: CurrentUser) -> dict[str, Any]:
-    view = key_service(runtime, db).status_as(user, tenant_id)
+def list_keys(tenant_id: str, user: CurrentUser, keys: TenantKeys) -> dict[str, Any]:
+    view = keys.status_as(user, tenant_id)
     return {
         "tenant_id": view.tenant_id,
         "active_version": view.active_version,

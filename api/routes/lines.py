@@ -15,9 +15,8 @@ from fastapi import APIRouter, BackgroundTasks, Body, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.auth import CurrentUser, require_mfa
-from api.deps import Ctx, Db, Rt
-from vault.lines.service import LineService, LineView
+from api.deps import Ctx, CurrentUser, Db, Lines, Rt
+from vault.lines.service import LineView
 from vault.privacy.scrub import scrub_after_shred
 
 __all__ = ["LineCreatedOut", "LineOut", "router"]
@@ -83,16 +82,6 @@ class LinesOut(BaseModel):
     lines: list[LineOut]
 
 
-def _service(runtime: Rt, db: Db) -> LineService:
-    return LineService(
-        db,
-        keyring=runtime.keyring,
-        system_keys=runtime.system_keys,
-        audit=runtime.audit,
-        clock=runtime.clock,
-    )
-
-
 def _with_generated(view: LineView, status: int) -> JSONResponse:
     body = view.to_dict()
     if view.generated:
@@ -110,12 +99,11 @@ def create_line(
     tenant_id: str,
     *,
     body: Annotated[CreateLineBody, Body(openapi_examples=_CREATE_EXAMPLES)],
-    runtime: Rt,
-    db: Db,
     ctx: Ctx,
     user: CurrentUser,
+    lines: Lines,
 ) -> JSONResponse:
-    view = _service(runtime, db).create(
+    view = lines.create(
         user,
         tenant_id,
         line_type=body.type,
@@ -130,26 +118,23 @@ def create_line(
 def list_lines(
     tenant_id: str,
     *,
-    runtime: Rt,
-    db: Db,
     ctx: Ctx,
     user: CurrentUser,
+    lines: Lines,
     expiring_within: Annotated[
         str | None,
         Query(max_length=16, description="only active lines expiring within e.g. 30m, 12h, 7d"),
     ] = None,
 ) -> dict[str, Any]:
-    views = _service(runtime, db).list(
-        user, tenant_id, expiring_within=expiring_within, context=ctx
-    )
+    views = lines.list(user, tenant_id, expiring_within=expiring_within, context=ctx)
     return {"lines": [v.to_dict() for v in views]}
 
 
 @router.get("/v1/tenants/{tenant_id}/lines/{line_id}", response_model=LineOut)
 def get_line(
-    tenant_id: str, line_id: str, *, runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser
+    tenant_id: str, line_id: str, *, ctx: Ctx, user: CurrentUser, lines: Lines
 ) -> dict[str, Any]:
-    return _service(runtime, db).get(user, tenant_id, line_id, context=ctx).to_dict()
+    return lines.get(user, tenant_id, line_id, context=ctx).to_dict()
 
 
 @router.put(
@@ -163,14 +148,12 @@ def replace_credential(
     *,
     body: ReplaceCredentialBody,
     runtime: Rt,
-    db: Db,
     ctx: Ctx,
     user: CurrentUser,
+    lines: Lines,
     tasks: BackgroundTasks,
 ) -> JSONResponse:
-    view = _service(runtime, db).replace(
-        user, tenant_id, line_id, credential=body.credential, context=ctx
-    )
+    view = lines.replace(user, tenant_id, line_id, credential=body.credential, context=ctx)
     tasks.add_task(scrub_after_shred, runtime.engine)  # the old version's bytes, too
     return _with_generated(view, 200)
 
@@ -184,18 +167,19 @@ def revoke_line(
     db: Db,
     ctx: Ctx,
     user: CurrentUser,
+    lines: Lines,
     tasks: BackgroundTasks,
     body: RevokeBody | None = None,
 ) -> dict[str, Any]:
     body = body or RevokeBody()
     code = body.mfa_code
-    view = _service(runtime, db).revoke(
+    view = lines.revoke(
         user,
         tenant_id,
         line_id,
         reason=body.reason,
         context=ctx,
-        verify_mfa=lambda: require_mfa(runtime, db, user, code, ctx),
+        verify_mfa=lambda: runtime.authenticator.require_mfa(db, user, code, ctx),
     )
     tasks.add_task(scrub_after_shred, runtime.engine)  # runs after the commit
     return view.to_dict()

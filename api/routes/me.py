@@ -7,9 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.auth import CurrentUser, require_mfa
-from api.deps import Ctx, Db, Rt
-from vault.identity.service import factor_changes_for, user_service
+from api.deps import Ctx, CurrentUser, Db, Rt, Users
 
 __all__ = ["router"]
 
@@ -39,8 +37,8 @@ class NewUserBody(BaseModel):
 
 
 @router.get("/v1/me")
-def me(runtime: Rt, db: Db, user: CurrentUser) -> dict[str, Any]:
-    profile = user_service(runtime, db).profile(user.user_id)
+def me(user: CurrentUser, users: Users) -> dict[str, Any]:
+    profile = users.profile(user.user_id)
     return {
         "id": profile.id,
         "email": profile.email,
@@ -53,34 +51,37 @@ def me(runtime: Rt, db: Db, user: CurrentUser) -> dict[str, Any]:
 
 @router.post("/v1/me/totp")
 def begin_totp(
-    runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser, body: TotpBeginBody | None = None
+    *,
+    runtime: Rt,
+    db: Db,
+    ctx: Ctx,
+    user: CurrentUser,
+    users: Users,
+    body: TotpBeginBody | None = None,
 ) -> dict[str, Any]:
-    users = user_service(runtime, db)
     if users.is_enrolled(user.user_id):  # replacing a factor needs the current one
-        require_mfa(runtime, db, user, body.mfa_code if body else None, ctx)
+        runtime.authenticator.require_mfa(db, user, body.mfa_code if body else None, ctx)
     secret, uri = users.begin_totp(user_id=user.user_id, ctx=ctx)
     return {"secret": secret, "otpauth_uri": uri}
 
 
 @router.post("/v1/me/totp/confirm")
 def confirm_totp(body: CodeBody, runtime: Rt, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
-    codes = factor_changes_for(runtime).confirm_totp(user, code=body.code, ctx=ctx)
+    codes = runtime.factor_changes.confirm_totp(user, code=body.code, ctx=ctx)
     return {"totp_enrolled": True, "recovery_codes": codes}
 
 
 @router.post("/v1/me/password", status_code=204)
 def change_password(body: PasswordBody, runtime: Rt, ctx: Ctx, user: CurrentUser) -> Response:
-    factor_changes_for(runtime).change_password(
+    runtime.factor_changes.change_password(
         user, current=body.current_password, new=body.new_password, ctx=ctx
     )
     return Response(status_code=204)
 
 
 @router.post("/v1/users", status_code=201)
-def create_user(
-    body: NewUserBody, runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser
-) -> dict[str, Any]:
-    created, password = user_service(runtime, db).create_by(
+def create_user(body: NewUserBody, ctx: Ctx, user: CurrentUser, users: Users) -> dict[str, Any]:
+    created, password = users.create_by(
         user, email=body.email, platform_role=body.platform_role, ctx=ctx
     )
     return {"id": created.id, "email": created.email, "initial_password": password}

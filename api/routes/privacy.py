@@ -13,11 +13,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, BackgroundTasks, Header
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.auth import CurrentUser, require_mfa
-from api.deps import Ctx, Db, Rt
+from api.deps import Ctx, CurrentUser, Db, Rt, TenantErasure, TenantExport
 from vault.clock import rfc3339
-from vault.privacy.erasure import TenantEraser
-from vault.privacy.export import TenantExporter
 from vault.privacy.scrub import scrub_after_shred
 
 __all__ = ["router"]
@@ -44,17 +41,16 @@ def delete_tenant(
     db: Db,
     ctx: Ctx,
     user: CurrentUser,
+    erasure: TenantErasure,
     tasks: BackgroundTasks,
     body: MfaBody | None = None,
 ) -> dict[str, Any]:
     code = body.mfa_code if body else None
-    deleted = TenantEraser(
-        db, kek_cache=runtime.keyring.cache, audit=runtime.audit, clock=runtime.clock
-    ).delete(
+    deleted = erasure.delete(
         user,
         tenant_id,
         context=ctx,
-        verify_mfa=lambda: require_mfa(runtime, db, user, code, ctx),
+        verify_mfa=lambda: runtime.authenticator.require_mfa(db, user, code, ctx),
     )
     tasks.add_task(scrub_after_shred, runtime.engine)  # runs after the commit
     return {"id": deleted.id, "deleted_at": rfc3339(deleted.deleted_at), "shredded": True}
@@ -68,11 +64,12 @@ def export_tenant(
     db: Db,
     ctx: Ctx,
     user: CurrentUser,
+    export: TenantExport,
     mfa_code: Annotated[str | None, Header(alias="X-MFA-Code", max_length=32)] = None,
 ) -> dict[str, Any]:
-    return TenantExporter(db, audit=runtime.audit, clock=runtime.clock).export(
+    return export.export(
         user,
         tenant_id,
         context=ctx,
-        verify_mfa=lambda: require_mfa(runtime, db, user, mfa_code, ctx),
+        verify_mfa=lambda: runtime.authenticator.require_mfa(db, user, mfa_code, ctx),
     )

@@ -10,22 +10,18 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, NamedTuple
 from urllib.parse import parse_qs, unquote_plus
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.auth import CurrentUser
-from api.deps import Ctx, Db, Rt
-from vault.audit.events import RequestContext
-from vault.authz import require_platform
+from api.deps import Ctx, CurrentUser, Runners, RunnerTokens, credentials_for
+from vault.authz import PlatformPermission, authorize_platform
 from vault.clock import rfc3339
 from vault.errors import Unauthenticated
-from vault.runners import RunnerRegistry, TokenIssuer
 from vault.runners.secrets import looks_like_runner_token
-from vault.runtime import Runtime
 from vault.storage.models import Runner
 
 __all__ = ["router"]
@@ -73,17 +69,6 @@ class OAuthError(BaseModel):
     error_description: str | None = None
 
 
-def _registry(runtime: Runtime, db: Db, user_id: str, ctx: RequestContext) -> RunnerRegistry:
-    return RunnerRegistry(
-        db,
-        system_keys=runtime.system_keys,
-        audit=runtime.audit,
-        clock=runtime.clock,
-        actor_id=user_id,
-        context=ctx,
-    )
-
-
 def _out(runner: Runner) -> RunnerOut:
     return RunnerOut(
         id=runner.id,
@@ -103,12 +88,10 @@ def _ts(value: datetime | None) -> str | None:
 
 
 @router.post("/v1/runners", status_code=201, response_model=RunnerSecretOut)
-def create_runner(
-    body: RunnerCreate, runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser
-) -> RunnerSecretOut:
+def create_runner(body: RunnerCreate, user: CurrentUser, runners: Runners) -> RunnerSecretOut:
     """Register a runner; its client secret is in this response only."""
-    require_platform(user, "admin")
-    created = _registry(runtime, db, user.user_id, ctx).register(name=body.name)
+    authorize_platform(user, PlatformPermission.RUNNER_CREATE)
+    created = runners.register(name=body.name)
     runner = created.runner
     return RunnerSecretOut(
         id=runner.id,
@@ -120,24 +103,22 @@ def create_runner(
 
 
 @router.get("/v1/runners", response_model=RunnerList)
-def list_runners(runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser) -> RunnerList:
-    require_platform(user, "admin", "auditor")
-    return RunnerList(runners=[_out(r) for r in _registry(runtime, db, user.user_id, ctx).list()])
+def list_runners(user: CurrentUser, runners: Runners) -> RunnerList:
+    authorize_platform(user, PlatformPermission.RUNNER_READ)
+    return RunnerList(runners=[_out(r) for r in runners.list()])
 
 
 @router.get("/v1/runners/{runner_id}", response_model=RunnerOut)
-def get_runner(runner_id: str, runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser) -> RunnerOut:
-    require_platform(user, "admin", "auditor")
-    return _out(_registry(runtime, db, user.user_id, ctx).get(runner_id))
+def get_runner(runner_id: str, user: CurrentUser, runners: Runners) -> RunnerOut:
+    authorize_platform(user, PlatformPermission.RUNNER_READ)
+    return _out(runners.get(runner_id))
 
 
 @router.post("/v1/runners/{runner_id}/rotate-secret", response_model=RunnerSecretOut)
-def rotate_runner_secret(
-    runner_id: str, runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser
-) -> RunnerSecretOut:
+def rotate_runner_secret(runner_id: str, user: CurrentUser, runners: Runners) -> RunnerSecretOut:
     """A new client secret; the old secret and every token of the runner stop at once."""
-    require_platform(user, "admin")
-    rotated = _registry(runtime, db, user.user_id, ctx).rotate_secret(runner_id)
+    authorize_platform(user, PlatformPermission.RUNNER_ROTATE)
+    rotated = runners.rotate_secret(runner_id)
     runner = rotated.runner
     return RunnerSecretOut(
         id=runner.id,
@@ -149,17 +130,17 @@ def rotate_runner_secret(
 
 
 @router.delete("/v1/runners/{runner_id}", status_code=204)
-def disable_runner(runner_id: str, runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser) -> Response:
+def disable_runner(runner_id: str, user: CurrentUser, runners: Runners) -> Response:
     """Disable a runner: its tokens stop working at once, its secret is refused."""
-    require_platform(user, "admin")
-    _registry(runtime, db, user.user_id, ctx).disable(runner_id)
+    authorize_platform(user, PlatformPermission.RUNNER_DISABLE)
+    runners.disable(runner_id)
     return Response(status_code=204)
 
 
 # -- the token endpoint (RFC 6749 section 4.4) ------------------------------------------------
 
 
-async def _form(request: Request) -> tuple[str | None, dict[str, list[str]]]:
+async def _form(request: Request) -> FormFields:
     """The request's content type and its form fields (read here, parsed without extras)."""
     body = await request.body()
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -171,7 +152,8 @@ async def _form(request: Request) -> tuple[str | None, dict[str, list[str]]]:
     return content_type or None, fields
 
 
-Form = Annotated[tuple[str | None, dict[str, list[str]]], Depends(_form)]
+FormFields = tuple[str | None, dict[str, list[str]]]
+Form = Annotated[FormFields, Depends(_form)]
 
 
 def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
@@ -185,13 +167,11 @@ def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
 
 def _basic_credentials(header: str | None) -> tuple[str, str] | bool | None:
     """(client_id, secret) from HTTP Basic; None when absent, False when malformed."""
-    if not header:
-        return None
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic":
+    value = credentials_for("basic", header)
+    if value is None:
         return None
     try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        decoded = base64.b64decode(value, validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
         return False
     client_id, sep, secret = decoded.partition(":")
@@ -199,6 +179,56 @@ def _basic_credentials(header: str | None) -> tuple[str, str] | bool | None:
         return False
     # RFC 6749 section 2.3.1: both parts are form-urlencoded before Basic encoding.
     return unquote_plus(client_id), unquote_plus(secret)
+
+
+class _Refusal(NamedTuple):
+    """A refused token request: audited (``reason`` = ``error``), then answered."""
+
+    status: int
+    error: str
+    description: str
+    client_id: str | None = None
+
+
+def _form_refusal(request: Request, form: FormFields) -> _Refusal | None:
+    """The request's shape, checked before any credential is looked at."""
+    content_type, fields = form
+    if "client_secret" in request.query_params:
+        return _Refusal(400, "invalid_request", "credentials are never accepted in the URL")
+    if content_type != _FORM:
+        return _Refusal(400, "invalid_request", f"the body must be {_FORM}")
+    if any(len(values) > 1 for values in fields.values()):
+        return _Refusal(400, "invalid_request", "a parameter was given more than once")
+    grant_type = fields.get("grant_type", [None])[0]
+    if not grant_type:
+        return _Refusal(400, "invalid_request", "grant_type is required")
+    if grant_type != "client_credentials":
+        return _Refusal(400, "unsupported_grant_type", "only client_credentials is supported")
+    return None
+
+
+def _client_credentials(
+    request: Request, fields: dict[str, list[str]]
+) -> tuple[str, str] | _Refusal:
+    """(client_id, secret) from HTTP Basic or the form, one method only (RFC 6749 2.3.1)."""
+    basic = _basic_credentials(request.headers.get("authorization"))
+    form_id = fields.get("client_id", [None])[0]
+    form_secret = fields.get("client_secret", [None])[0]
+    if basic is False:
+        return _Refusal(401, "invalid_client", "malformed HTTP Basic credentials")
+    if isinstance(basic, tuple):
+        if form_secret is not None:
+            return _Refusal(400, "invalid_request", "use one client authentication method only")
+        if form_id is not None and form_id != basic[0]:
+            return _Refusal(
+                400, "invalid_request", "client_id does not match the Basic credentials"
+            )
+        client_id, secret = basic
+    else:
+        client_id, secret = form_id or "", form_secret or ""
+    if not client_id or not secret:
+        return _Refusal(401, "invalid_client", "client authentication failed", client_id or None)
+    return client_id, secret
 
 
 @router.post(
@@ -224,51 +254,15 @@ def _basic_credentials(header: str | None) -> tuple[str, str] | bool | None:
         }
     },
 )
-def runner_token(request: Request, form: Form, runtime: Rt, db: Db, ctx: Ctx) -> JSONResponse:
+def runner_token(request: Request, form: Form, ctx: Ctx, tokens: RunnerTokens) -> JSONResponse:
     """OAuth 2.0 client credentials: a short-lived bearer token for a runner."""
-    issuer = TokenIssuer(
-        db,
-        system_keys=runtime.system_keys,
-        audit=runtime.audit,
-        clock=runtime.clock,
-        ttl_seconds=runtime.settings.runner_token_ttl_seconds,
-    )
-    content_type, fields = form
-
-    def refuse(
-        status: int, error: str, description: str, client_id: str | None = None
-    ) -> JSONResponse:
-        issuer.deny(reason=error, client_id=client_id, context=ctx)
-        return _oauth_error(status, error, description)
-
-    if "client_secret" in request.query_params:
-        return refuse(400, "invalid_request", "credentials are never accepted in the URL")
-    if content_type != _FORM:
-        return refuse(400, "invalid_request", f"the body must be {_FORM}")
-    if any(len(values) > 1 for values in fields.values()):
-        return refuse(400, "invalid_request", "a parameter was given more than once")
-    grant_type = fields.get("grant_type", [None])[0]
-    if not grant_type:
-        return refuse(400, "invalid_request", "grant_type is required")
-    if grant_type != "client_credentials":
-        return refuse(400, "unsupported_grant_type", "only client_credentials is supported")
-    basic = _basic_credentials(request.headers.get("authorization"))
-    form_id = fields.get("client_id", [None])[0]
-    form_secret = fields.get("client_secret", [None])[0]
-    if basic is False:
-        return refuse(401, "invalid_client", "malformed HTTP Basic credentials")
-    if isinstance(basic, tuple):
-        if form_secret is not None:
-            return refuse(400, "invalid_request", "use one client authentication method only")
-        if form_id is not None and form_id != basic[0]:
-            return refuse(400, "invalid_request", "client_id does not match the Basic credentials")
-        client_id, secret = basic
-    else:
-        client_id, secret = form_id or "", form_secret or ""
-    if not client_id or not secret:
-        return refuse(401, "invalid_client", "client authentication failed", client_id or None)
+    client = _form_refusal(request, form) or _client_credentials(request, form[1])
+    if isinstance(client, _Refusal):
+        tokens.deny(reason=client.error, client_id=client.client_id, context=ctx)
+        return _oauth_error(client.status, client.error, client.description)
+    client_id, secret = client
     try:
-        issued = issuer.issue(client_id=client_id, client_secret=secret, context=ctx)
+        issued = tokens.issue(client_id=client_id, client_secret=secret, context=ctx)
     except Unauthenticated:  # already audited by the issuer
         return _oauth_error(401, "invalid_client", "client authentication failed")
     return JSONResponse(
@@ -282,15 +276,9 @@ def runner_token(request: Request, form: Form, runtime: Rt, db: Db, ctx: Ctx) ->
 
 
 @router.delete("/v1/runner/token", status_code=204)
-def revoke_runner_token(request: Request, runtime: Rt, db: Db, ctx: Ctx) -> Response:
+def revoke_runner_token(request: Request, ctx: Ctx, tokens: RunnerTokens) -> Response:
     """The runner gives its current bearer token up (e.g. on shutdown); always 204."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and looks_like_runner_token(token.strip()):
-        TokenIssuer(
-            db,
-            system_keys=runtime.system_keys,
-            audit=runtime.audit,
-            clock=runtime.clock,
-            ttl_seconds=runtime.settings.runner_token_ttl_seconds,
-        ).revoke(token.strip(), context=ctx)
+    token = credentials_for("bearer", request.headers.get("authorization"))
+    if token is not None and looks_like_runner_token(token):
+        tokens.revoke(token, context=ctx)
     return Response(status_code=204)

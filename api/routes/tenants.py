@@ -11,10 +11,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.auth import CurrentUser
-from api.deps import Ctx, Db, Rt
+from api.deps import CurrentUser, Tenants
 from vault.clock import rfc3339
-from vault.identity.service import tenant_service
 from vault.identity.tenants import MemberView
 
 __all__ = ["router"]
@@ -45,18 +43,14 @@ def _member(view: MemberView) -> dict[str, Any]:
 
 
 @router.post("/v1/tenants", status_code=201)
-def create_tenant(
-    body: NewTenantBody, runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser
-) -> dict[str, Any]:
-    view = tenant_service(runtime, db, ctx).create(
-        user, name=body.name, owner_user_id=body.owner_user_id
-    )
+def create_tenant(body: NewTenantBody, user: CurrentUser, tenants: Tenants) -> dict[str, Any]:
+    view = tenants.create(user, name=body.name, owner_user_id=body.owner_user_id)
     return {"id": view.id, "name": view.name, "created_at": rfc3339(view.created_at)}
 
 
 @router.get("/v1/tenants")
-def list_tenants(runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
-    views = tenant_service(runtime, db, ctx).list_for(user)
+def list_tenants(user: CurrentUser, tenants: Tenants) -> dict[str, Any]:
+    views = tenants.list_for(user)
     return {
         "tenants": [
             {"id": v.id, "name": v.name, "created_at": rfc3339(v.created_at), "role": v.role}
@@ -66,10 +60,8 @@ def list_tenants(runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser) -> dict[str, 
 
 
 @router.get("/v1/tenants/{tenant_id}/members")
-def list_members(
-    tenant_id: str, runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser
-) -> dict[str, Any]:
-    views = tenant_service(runtime, db, ctx).members(user, tenant_id)
+def list_members(tenant_id: str, user: CurrentUser, tenants: Tenants) -> dict[str, Any]:
+    views = tenants.members(user, tenant_id)
     return {"members": [_member(v) for v in views]}
 
 
@@ -79,9 +71,7 @@ def list_members(
     responses={200: {"description": "the user was a member already: their role was changed"}},
 )
 def add_member(
-    tenant_id: str, *, body: MemberBody, runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser
+    tenant_id: str, *, body: MemberBody, user: CurrentUser, tenants: Tenants
 ) -> JSONResponse:
-    view, created = tenant_service(runtime, db, ctx).set_member(
-        user, tenant_id, user_id=body.user_id, role=body.role
-    )
+    view, created = tenants.set_member(user, tenant_id, user_id=body.user_id, role=body.role)
     return JSONResponse(_member(view), status_code=201 if created else 200)

@@ -12,7 +12,6 @@ from fastapi.testclient import TestClient
 from tests.support.audit import fill_chain
 from tests.vault.test_audit_failclosed import audit_inserts_rejected
 from vault.bootstrap import create_user_row
-from vault.identity.service import authenticator_for
 from vault.runtime import Runtime
 from vault.storage.engine import unit_of_work
 from vault.storage.models import Membership, Tenant
@@ -35,9 +34,7 @@ def _user(
         user = create_user_row(s, email=email, password_hash="x", platform_role=platform, now=now)
         if tenant_role:
             s.add(Membership(tenant_id="tnt_a", user_id=user.id, role=tenant_role, created_at=now))
-        issued = authenticator_for(runtime).store.create(
-            s, user_id=user.id, now=now, mfa_fresh=False
-        )
+        issued = runtime.authenticator.store.create(s, user_id=user.id, now=now, mfa_fresh=False)
     return issued.token
 
 

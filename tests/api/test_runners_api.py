@@ -10,7 +10,6 @@ from sqlalchemy import select
 
 from tests.support.runners import TELEGRAM, make_line, make_tenant, revoke_line
 from vault.clock import FixedClock
-from vault.identity.service import authenticator_for
 from vault.ids import new_id
 from vault.runtime import Runtime
 from vault.storage.engine import unit_of_work
@@ -43,7 +42,7 @@ def session_token(runtime: Runtime, *, platform_role: str | None = "admin", tena
                 session.add(
                     Membership(tenant_id=tenant, user_id=user_id, role=role, created_at=now)
                 )
-        issued = authenticator_for(runtime).store.create(
+        issued = runtime.authenticator.store.create(
             session, user_id=user_id, now=now, mfa_fresh=True
         )
     return issued.token

@@ -27,6 +27,8 @@ from tests.support.identity import (
     new_session,
 )
 from tests.support.routes import app_routes
+from vault import authz
+from vault.authz import RUNNER_PERMISSIONS, RunnerPermission
 from vault.runtime import Runtime
 from vault.settings import Settings
 
@@ -345,3 +347,73 @@ def test_every_route_for_every_role(client: TestClient, world: World) -> None:
     stale = set(EXPECTATIONS) - seen
     assert not stale, f"EXPECTATIONS rows for routes that do not exist: {sorted(stale)}"
     assert not mismatches, "\n".join(mismatches)
+
+
+# Routes that read no row of vault/authz.py's tables, and why. Every other route must
+# read one, so a new route cannot leave the table out unnoticed.
+_PUBLIC_ROUTE = "public: no caller to authorize"
+_OWN = "the caller acts on their own session, account or token"
+WITHOUT_A_ROW: dict[tuple[str, str], str] = {
+    ("GET", "/v1/sys/health"): _PUBLIC_ROUTE,
+    ("GET", "/metrics"): _PUBLIC_ROUTE,
+    ("GET", "/openapi.json"): _PUBLIC_ROUTE,
+    ("GET", "/docs"): _PUBLIC_ROUTE,
+    ("GET", "/docs/oauth2-redirect"): _PUBLIC_ROUTE,
+    ("GET", "/redoc"): _PUBLIC_ROUTE,
+    ("POST", "/v1/auth/login"): "public: the credentials in the body decide",
+    ("POST", "/v1/auth/mfa"): "public: the challenge and code in the body decide",
+    ("POST", "/v1/runner/token"): "public: the client credentials decide",
+    ("POST", "/v1/auth/step-up"): _OWN,
+    ("POST", "/v1/auth/logout"): _OWN,
+    ("GET", "/v1/me"): _OWN,
+    ("POST", "/v1/me/totp"): _OWN,
+    ("POST", "/v1/me/totp/confirm"): _OWN,
+    ("POST", "/v1/me/password"): _OWN,
+    ("DELETE", "/v1/runner/token"): _OWN,
+    # The runner row: checked by the fetch's one SQL read, never looked up per request.
+    ("GET", "/v1/tenants/{tenant_id}/lines/{line_id}/credential"): (
+        RunnerPermission.CREDENTIAL_FETCH
+    ),
+}
+
+
+class _ReadRows(dict[Any, frozenset[str]]):
+    """A permission table that notes each row looked up in it."""
+
+    def __init__(self, rows: Any, read: set[Any]) -> None:
+        super().__init__(rows)
+        self.read = read
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: Any) -> frozenset[str]:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+def test_every_route_reads_the_permission_table(
+    client: TestClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sent once by a platform admin (whom every row lets through to the end), each route
+    looks up a row of the table, or is one of WITHOUT_A_ROW and looks up none."""
+    read: set[Any] = set()
+    for name in ("TENANT_PERMISSIONS", "PLATFORM_PERMISSIONS"):
+        monkeypatch.setattr(authz, name, _ReadRows(getattr(authz, name), read))
+    runner_rows = {p for p in WITHOUT_A_ROW.values() if isinstance(p, RunnerPermission)}
+    assert runner_rows, "the fetch is the runner row's route"
+    assert runner_rows <= RUNNER_PERMISSIONS
+    wrong: list[str] = []
+    for path, methods in app_routes(client.app.routes):  # type: ignore[attr-defined]
+        for method in sorted(methods - {"HEAD", "OPTIONS"}):
+            spec = EXPECTATIONS[(method, path)]
+            params = spec["params"](world) if spec["params"] is not None else {}
+            url = path.format(**{**path_params(world), **params})
+            body = spec["body"](world) if spec["body"] else None
+            headers = _headers(world, "platform_admin", fresh=spec["fresh"])
+            read.clear()  # making the world above reads rows too: only the request counts
+            client.request(method, url, json=body, headers=headers)
+            if bool(read) == ((method, path) in WITHOUT_A_ROW):
+                wrong.append(f"{method} {path}: read {sorted(read) or 'no row'}")
+    assert not wrong, "\n".join(wrong)

@@ -13,7 +13,6 @@ from datetime import timedelta
 import pyotp
 
 from vault.identity.passwords import Passwords
-from vault.identity.service import authenticator_for
 from vault.identity.totp import new_secret
 from vault.identity.users import create_user_row
 from vault.ids import new_id
@@ -68,7 +67,7 @@ def make_user(
 
 
 def new_session(runtime: Runtime, user_id: str, *, mfa_fresh: bool = False) -> str:
-    store = authenticator_for(runtime).store
+    store = runtime.authenticator.store
     with unit_of_work(runtime.sessions) as session:
         return store.create(
             session, user_id=user_id, now=runtime.clock.now(), mfa_fresh=mfa_fresh

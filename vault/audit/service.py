@@ -22,7 +22,7 @@ from vault.audit.render import EVENT_COLUMNS, event_json
 from vault.audit.store import snapshot, verify_database
 from vault.audit.trail import AuditTrail
 from vault.audit.verify import VerifyResult
-from vault.authz import Permission, UserPrincipal, authorize
+from vault.authz import Permission, PlatformPermission, UserPrincipal, authorize, platform_allows
 from vault.errors import Forbidden, InvalidRequest, NotFound
 from vault.storage.models import AuditEventRow
 
@@ -31,7 +31,6 @@ __all__ = ["MAX_LIMIT", "AuditReader", "EventFilter", "EventPage", "decode_curso
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 _EV = AuditEventRow.__table__
-_PLATFORM = ("admin", "auditor")
 _CURSOR_PREFIX = "lvc1:"
 
 
@@ -112,7 +111,7 @@ class AuditReader:
         return EventPage(events=events, next_cursor=next_cursor)
 
     def verify(self, principal: UserPrincipal, *, context: RequestContext) -> VerifyResult:
-        if principal.platform_role not in _PLATFORM:
+        if not platform_allows(principal, PlatformPermission.AUDIT_VERIFY):
             self._audit.emit(self._read_event(principal, "verify", None, context, "denied"))
             raise Forbidden()
         self._audit.emit(self._read_event(principal, "verify", None, context, "success"))
@@ -123,7 +122,7 @@ class AuditReader:
     def _authorize_read(
         self, principal: UserPrincipal, tenant_id: str | None, *, context: RequestContext
     ) -> None:
-        if principal.platform_role in _PLATFORM:
+        if platform_allows(principal, PlatformPermission.AUDIT_READ_ALL):
             return
         if tenant_id is None:
             self._audit.emit(self._read_event(principal, "events", None, context, "denied"))

@@ -26,6 +26,7 @@ from vault.authz import (
     authorize_platform,
     can_assign_role,
     effective_role,
+    platform_allows,
 )
 from vault.clock import Clock
 from vault.errors import Forbidden, InvalidRequest, NotFound, VaultError
@@ -156,8 +157,7 @@ class TenantService:
         stmt = (
             select(Tenant).where(Tenant.deleted_at.is_(None)).order_by(Tenant.created_at, Tenant.id)
         )
-        see_all = principal.platform_role in ("admin", "auditor")
-        if not see_all:
+        if not platform_allows(principal, PlatformPermission.TENANT_LIST_ALL):
             ids = list(principal.tenant_roles)
             if not ids:
                 return []

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from vault.audit.events import AuditEvent, RequestContext
 from vault.audit.trail import AuditTrail
-from vault.authz import Permission, Principal, UserPrincipal, authorize
+from vault.authz import Permission, UserPrincipal, authorize
 from vault.clock import Clock
 from vault.errors import InvalidRequest, NotFound
 from vault.ids import new_id
@@ -48,7 +48,7 @@ class GrantService:
         *,
         audit: AuditTrail,
         clock: Clock,
-        principal: Principal,
+        principal: UserPrincipal,
         context: RequestContext,
     ) -> None:
         self._session = session
@@ -63,11 +63,6 @@ class GrantService:
         if tenant is None or tenant.deleted_at is not None:
             raise NotFound()
         return tenant
-
-    def _actor_id(self) -> str:
-        if isinstance(self._principal, UserPrincipal):
-            return self._principal.user_id
-        return self._principal.runner_id
 
     def create(self, tenant_id: str, *, runner_id: str, lines: Sequence[str]) -> GrantView:
         self._tenant(tenant_id, Permission.GRANT_WRITE)
@@ -146,7 +141,7 @@ class GrantService:
                 action=action,
                 outcome="success",
                 actor_type="user",
-                actor_id=self._actor_id(),
+                actor_id=self._principal.user_id,
                 tenant_id=grant.tenant_id,
                 resource_type="grant",
                 resource_id=grant.id,

@@ -1,0 +1,130 @@
+"""The permission table itself: every permission has a row, rows name known roles, and a
+permission without a row is allowed to nobody (deny by default)."""
+
+from __future__ import annotations
+
+import pytest
+
+from vault import authz
+from vault.authz import (
+    PLATFORM_PERMISSIONS,
+    PLATFORM_ROLES,
+    RUNNER_PERMISSIONS,
+    TENANT_PERMISSIONS,
+    TENANT_ROLES,
+    Permission,
+    PlatformPermission,
+    RunnerPermission,
+    UserPrincipal,
+    authorize,
+    authorize_platform,
+    platform_allows,
+)
+from vault.errors import Forbidden, NotFound
+
+TENANT = "tnt_1"
+
+
+def person(
+    *, role: str | None = None, platform_role: str | None = None, tenant: str = TENANT
+) -> UserPrincipal:
+    return UserPrincipal(
+        user_id="usr_1",
+        email="p@example.test",
+        platform_role=platform_role,  # type: ignore[arg-type]
+        session_id="ses_1",
+        mfa_fresh=True,
+        tenant_roles={tenant: role} if role else {},
+    )
+
+
+EVERY_PERSON = [
+    *(person(role=role) for role in TENANT_ROLES),
+    *(person(platform_role=role) for role in PLATFORM_ROLES),
+]
+
+
+def test_every_permission_has_a_row_of_known_roles() -> None:
+    assert set(TENANT_PERMISSIONS) == set(Permission)
+    assert set(PLATFORM_PERMISSIONS) == set(PlatformPermission)
+    assert set(RunnerPermission) == RUNNER_PERMISSIONS
+    for roles in TENANT_PERMISSIONS.values():
+        assert roles <= set(TENANT_ROLES)
+    for roles in PLATFORM_PERMISSIONS.values():
+        assert roles <= set(PLATFORM_ROLES)
+
+
+def drop_row(monkeypatch: pytest.MonkeyPatch, table: str, permission: object) -> None:
+    rows = dict(getattr(authz, table))
+    del rows[permission]
+    monkeypatch.setattr(authz, table, rows)
+
+
+def test_a_tenant_permission_without_a_row_is_allowed_to_nobody(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    drop_row(monkeypatch, "TENANT_PERMISSIONS", Permission.LINE_READ)
+    for who in EVERY_PERSON:
+        # A role in the tenant (or a platform role): the row is missing, so Forbidden.
+        with pytest.raises(Forbidden):
+            authorize(who, TENANT, Permission.LINE_READ)
+    # The other rows still answer.
+    assert authorize(person(role="member"), TENANT, Permission.TENANT_READ) == "member"
+
+
+def test_a_platform_permission_without_a_row_is_allowed_to_nobody(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    drop_row(monkeypatch, "PLATFORM_PERMISSIONS", PlatformPermission.RUNNER_READ)
+    for who in EVERY_PERSON:
+        assert not platform_allows(who, PlatformPermission.RUNNER_READ)
+        with pytest.raises(Forbidden):
+            authorize_platform(who, PlatformPermission.RUNNER_READ)
+    assert platform_allows(person(platform_role="admin"), PlatformPermission.RUNNER_CREATE)
+
+
+@pytest.mark.parametrize("permission", list(Permission))
+def test_tenant_rows(permission: Permission) -> None:
+    for role in TENANT_ROLES:
+        who = person(role=role)
+        if role in TENANT_PERMISSIONS[permission]:
+            assert authorize(who, TENANT, permission) == role
+        else:
+            with pytest.raises(Forbidden):
+                authorize(who, TENANT, permission)
+
+
+@pytest.mark.parametrize("permission", list(Permission))
+def test_no_role_in_the_tenant_is_not_found(permission: Permission) -> None:
+    """Whatever the row says, the tenant's resources are not revealed to outsiders."""
+    for who in (person(), person(role="owner", tenant="tnt_other")):
+        with pytest.raises(NotFound):
+            authorize(who, TENANT, permission)
+
+
+def test_platform_roles_act_as_owner_and_auditor_in_every_tenant() -> None:
+    admin, auditor = person(platform_role="admin"), person(platform_role="auditor")
+    for permission in Permission:
+        assert authorize(admin, TENANT, permission) == "owner"
+        if "auditor" in TENANT_PERMISSIONS[permission]:
+            assert authorize(auditor, TENANT, permission) == "auditor"
+        else:
+            with pytest.raises(Forbidden):
+                authorize(auditor, TENANT, permission)
+
+
+@pytest.mark.parametrize("permission", list(PlatformPermission))
+def test_platform_rows(permission: PlatformPermission) -> None:
+    for role in PLATFORM_ROLES:
+        who = person(platform_role=role)
+        allowed = role in PLATFORM_PERMISSIONS[permission]
+        assert platform_allows(who, permission) is allowed
+        if allowed:
+            assert authorize_platform(who, permission) is who
+        else:
+            with pytest.raises(Forbidden):
+                authorize_platform(who, permission)
+    for who in (person(), person(role="owner")):  # a tenant role is no platform role
+        assert not platform_allows(who, permission)
+        with pytest.raises(Forbidden):
+            authorize_platform(who, permission)
