@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
@@ -124,9 +124,6 @@ class AuditEvent:
                         raise ValueError(f"invalid audit detail {key!r}")
                     if len(_CHECKED_KEYS) < _CHECKED_MAX:
                         _CHECKED_KEYS.add(key)
-
-    def with_context(self, context: RequestContext) -> AuditEvent:
-        return replace(self, context=context)
 
     def to_row(self, *, seq: int, ts: str, prev_hash: str) -> dict[str, Any]:
         """The stored row (without ``hash``), every free-text field sanitized."""
