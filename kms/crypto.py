@@ -47,8 +47,6 @@ __all__ = [
     "NONCE_BYTES",
     "TAG_BYTES",
     "SigningKey",
-    "aesgcm_decrypt_raw",
-    "aesgcm_encrypt_raw",
     "constant_time_equal",
     "envelope_key_version",
     "hkdf_sha256",
@@ -128,29 +126,6 @@ def envelope_key_version(envelope: bytes) -> int:
     if len(envelope) < ENVELOPE_OVERHEAD or envelope[0] != ENVELOPE_FORMAT_V1:
         raise DecryptionError() from None
     return int.from_bytes(envelope[1:_HEADER_BYTES], "big")
-
-
-def aesgcm_encrypt_raw(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
-    """Raw AES-256-GCM encryption returning ciphertext || 16-byte tag.
-
-    Only a 32-byte key and a 12-byte nonce are accepted; anything else raises
-    DecryptionError (not ValueError) so that known-answer tests can map every
-    unsupported parameter set onto the single opaque error. Nonce uniqueness is
-    the caller's job here; prefer :func:`seal`, which draws nonces itself.
-    """
-    if len(key) != KEY_BYTES or len(nonce) != NONCE_BYTES:
-        raise DecryptionError() from None
-    return AESGCM(key).encrypt(nonce, plaintext, aad)
-
-
-def aesgcm_decrypt_raw(key: bytes, nonce: bytes, ciphertext_and_tag: bytes, aad: bytes) -> bytes:
-    """Raw AES-256-GCM decryption; any failure or unsupported size is DecryptionError."""
-    if len(key) != KEY_BYTES or len(nonce) != NONCE_BYTES or len(ciphertext_and_tag) < TAG_BYTES:
-        raise DecryptionError() from None
-    try:
-        return AESGCM(key).decrypt(nonce, ciphertext_and_tag, aad)
-    except (InvalidTag, ValueError, TypeError, OverflowError):
-        raise DecryptionError() from None
 
 
 def hkdf_sha256(ikm: bytes, *, salt: bytes | None, info: bytes, length: int) -> bytes:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 
 from vault.audit.chain import append_events
-from vault.audit.events import AuditEvent
+from vault.audit.events import Actor, AuditEvent
 from vault.clock import Clock, SystemClock
 from vault.identity.passwords import Passwords, generate_password
 from vault.identity.totp import new_secret
@@ -102,11 +102,9 @@ def initialise(
                 append_events(
                     session,
                     [
-                        AuditEvent(
-                            action="system.init",
-                            outcome="success",
-                            actor_type="system",
-                            actor_id="linevault-init",
+                        AuditEvent.by(
+                            Actor("system", "linevault-init"),
+                            "system.init",
                             resource_type="user",
                             resource_id=user_id,
                             reason="bootstrap platform admin created",

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, select
 
 from api.cli.common import DataDir, build_settings, fail
 from vault.audit.chain import append_events
-from vault.audit.events import AuditEvent
+from vault.audit.events import Actor, AuditEvent
 from vault.audit.export import key_id_of, verify_export, write_export
 from vault.audit.render import EVENT_COLUMNS, event_json
 from vault.audit.retention import prune_before
@@ -40,18 +40,12 @@ app = typer.Typer(
     name="audit", help="Verify, export and prune the audit trail.", no_args_is_help=True
 )
 
-_CLI_ACTOR = "linevault-cli"
+_CLI_ACTOR = Actor("system", "linevault-cli")
 
 
-def _cli_event(action: str, outcome: str, resource_id: str, reason: str | None) -> AuditEvent:
-    return AuditEvent(
-        action=action,
-        outcome=outcome,  # type: ignore[arg-type]
-        actor_type="system",
-        actor_id=_CLI_ACTOR,
-        resource_type="audit",
-        resource_id=resource_id,
-        reason=reason,
+def _cli_event(action: str, resource_id: str, reason: str | None) -> AuditEvent:
+    return AuditEvent.by(
+        _CLI_ACTOR, action, resource_type="audit", resource_id=resource_id, reason=reason
     )
 
 
@@ -106,7 +100,7 @@ def verify_command(
                 with unit_of_work(session_factory(engine)) as session:
                     append_events(
                         session,
-                        [_cli_event("audit.read", "success", "verify", reason)],
+                        [_cli_event("audit.read", "verify", reason)],
                         now=SystemClock().now(),
                     )
             except Exception as exc:
@@ -134,7 +128,7 @@ def export_command(
                 sessions=runtime.sessions,
                 checkpointer=checkpointer,
                 clock=runtime.clock,
-                event=_cli_event("audit.export", "success", "export", f"export to {out.name}"),
+                event=_cli_event("audit.export", "export", f"export to {out.name}"),
             )
     typer.echo(
         f"exported {summary.events} events (seq {summary.first_seq}..{summary.last_seq}), "
@@ -204,7 +198,7 @@ def prune_command(
                 checkpointer=checkpointer,
                 clock=runtime.clock,
                 before=moment,
-                event=_cli_event("audit.prune", "success", "prune", f"retention: before {before}"),
+                event=_cli_event("audit.prune", "prune", f"retention: before {before}"),
             )
         except VaultError as exc:
             raise fail(exc.detail, 1) from None

@@ -69,12 +69,9 @@ def init_command(
         "&issuer=linevault"
     )
     typer.echo(f"  authenticator URI:  {uri}")
-    try:
-        from api.cli.qr import print_qr
+    from api.cli.qr import print_qr  # only ``init`` draws a QR code; other commands skip qrcode
 
-        print_qr(uri)
-    except ImportError:
-        pass
+    print_qr(uri)
 
 
 @app.command("migrate")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import qrcode
 import typer
 
 __all__ = ["print_qr"]
 
 
 def print_qr(data: str) -> None:
-    import qrcode  # optional dependency; absent -> ImportError, the caller skips the QR
-
     qr = qrcode.QRCode(border=1)
     qr.add_data(data)
     qr.make(fit=True)

@@ -12,9 +12,9 @@ from typing import Annotated
 import typer
 
 from api.cli.common import DataDir, build_settings, fail
+from vault.audit.events import Actor
 from vault.errors import Conflict, InvalidRequest, NotFound
 from vault.identity.service import user_service
-from vault.identity.users import Actor
 from vault.runtime import NotInitialised, Runtime, open_runtime
 from vault.storage.engine import unit_of_work
 

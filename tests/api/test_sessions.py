@@ -12,9 +12,9 @@ from tests.support.identity import (
     new_session,
     totp_code,
 )
+from vault.audit.events import Actor
 from vault.clock import FixedClock
 from vault.identity.service import user_service
-from vault.identity.users import Actor
 from vault.runtime import Runtime
 from vault.storage.engine import unit_of_work
 

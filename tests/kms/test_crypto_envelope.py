@@ -134,15 +134,6 @@ def test_key_version_range() -> None:
         seal(KEY, b"x", aad=b"", key_version=2**32)
 
 
-def test_raw_aesgcm_rejects_other_sizes() -> None:
-    with pytest.raises(DecryptionError):
-        crypto.aesgcm_encrypt_raw(b"k" * 16, b"n" * 12, b"m", b"")
-    with pytest.raises(DecryptionError):
-        crypto.aesgcm_encrypt_raw(KEY, b"n" * 16, b"m", b"")
-    with pytest.raises(DecryptionError):
-        crypto.aesgcm_decrypt_raw(KEY, b"n" * 12, b"short", b"")
-
-
 def test_hkdf_lengths() -> None:
     assert len(hkdf_sha256(b"ikm", salt=None, info=b"", length=1)) == 1
     assert len(hkdf_sha256(b"ikm", salt=b"s", info=b"i", length=8160)) == 8160

@@ -1,9 +1,11 @@
-"""Project Wycheproof vectors through linevault's own crypto wrappers.
+"""Project Wycheproof vectors through linevault's crypto wrappers.
 
 The vectors exercise edge cases (modified tags, odd IV sizes, malleable
 signatures, oversize HKDF output) that hand-written tests miss. Every vector is
-run; the ones our wrappers deliberately refuse (non-256-bit keys, non-96-bit
-IVs) must be refused with the single opaque DecryptionError.
+run; the ones the wrappers deliberately refuse (non-256-bit keys, non-96-bit
+IVs) must be refused with the single opaque DecryptionError. AES-GCM vectors
+name their nonce, which ``kms.crypto`` never accepts from a caller, so they go
+through the raw test helper in ``tests/support/raw_aead.py``.
 """
 
 from __future__ import annotations
@@ -14,13 +16,8 @@ from typing import Any
 
 import pytest
 
-from kms.crypto import (
-    DecryptionError,
-    aesgcm_decrypt_raw,
-    aesgcm_encrypt_raw,
-    hkdf_sha256,
-    verify_signature,
-)
+from kms.crypto import DecryptionError, hkdf_sha256, verify_signature
+from tests.support.raw_aead import aesgcm_decrypt_raw, aesgcm_encrypt_raw
 from tests.support.testdata import wycheproof_file
 
 
@@ -62,6 +59,16 @@ def test_aes_gcm_vectors() -> None:
     assert counts["decrypted"] > 0
     assert counts["rejected"] > 0
     assert sum((counts["decrypted"], counts["rejected"])) == len(vectors)
+
+
+def test_raw_aesgcm_rejects_other_sizes() -> None:
+    key = bytes(range(32))
+    with pytest.raises(DecryptionError):
+        aesgcm_encrypt_raw(b"k" * 16, b"n" * 12, b"m", b"")
+    with pytest.raises(DecryptionError):
+        aesgcm_encrypt_raw(key, b"n" * 16, b"m", b"")
+    with pytest.raises(DecryptionError):
+        aesgcm_decrypt_raw(key, b"n" * 12, b"short", b"")
 
 
 def test_hkdf_sha256_vectors() -> None:

@@ -28,7 +28,7 @@ from kms.crypto import SigningKey, verify_signature
 from vault.audit.chain import format_ts, read_head
 from vault.audit.events import AuditEvent
 from vault.clock import Clock
-from vault.storage.engine import SessionFactory
+from vault.storage.engine import SessionFactory, unit_of_work
 from vault.storage.models import AuditCheckpoint
 
 __all__ = [
@@ -131,30 +131,20 @@ class Checkpointer:
         now = self._clock.now()
         if self._hint is not None and now - self._hint[1] < self._period:
             return False
-        session = sessions()
-        try:
+        with unit_of_work(sessions) as session:
             latest = self._latest(session)
             # Cheap unlocked look first; take the head lock only when there is work.
             head = read_head(session, lock=False)
             if head.seq == 0 or (latest is not None and latest[0] >= head.seq):
-                session.rollback()
                 return False
             if latest is not None and not self._due(head.seq, now, latest):
-                session.rollback()
                 return False
             head = read_head(session, lock=True)
             latest = self._latest(session)
             if latest is not None and latest[0] >= head.seq:
-                session.rollback()
                 return False
             self.write(session, seq=head.seq, hash=head.hash)
-            session.commit()
             return True
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
 
     def checkpoint_head(self, session: Session) -> CheckpointRecord:
         """Lock the head and make sure a checkpoint covers it (for exports and pruning)."""

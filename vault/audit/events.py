@@ -11,15 +11,19 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypedDict, Unpack
 
 __all__ = [
     "GENESIS_HASH",
     "HASHED_FIELDS",
     "HASH_TAG",
     "SORTED_FIELDS",
+    "Actor",
+    "ActorType",
     "AuditEvent",
+    "Details",
+    "EventFields",
     "Outcome",
     "RequestContext",
     "canonical_bytes",
@@ -30,6 +34,8 @@ __all__ = [
 ]
 
 Outcome = Literal["success", "denied", "error"]
+ActorType = Literal["user", "runner", "system"]
+Details = Mapping[str, str | int | bool | None]
 GENESIS_HASH = "0" * 64
 HASH_TAG = b"linevault/audit-event/v1\n"
 # C0/C1 controls, line/paragraph separators and bidi overrides: anything that could
@@ -87,19 +93,45 @@ class RequestContext:
 
 
 @dataclass(frozen=True, slots=True)
+class Actor:
+    """Who causes an event, as the audit trail names them."""
+
+    type: ActorType
+    id: str | None
+
+
+class EventFields(TypedDict, total=False):
+    """The fields of an :class:`AuditEvent` after who did what with which outcome."""
+
+    tenant_id: str | None
+    resource_type: str | None
+    resource_id: str | None
+    reason: str | None
+    context: RequestContext
+    details: Details | None
+
+
+@dataclass(frozen=True, slots=True)
 class AuditEvent:
     """One audit record before it is placed in the chain."""
 
     action: str
     outcome: Outcome
-    actor_type: Literal["user", "runner", "system"]
+    actor_type: ActorType
     actor_id: str | None
     tenant_id: str | None = None
     resource_type: str | None = None
     resource_id: str | None = None
     reason: str | None = None
     context: RequestContext = field(default_factory=RequestContext)
-    details: Mapping[str, str | int | bool | None] | None = None
+    details: Details | None = None
+
+    @classmethod
+    def by(
+        cls, actor: Actor, action: str, outcome: Outcome = "success", **fields: Unpack[EventFields]
+    ) -> AuditEvent:
+        """The event ``actor`` causes; one value names the actor, the rest are keywords."""
+        return cls(action, outcome, actor.type, actor.id, **fields)
 
     def __post_init__(self) -> None:
         # Programming errors, caught in tests: the enumerated fields are never free text.
@@ -107,14 +139,7 @@ class AuditEvent:
         # once per process (this runs for every credential fetch).
         kind = (self.action, self.outcome, self.actor_type)
         if kind not in _CHECKED_KINDS:
-            if not _ACTION.match(self.action) or len(self.action) > _LIMITS["action"]:
-                raise ValueError(f"invalid audit action {self.action!r}")
-            if self.outcome not in _OUTCOMES:
-                raise ValueError(f"invalid audit outcome {self.outcome!r}")
-            if self.actor_type not in _ACTOR_TYPES:
-                raise ValueError(f"invalid audit actor type {self.actor_type!r}")
-            if len(_CHECKED_KINDS) < _CHECKED_MAX:
-                _CHECKED_KINDS.add(kind)
+            _check_kind(kind)
         if self.details:
             for key, value in self.details.items():
                 if not isinstance(value, str | int | bool | None):
@@ -124,9 +149,6 @@ class AuditEvent:
                         raise ValueError(f"invalid audit detail {key!r}")
                     if len(_CHECKED_KEYS) < _CHECKED_MAX:
                         _CHECKED_KEYS.add(key)
-
-    def with_context(self, context: RequestContext) -> AuditEvent:
-        return replace(self, context=context)
 
     def to_row(self, *, seq: int, ts: str, prev_hash: str) -> dict[str, Any]:
         """The stored row (without ``hash``), every free-text field sanitized."""
@@ -155,7 +177,20 @@ class AuditEvent:
         return row
 
 
-def encode_details(details: Mapping[str, str | int | bool | None] | None) -> str | None:
+def _check_kind(kind: tuple[str, str, str]) -> None:
+    """Validate an (action, outcome, actor type) triple once, then remember it."""
+    action, outcome, actor_type = kind
+    if not _ACTION.match(action) or len(action) > _LIMITS["action"]:
+        raise ValueError(f"invalid audit action {action!r}")
+    if outcome not in _OUTCOMES:
+        raise ValueError(f"invalid audit outcome {outcome!r}")
+    if actor_type not in _ACTOR_TYPES:
+        raise ValueError(f"invalid audit actor type {actor_type!r}")
+    if len(_CHECKED_KINDS) < _CHECKED_MAX:
+        _CHECKED_KINDS.add(kind)
+
+
+def encode_details(details: Details | None) -> str | None:
     """Details as canonical JSON text, every string sanitized like the other fields."""
     if not details:
         return None

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.orm import Session
 
 from vault.audit.chain import append_events, format_ts
 from vault.audit.checkpoints import Checkpointer, CheckpointRecord
@@ -31,7 +30,7 @@ from vault.audit.render import EVENT_COLUMNS, event_json, row_from_json
 from vault.audit.store import audit_public_key, load_checkpoints, snapshot, stream_events
 from vault.audit.verify import ChainVerifier, VerifyResult
 from vault.clock import Clock
-from vault.storage.engine import SessionFactory
+from vault.storage.engine import SessionFactory, unit_of_work
 
 __all__ = ["ExportCheck", "ExportSummary", "key_id_of", "verify_export", "write_export"]
 
@@ -72,16 +71,9 @@ def write_export(
     Fail-closed: if the event and its covering checkpoint cannot be committed, nothing
     is written.
     """
-    session: Session = sessions()
-    try:
+    with unit_of_work(sessions) as session:
         append_events(session, [event], now=clock.now())
         covering = checkpointer.checkpoint_head(session)
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
     with snapshot(engine) as conn:
         rows = stream_events(conn, max_seq=covering.seq)
         try:

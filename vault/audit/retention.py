@@ -12,7 +12,7 @@ freshly signed anchor.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -25,7 +25,7 @@ from vault.audit.events import AuditEvent
 from vault.audit.store import verify_database
 from vault.clock import Clock
 from vault.errors import Conflict
-from vault.storage.engine import SessionFactory
+from vault.storage.engine import SessionFactory, unit_of_work
 from vault.storage.models import AuditCheckpoint, AuditEventRow
 
 __all__ = ["PruneSummary", "prune_before"]
@@ -57,57 +57,52 @@ def prune_before(
             f"the audit chain does not verify (first bad seq {check.first_bad_seq}); not pruning"
         )
     cutoff = format_ts(before)
-    session: Session = sessions()
-    try:
+    with unit_of_work(sessions) as session:
         head = read_head(session, lock=True)
-        last_old = session.execute(
-            select(func.max(AuditEventRow.seq)).where(AuditEventRow.ts < cutoff)
-        ).scalar_one_or_none()
-        deleted = 0
-        anchor: int | None = None
-        if last_old is not None and last_old <= check.head_seq:
-            anchor = int(last_old)
-            anchor_hash = session.execute(
-                select(AuditEventRow.hash).where(AuditEventRow.seq == anchor)
-            ).scalar_one()
-            existing = session.execute(
-                select(AuditCheckpoint.hash).where(AuditCheckpoint.seq == anchor)
-            ).scalar_one_or_none()
-            if existing is None:
-                checkpointer.write(session, seq=anchor, hash=anchor_hash)
-            elif existing != anchor_hash:
-                raise Conflict("the audit chain changed during pruning; not pruning")
-            result = session.execute(delete(AuditEventRow).where(AuditEventRow.seq <= anchor))
-            deleted = int(cast("CursorResult[Any]", result).rowcount)
-            session.execute(delete(AuditCheckpoint).where(AuditCheckpoint.seq < anchor))
+        anchor, deleted = _delete_through_anchor(session, checkpointer, cutoff, check.head_seq)
         first = session.execute(select(func.min(AuditEventRow.seq))).scalar_one_or_none()
         first_retained = int(first) if first is not None else head.seq + 1
         details = dict(event.details or {})
         details.update(
             first_retained_seq=first_retained, deleted=deleted, before=cutoff, anchor_seq=anchor
         )
-        recorded = AuditEvent(
-            action=event.action,
-            outcome="success",
-            actor_type=event.actor_type,
-            actor_id=event.actor_id,
-            tenant_id=event.tenant_id,
-            resource_type=event.resource_type or "audit",
-            resource_id=event.resource_id,
-            reason=event.reason,
-            context=event.context,
-            details=details,
+        recorded = replace(
+            event, outcome="success", resource_type=event.resource_type or "audit", details=details
         )
         rows = append_events(session, [recorded], now=clock.now())
         checkpointer.checkpoint_head(session)
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
     seq = rows[0]["seq"]
     assert isinstance(seq, int)
     return PruneSummary(
         deleted=deleted, first_retained_seq=first_retained, anchor_seq=anchor, prune_event_seq=seq
     )
+
+
+def _delete_through_anchor(
+    session: Session, checkpointer: Checkpointer, cutoff: str, verified_seq: int
+) -> tuple[int | None, int]:
+    """Delete the events before ``cutoff`` up to a signed anchor; return (anchor, deleted).
+
+    Only the verified prefix is pruned, and the anchor's checkpoint must be the event's
+    own hash: a chain that changed since it was verified is not pruned.
+    """
+    last_old = session.execute(
+        select(func.max(AuditEventRow.seq)).where(AuditEventRow.ts < cutoff)
+    ).scalar_one_or_none()
+    if last_old is None or last_old > verified_seq:
+        return None, 0
+    anchor = int(last_old)
+    anchor_hash = session.execute(
+        select(AuditEventRow.hash).where(AuditEventRow.seq == anchor)
+    ).scalar_one()
+    existing = session.execute(
+        select(AuditCheckpoint.hash).where(AuditCheckpoint.seq == anchor)
+    ).scalar_one_or_none()
+    if existing is None:
+        checkpointer.write(session, seq=anchor, hash=anchor_hash)
+    elif existing != anchor_hash:
+        raise Conflict("the audit chain changed during pruning; not pruning")
+    result = session.execute(delete(AuditEventRow).where(AuditEventRow.seq <= anchor))
+    deleted = int(cast("CursorResult[Any]", result).rowcount)
+    session.execute(delete(AuditCheckpoint).where(AuditCheckpoint.seq < anchor))
+    return anchor, deleted

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from sqlalchemy import Engine, select
 
 from vault.audit.chain import format_ts
-from vault.audit.events import AuditEvent, RequestContext
+from vault.audit.events import Actor, AuditEvent, RequestContext
 from vault.audit.render import EVENT_COLUMNS, event_json
 from vault.audit.store import snapshot, verify_database
 from vault.audit.trail import AuditTrail
@@ -141,11 +141,10 @@ class AuditReader:
         context: RequestContext,
         outcome: Literal["success", "denied"],
     ) -> AuditEvent:
-        return AuditEvent(
-            action="audit.read",
-            outcome=outcome,
-            actor_type="user",
-            actor_id=principal.user_id,
+        return AuditEvent.by(
+            Actor("user", principal.user_id),
+            "audit.read",
+            outcome,
             tenant_id=tenant_id,
             resource_type="audit",
             resource_id=what,

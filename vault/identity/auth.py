@@ -16,11 +16,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from vault.audit.events import AuditEvent, Outcome, RequestContext
+from vault.audit.events import RequestContext
 from vault.audit.trail import AuditTrail
 from vault.authz import UserPrincipal
 from vault.clock import Clock
-from vault.errors import MfaInvalid, MfaRequired, RateLimited, Unauthenticated
+from vault.errors import MfaInvalid, MfaRequired, Unauthenticated
+from vault.identity.attempts import Attempts, Denied, auth_event
 from vault.identity.passwords import Passwords
 from vault.identity.recovery import RecoveryCodes
 from vault.identity.sessions import IssuedSession, SessionStore
@@ -31,7 +32,7 @@ from vault.keys.system import SystemKeys
 from vault.storage.engine import SessionFactory, unit_of_work
 from vault.storage.models import MfaChallenge, User
 
-__all__ = ["Authenticator", "Denied", "LoginResult"]
+__all__ = ["Authenticator", "LoginResult"]
 
 _MFA_TOKEN_PREFIX = "lvm_"  # noqa: S105 - a scheme tag, not a secret
 
@@ -43,19 +44,6 @@ class LoginResult:
 
     def __repr__(self) -> str:
         return f"LoginResult(mfa_required={self.mfa_token is not None})"
-
-
-class Denied(Exception):
-    """Internal: an attempt failed; carries what to record once the transaction is gone."""
-
-    def __init__(
-        self, reason: str, *, keys: list[str], actor_id: str | None, error: Exception
-    ) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.keys = keys
-        self.actor_id = actor_id
-        self.error = error
 
 
 class Authenticator:
@@ -74,41 +62,17 @@ class Authenticator:
         mfa_token_ttl_seconds: int,
     ) -> None:
         self._sessions = sessions
-        self._readonly = readonly_sessions
-        self._clock = clock
         self._audit = audit
         self.readonly_sessions = readonly_sessions
         self.clock = clock
-        self.audit = audit
         self._passwords = passwords
         self._keys = system_keys
         self.store = store
-        self.throttler = throttler
         self.recovery = recovery
+        self.attempts = Attempts(sessions=sessions, clock=clock, audit=audit, throttler=throttler)
         self._mfa_ttl = mfa_token_ttl_seconds
 
     # -- helpers ----------------------------------------------------------------------
-
-    def event(
-        self,
-        action: str,
-        outcome: Outcome,
-        *,
-        actor_id: str | None,
-        reason: str,
-        ctx: RequestContext,
-        session_id: str | None = None,
-    ) -> AuditEvent:
-        return AuditEvent(
-            action=action,
-            outcome=outcome,
-            actor_type="user",
-            actor_id=actor_id,
-            resource_type="session" if session_id else None,
-            resource_id=session_id,
-            reason=reason,
-            context=ctx,
-        )
 
     def password_keys(self, email: str, ctx: RequestContext) -> list[str]:
         # The account key is a keyed hash of the address: unknown addresses are throttled
@@ -119,27 +83,6 @@ class Authenticator:
     @staticmethod
     def code_keys(user_id: str, ctx: RequestContext) -> list[str]:
         return [f"otp:acct:{user_id}", f"otp:ip:{ctx.ip or '-'}"]
-
-    def record_denial(self, action: str, denied: Denied, ctx: RequestContext) -> None:
-        """Count the failure and audit it in one short transaction of its own."""
-        now = self._clock.now()
-        with unit_of_work(self._sessions) as session:
-            if denied.keys:
-                self.throttler.fail(session, denied.keys, now=now)
-            self._audit.record(
-                session,
-                self.event(
-                    action, "denied", actor_id=denied.actor_id, reason=denied.reason, ctx=ctx
-                ),
-            )
-
-    def rate_limited(
-        self, action: str, exc: RateLimited, actor_id: str | None, ctx: RequestContext
-    ) -> RateLimited:
-        self._audit.emit(
-            self.event(action, "denied", actor_id=actor_id, reason="rate limited", ctx=ctx)
-        )
-        return exc
 
     def verify_code(
         self, session: Session, user: User, code: str, *, now: datetime, allow_recovery: bool
@@ -161,16 +104,12 @@ class Authenticator:
     # -- login ------------------------------------------------------------------------
 
     def login(self, *, email: str, password: str, ctx: RequestContext) -> LoginResult:
-        now = self._clock.now()
+        now = self.clock.now()
         keys = self.password_keys(email, ctx)
-        normalized = email.strip().lower()
-        with unit_of_work(self._readonly) as session:
-            try:
-                self.throttler.check(session, keys, now=now)
-            except RateLimited as exc:
-                raise self.rate_limited("auth.login", exc, None, ctx) from None
+        with unit_of_work(self.readonly_sessions) as session:
+            self.attempts.throttle(session, keys, "auth.login", None, ctx)
             user = session.execute(
-                select(User).where(User.email == normalized)
+                select(User).where(User.email == email.strip().lower())
             ).scalar_one_or_none()
         # Same argon2 work whether or not the account exists (a dummy hash otherwise).
         good = self._passwords.verify(user.password_hash if user else None, password)
@@ -181,10 +120,8 @@ class Authenticator:
                 actor_id=user.id if user else None,
                 error=Unauthenticated("the email or password is not correct"),
             )
-            self.record_denial("auth.login", denied, ctx)
-            raise denied.error
+            raise self.attempts.deny("auth.login", denied, ctx)
         with unit_of_work(self._sessions) as session:
-            self.throttler.reset(session, keys[:1])
             if self._passwords.needs_rehash(user.password_hash):
                 session.execute(
                     update(User)
@@ -192,120 +129,102 @@ class Authenticator:
                     .values(password_hash=self._passwords.hash(password))
                 )
             if user.totp_enrolled:
-                token = new_token(_MFA_TOKEN_PREFIX)
-                session.add(
-                    MfaChallenge(
-                        id=new_id("mfa"),
-                        token_hash=self._keys.mac("mfa-token", token.encode()),
-                        user_id=user.id,
-                        expires_at=now + timedelta(seconds=self._mfa_ttl),
-                    )
-                )
-                session.flush()
-                self._audit.record(
-                    session,
-                    self.event(
-                        "auth.login",
-                        "success",
-                        actor_id=user.id,
-                        reason="password accepted; second factor required",
-                        ctx=ctx,
-                    ),
+                token = self._challenge(session, user.id, now=now)
+                reason = "password accepted; second factor required"
+                self.attempts.accept(
+                    session, keys, "auth.login", actor_id=user.id, reason=reason, ctx=ctx
                 )
                 return LoginResult(mfa_token=token)
             issued = self.store.create(session, user_id=user.id, now=now, mfa_fresh=False)
-            self._audit.record(
+            self.attempts.accept(
                 session,
-                self.event(
-                    "auth.login",
-                    "success",
-                    actor_id=user.id,
-                    reason="password accepted",
-                    ctx=ctx,
-                    session_id=issued.session_id,
-                ),
+                keys,
+                "auth.login",
+                actor_id=user.id,
+                reason="password accepted",
+                ctx=ctx,
+                session_id=issued.session_id,
             )
             return LoginResult(session=issued)
 
+    def _challenge(self, session: Session, user_id: str, *, now: datetime) -> str:
+        """A new MFA challenge for ``user_id``; returns its token (stored only as a MAC)."""
+        token = new_token(_MFA_TOKEN_PREFIX)
+        session.add(
+            MfaChallenge(
+                id=new_id("mfa"),
+                token_hash=self._keys.mac("mfa-token", token.encode()),
+                user_id=user_id,
+                expires_at=now + timedelta(seconds=self._mfa_ttl),
+            )
+        )
+        session.flush()
+        return token
+
     def complete_mfa(self, *, mfa_token: str, code: str, ctx: RequestContext) -> IssuedSession:
-        now = self._clock.now()
-        ip_key = [f"otp:ip:{ctx.ip or '-'}"]
-        try:
-            with unit_of_work(self._sessions) as session:
-                challenge = session.execute(
-                    select(MfaChallenge).where(
-                        MfaChallenge.token_hash == self._keys.mac("mfa-token", mfa_token.encode())
-                    )
-                ).scalar_one_or_none()
-                if (
-                    challenge is None
-                    or challenge.used_at is not None
-                    or now >= challenge.expires_at
-                ):
-                    raise Denied(
-                        "unknown, used or expired mfa_token",
-                        keys=ip_key,
-                        actor_id=None,
-                        error=MfaInvalid("the mfa_token is not valid; log in again"),
-                    )
-                user = session.get(User, challenge.user_id)
-                assert user is not None
-                keys = self.code_keys(user.id, ctx)
-                try:
-                    self.throttler.check(session, keys, now=now)
-                except RateLimited as exc:
-                    # Read the id before the rollback: touching the expired ORM object
-                    # afterwards would begin a new transaction (BEGIN IMMEDIATE on
-                    # SQLite), and the audit writer would wait on that lock for nothing.
-                    user_id = user.id
-                    session.rollback()
-                    raise self.rate_limited("auth.mfa", exc, user_id, ctx) from None
-                kind = self.verify_code(session, user, code, now=now, allow_recovery=True)
-                if kind is None:
-                    raise Denied(
-                        "wrong or used code", keys=keys, actor_id=user.id, error=MfaInvalid()
-                    )
-                claimed = session.execute(
-                    update(MfaChallenge)
-                    .where(MfaChallenge.id == challenge.id, MfaChallenge.used_at.is_(None))
-                    .values(used_at=now)
-                    .execution_options(synchronize_session=False)
+        now = self.clock.now()
+        with self.attempts.transaction("auth.mfa", ctx) as session:
+            challenge_id, user = self._open_challenge(session, mfa_token, now=now, ctx=ctx)
+            keys = self.code_keys(user.id, ctx)
+            self.attempts.throttle(session, keys, "auth.mfa", user.id, ctx)
+            kind = self.verify_code(session, user, code, now=now, allow_recovery=True)
+            if kind is None:
+                raise Denied("wrong or used code", keys=keys, actor_id=user.id, error=MfaInvalid())
+            claimed = session.execute(
+                update(MfaChallenge)
+                .where(MfaChallenge.id == challenge_id, MfaChallenge.used_at.is_(None))
+                .values(used_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            if getattr(claimed, "rowcount", 0) != 1:
+                raise Denied(
+                    "mfa_token already used", keys=keys, actor_id=user.id, error=MfaInvalid()
                 )
-                if getattr(claimed, "rowcount", 0) != 1:
-                    raise Denied(
-                        "mfa_token already used", keys=keys, actor_id=user.id, error=MfaInvalid()
-                    )
-                self.throttler.reset(session, keys[:1])
-                issued = self.store.create(session, user_id=user.id, now=now, mfa_fresh=True)
-                self._audit.record(
-                    session,
-                    self.event(
-                        "auth.mfa",
-                        "success",
-                        actor_id=user.id,
-                        reason=f"{kind} accepted",
-                        ctx=ctx,
-                        session_id=issued.session_id,
-                    ),
-                )
-                return issued
-        except Denied as denied:
-            self.record_denial("auth.mfa", denied, ctx)
-            raise denied.error from None
+            issued = self.store.create(session, user_id=user.id, now=now, mfa_fresh=True)
+            self.attempts.accept(
+                session,
+                keys,
+                "auth.mfa",
+                actor_id=user.id,
+                reason=f"{kind} accepted",
+                ctx=ctx,
+                session_id=issued.session_id,
+            )
+            return issued
+
+    def _open_challenge(
+        self, session: Session, mfa_token: str, *, now: datetime, ctx: RequestContext
+    ) -> tuple[str, User]:
+        """The live challenge behind ``mfa_token`` and its user; Denied (by IP) otherwise."""
+        challenge = session.execute(
+            select(MfaChallenge).where(
+                MfaChallenge.token_hash == self._keys.mac("mfa-token", mfa_token.encode())
+            )
+        ).scalar_one_or_none()
+        if challenge is None or challenge.used_at is not None or now >= challenge.expires_at:
+            raise Denied(
+                "unknown, used or expired mfa_token",
+                keys=[f"otp:ip:{ctx.ip or '-'}"],
+                actor_id=None,
+                error=MfaInvalid("the mfa_token is not valid; log in again"),
+            )
+        user = session.get(User, challenge.user_id)
+        assert user is not None
+        return challenge.id, user
 
     # -- sessions ---------------------------------------------------------------------
 
     def authenticate(self, token: str | None, *, ctx: RequestContext) -> UserPrincipal:
         """The principal behind a session token; 401 (audited) for anything else."""
-        now = self._clock.now()
+        now = self.clock.now()
         resolved = None
         if token:
-            with unit_of_work(self._readonly) as session:
+            with unit_of_work(self.readonly_sessions) as session:
                 resolved = self.store.resolve(session, token, now=now)
         if resolved is None:
             reason = "invalid or expired session token" if token else "no session token"
             self._audit.emit(
-                self.event("auth.session", "denied", actor_id=None, reason=reason, ctx=ctx)
+                auth_event("auth.session", "denied", actor_id=None, reason=reason, ctx=ctx)
             )
             raise Unauthenticated()
         if self.store.needs_touch(resolved, now=now):
@@ -322,52 +241,39 @@ class Authenticator:
         )
 
     def step_up(self, principal: UserPrincipal, *, code: str, ctx: RequestContext) -> datetime:
-        now = self._clock.now()
+        now = self.clock.now()
         keys = self.code_keys(principal.user_id, ctx)
-        try:
-            with unit_of_work(self._sessions) as session:
-                try:
-                    self.throttler.check(session, keys, now=now)
-                except RateLimited as exc:
-                    session.rollback()
-                    raise self.rate_limited("auth.step_up", exc, principal.user_id, ctx) from None
-                user = session.get(User, principal.user_id)
-                if user is None or not user.totp_enrolled:
-                    raise Denied(
-                        "no second factor enrolled",
-                        keys=[],
-                        actor_id=principal.user_id,
-                        error=MfaInvalid("no second factor is enrolled for this account"),
-                    )
-                if self.verify_code(session, user, code, now=now, allow_recovery=False) is None:
-                    raise Denied(
-                        "wrong or used code", keys=keys, actor_id=user.id, error=MfaInvalid()
-                    )
-                self.throttler.reset(session, keys[:1])
-                until = self.store.mark_fresh(session, principal.session_id, now=now)
-                self._audit.record(
-                    session,
-                    self.event(
-                        "auth.step_up",
-                        "success",
-                        actor_id=user.id,
-                        reason="totp accepted",
-                        ctx=ctx,
-                        session_id=principal.session_id,
-                    ),
+        with self.attempts.transaction("auth.step_up", ctx) as session:
+            self.attempts.throttle(session, keys, "auth.step_up", principal.user_id, ctx)
+            user = session.get(User, principal.user_id)
+            if user is None or not user.totp_enrolled:
+                raise Denied(
+                    "no second factor enrolled",
+                    keys=[],
+                    actor_id=principal.user_id,
+                    error=MfaInvalid("no second factor is enrolled for this account"),
                 )
-                return until
-        except Denied as denied:
-            self.record_denial("auth.step_up", denied, ctx)
-            raise denied.error from None
+            if self.verify_code(session, user, code, now=now, allow_recovery=False) is None:
+                raise Denied("wrong or used code", keys=keys, actor_id=user.id, error=MfaInvalid())
+            until = self.store.mark_fresh(session, principal.session_id, now=now)
+            self.attempts.accept(
+                session,
+                keys,
+                "auth.step_up",
+                actor_id=user.id,
+                reason="totp accepted",
+                ctx=ctx,
+                session_id=principal.session_id,
+            )
+            return until
 
     def logout(self, principal: UserPrincipal, *, ctx: RequestContext) -> None:
-        now = self._clock.now()
+        now = self.clock.now()
         with unit_of_work(self._sessions) as session:
             self.store.revoke(session, principal.session_id, now=now)
             self._audit.record(
                 session,
-                self.event(
+                auth_event(
                     "auth.logout",
                     "success",
                     actor_id=principal.user_id,
@@ -397,13 +303,9 @@ class Authenticator:
             return
         if not mfa_code:
             raise MfaRequired()
-        now = self._clock.now()
+        now = self.clock.now()
         keys = self.code_keys(principal.user_id, ctx)
-        try:
-            self.throttler.check(session, keys, now=now)
-        except RateLimited as exc:
-            session.rollback()
-            raise self.rate_limited("auth.mfa_code", exc, principal.user_id, ctx) from None
+        self.attempts.throttle(session, keys, "auth.mfa_code", principal.user_id, ctx)
         user = session.get(User, principal.user_id)
         if (
             user is None
@@ -413,17 +315,13 @@ class Authenticator:
             denied = Denied(
                 "wrong or used mfa_code", keys=keys, actor_id=principal.user_id, error=MfaInvalid()
             )
-            self.record_denial("auth.mfa_code", denied, ctx)
-            raise denied.error
-        self.throttler.reset(session, keys[:1])
-        self._audit.record(
+            raise self.attempts.deny("auth.mfa_code", denied, ctx)
+        self.attempts.accept(
             session,
-            self.event(
-                "auth.mfa_code",
-                "success",
-                actor_id=user.id,
-                reason="per-request totp accepted",
-                ctx=ctx,
-                session_id=principal.session_id,
-            ),
+            keys,
+            "auth.mfa_code",
+            actor_id=user.id,
+            reason="per-request totp accepted",
+            ctx=ctx,
+            session_id=principal.session_id,
         )

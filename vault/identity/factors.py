@@ -8,13 +8,16 @@ made the change, which just proved the factors, continues.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from vault.audit.events import RequestContext
 from vault.authz import UserPrincipal
-from vault.errors import Conflict, InvalidRequest, MfaInvalid, RateLimited, Unauthenticated
-from vault.identity.auth import Authenticator, Denied
+from vault.errors import Conflict, InvalidRequest, MfaInvalid, Unauthenticated
+from vault.identity.attempts import Denied
+from vault.identity.auth import Authenticator
 from vault.identity.passwords import Passwords
 from vault.identity.totp import match_step
 from vault.keys.system import SystemKeys
@@ -37,18 +40,10 @@ class FactorChanges:
         system_keys: SystemKeys,
     ) -> None:
         self._auth = authenticator
+        self._attempts = authenticator.attempts
         self._sessions = sessions
         self._passwords = passwords
         self._keys = system_keys
-
-    def _throttle_check(
-        self, session: Session, keys: list[str], action: str, actor: str, ctx: RequestContext
-    ) -> None:
-        try:
-            self._auth.throttler.check(session, keys, now=self._auth.clock.now())
-        except RateLimited as exc:
-            session.rollback()
-            raise self._auth.rate_limited(action, exc, actor, ctx) from None
 
     def confirm_totp(
         self, principal: UserPrincipal, *, code: str, ctx: RequestContext
@@ -57,58 +52,45 @@ class FactorChanges:
         now = self._auth.clock.now()
         keys = self._auth.code_keys(principal.user_id, ctx)
         action = "user.totp_confirm"
-        try:
-            with unit_of_work(self._sessions) as session:
-                self._throttle_check(session, keys, action, principal.user_id, ctx)
-                user = session.get(User, principal.user_id)
-                if user is None or user.totp_pending_enc is None:
-                    raise Conflict("no TOTP enrollment is pending: POST /v1/me/totp first")
-                pending = user.totp_pending_enc
-                secret = self._keys.open_totp(user_id=user.id, envelope=pending)
-                step = match_step(secret, code, now=now)
-                if step is None:
-                    raise Denied("wrong code", keys=keys, actor_id=user.id, error=MfaInvalid())
-                # Compare-and-set on the pending envelope: two racing confirms, one wins.
-                # The step is recorded so this very code cannot be used again.
-                result = session.execute(
-                    update(User)
-                    .where(User.id == user.id, User.totp_pending_enc == pending)
-                    .values(
-                        totp_secret_enc=pending,
-                        totp_pending_enc=None,
-                        totp_enrolled=True,
-                        totp_last_step=step,
-                        credentials_changed_at=now,
-                    )
-                    .execution_options(synchronize_session=False)
+        with self._attempts.transaction(action, ctx) as session:
+            self._attempts.throttle(session, keys, action, principal.user_id, ctx)
+            user = session.get(User, principal.user_id)
+            if user is None or user.totp_pending_enc is None:
+                raise Conflict("no TOTP enrollment is pending: POST /v1/me/totp first")
+            pending = user.totp_pending_enc
+            secret = self._keys.open_totp(user_id=user.id, envelope=pending)
+            step = match_step(secret, code, now=now)
+            if step is None:
+                raise Denied("wrong code", keys=keys, actor_id=user.id, error=MfaInvalid())
+            # Compare-and-set on the pending envelope: two racing confirms, one wins.
+            # The step is recorded so this very code cannot be used again.
+            result = session.execute(
+                update(User)
+                .where(User.id == user.id, User.totp_pending_enc == pending)
+                .values(
+                    totp_secret_enc=pending,
+                    totp_pending_enc=None,
+                    totp_enrolled=True,
+                    totp_last_step=step,
+                    credentials_changed_at=now,
                 )
-                if getattr(result, "rowcount", 0) != 1:
-                    raise Denied(
-                        "enrollment already confirmed",
-                        keys=keys,
-                        actor_id=user.id,
-                        error=MfaInvalid(),
-                    )
-                codes = self._auth.recovery.issue(session, user_id=user.id)
-                ended = self._auth.store.revoke_all(
-                    session, user.id, now=now, keep=principal.session_id
+                .execution_options(synchronize_session=False)
+            )
+            if getattr(result, "rowcount", 0) != 1:
+                raise Denied(
+                    "enrollment already confirmed", keys=keys, actor_id=user.id, error=MfaInvalid()
                 )
-                self._auth.throttler.reset(session, keys[:1])
-                self._auth.audit.record(
-                    session,
-                    self._auth.event(
-                        action,
-                        "success",
-                        actor_id=user.id,
-                        reason=f"second factor enrolled; {ended} other sessions ended",
-                        ctx=ctx,
-                        session_id=principal.session_id,
-                    ),
-                )
-                return codes
-        except Denied as denied:
-            self._auth.record_denial(action, denied, ctx)
-            raise denied.error from None
+            codes = self._auth.recovery.issue(session, user_id=user.id)
+            self._changed(
+                session,
+                principal,
+                action=action,
+                what="second factor enrolled",
+                keys=keys,
+                now=now,
+                ctx=ctx,
+            )
+            return codes
 
     def change_password(
         self, principal: UserPrincipal, *, current: str, new: str, ctx: RequestContext
@@ -121,7 +103,7 @@ class FactorChanges:
         action = "user.password_change"
         keys = self._auth.password_keys(principal.email, ctx)
         with unit_of_work(self._auth.readonly_sessions) as session:
-            self._throttle_check(session, keys, action, principal.user_id, ctx)
+            self._attempts.throttle(session, keys, action, principal.user_id, ctx)
             user = session.get(User, principal.user_id)
             stored = user.password_hash if user else None
         if not self._passwords.verify(stored, current):
@@ -131,8 +113,7 @@ class FactorChanges:
                 actor_id=principal.user_id,
                 error=Unauthenticated("the current password is not correct"),
             )
-            self._auth.record_denial(action, denied, ctx)
-            raise denied.error
+            raise self._attempts.deny(action, denied, ctx)
         new_hash = self._passwords.hash(new)  # outside the write transaction
         now = self._auth.clock.now()
         with unit_of_work(self._sessions) as session:
@@ -141,18 +122,37 @@ class FactorChanges:
                 .where(User.id == principal.user_id)
                 .values(password_hash=new_hash, credentials_changed_at=now)
             )
-            ended = self._auth.store.revoke_all(
-                session, principal.user_id, now=now, keep=principal.session_id
-            )
-            self._auth.throttler.reset(session, keys[:1])
-            self._auth.audit.record(
+            self._changed(
                 session,
-                self._auth.event(
-                    action,
-                    "success",
-                    actor_id=principal.user_id,
-                    reason=f"password changed; {ended} other sessions ended",
-                    ctx=ctx,
-                    session_id=principal.session_id,
-                ),
+                principal,
+                action=action,
+                what="password changed",
+                keys=keys,
+                now=now,
+                ctx=ctx,
             )
+
+    def _changed(
+        self,
+        session: Session,
+        principal: UserPrincipal,
+        *,
+        action: str,
+        what: str,
+        keys: list[str],
+        now: datetime,
+        ctx: RequestContext,
+    ) -> None:
+        """A factor changed: end the user's other sessions, then record the success."""
+        ended = self._auth.store.revoke_all(
+            session, principal.user_id, now=now, keep=principal.session_id
+        )
+        self._attempts.accept(
+            session,
+            keys,
+            action,
+            actor_id=principal.user_id,
+            reason=f"{what}; {ended} other sessions ended",
+            ctx=ctx,
+            session_id=principal.session_id,
+        )

@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vault.audit.events import AuditEvent, Outcome, RequestContext
+from vault.audit.events import Actor, AuditEvent, Outcome, RequestContext
 from vault.audit.trail import AuditTrail
 from vault.authz import (
     TENANT_ROLES,
@@ -81,11 +81,10 @@ class TenantService:
         resource: tuple[str, str] | None,
         reason: str,
     ) -> AuditEvent:
-        return AuditEvent(
-            action=action,
-            outcome=outcome,
-            actor_type="user",
-            actor_id=principal.user_id,
+        return AuditEvent.by(
+            Actor("user", principal.user_id),
+            action,
+            outcome,
             tenant_id=tenant_id,
             resource_type=resource[0] if resource else None,
             resource_id=resource[1] if resource else None,

@@ -10,12 +10,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vault.audit.events import AuditEvent, RequestContext
+from vault.audit.events import Actor, AuditEvent, RequestContext
 from vault.audit.trail import AuditTrail
 from vault.authz import PlatformPermission, UserPrincipal, authorize_platform
 from vault.clock import Clock
@@ -29,7 +28,6 @@ from vault.keys.system import SystemKeys
 from vault.storage.models import Membership, Tenant, User
 
 __all__ = [
-    "Actor",
     "Profile",
     "UserService",
     "create_user_row",
@@ -44,14 +42,6 @@ def normalize_email(email: str) -> str:
     if len(value) > 320 or not _EMAIL.match(value):
         raise InvalidRequest("email must be an email address", field="email")
     return value
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    """Who makes a change, as the audit trail names them."""
-
-    type: Literal["user", "system"]
-    id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,15 +101,8 @@ class UserService:
     def _event(
         self, action: str, actor: Actor, user_id: str, reason: str, ctx: RequestContext
     ) -> AuditEvent:
-        return AuditEvent(
-            action=action,
-            outcome="success",
-            actor_type=actor.type,
-            actor_id=actor.id,
-            resource_type="user",
-            resource_id=user_id,
-            reason=reason,
-            context=ctx,
+        return AuditEvent.by(
+            actor, action, resource_type="user", resource_id=user_id, reason=reason, context=ctx
         )
 
     def by_email(self, email: str) -> User:
@@ -177,11 +160,10 @@ class UserService:
         except Forbidden:
             self._session.rollback()
             self._audit.emit(
-                AuditEvent(
-                    action="user.create",
-                    outcome="denied",
-                    actor_type="user",
-                    actor_id=principal.user_id,
+                AuditEvent.by(
+                    Actor("user", principal.user_id),
+                    "user.create",
+                    "denied",
                     resource_type="user",
                     reason="platform admin required",
                     context=ctx,

@@ -1,9 +1,12 @@
 """A bounded, time-limited in-memory cache of unwrapped tenant KEKs.
 
 Unwrapping under an HSM costs a round trip, so hot tenants keep their KEK in memory,
-but never more than ``max_entries`` keys nor for longer than ``ttl_seconds``. The fetch
-path still reads the KEK row's state on every request, so a KEK destroyed by another
-process is refused even while this cache holds it.
+but never more than ``max_entries`` keys nor for longer than ``ttl_seconds``. A cached
+KEK never decides a fetch: repeat fetches are served from the fetch path's decision
+cache (:mod:`vault.runners.decisions`), whose entries any change to the ``keks`` table
+invalidates through the authorization epoch, and a decision made afresh reads the KEK
+row's state from the database. So a KEK destroyed by another process is refused even
+while this cache holds it; what this cache saves is the unwrap on those fresh decisions.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from sqlalchemy import Table, bindparam, select, text, update
 from sqlalchemy.orm import Session
 
 from kms.errors import KmsError
-from vault.audit.events import AuditEvent
+from vault.audit.events import Actor, AuditEvent
 from vault.audit.trail import AuditTrail
 from vault.clock import Clock
 from vault.errors import NotFound
@@ -36,7 +36,7 @@ from vault.storage.models import Kek, KeyRotation, Line
 
 __all__ = ["BatchResult", "RewrapError", "Rewrapper", "running_rotations"]
 
-SYSTEM_ACTOR = "linevault-rewrap"
+SYSTEM_ACTOR = Actor("system", "linevault-rewrap")
 
 Progress = Callable[[int], None]
 
@@ -183,67 +183,76 @@ class Rewrapper:
 
     def finish(self, rotation_id: str) -> bool:
         """Destroy the old versions if nothing references them; True when not running."""
-        destroyed: list[int] = []
         with unit_of_work(self._sessions) as session:
             rotation = self._lock_rotation(session, rotation_id)
             if rotation is None:
                 return True
-            tenant_id, to_version = rotation.tenant_id, rotation.to_version
-            old = list(
-                session.execute(
-                    select(Kek)
-                    .where(
-                        Kek.tenant_id == tenant_id,
-                        Kek.version < to_version,
-                        Kek.state != "destroyed",
-                    )
-                    .with_for_update()
-                ).scalars()
-            )
-            # A fresh statement after the locks: sees every seal that committed before.
-            left = session.execute(
-                select(Line.id)
-                .where(
-                    Line.tenant_id == tenant_id,
-                    Line.kek_version < to_version,
-                    Line.wrapped_dek.is_not(None),
-                )
-                .limit(1)
-            ).first()
-            if left is not None:
+            old = self._unreferenced_old_keks(session, rotation)
+            if old is None:
                 return False
-            now = self._clock.now()
-            for kek in old:
-                kek.state = "destroyed"
-                kek.wrapped = None
-                kek.root_key_id = None
-                kek.destroyed_at = now
-                destroyed.append(kek.version)
-            rotation.state = "done"
-            rotation.finished_at = now
-            session.flush()
+            self._destroy(session, rotation, old)
+        self._keyring.cache.forget_tenant(rotation.tenant_id)
+        return True
+
+    @staticmethod
+    def _unreferenced_old_keks(session: Session, rotation: KeyRotation) -> list[Kek] | None:
+        """The rotation's old versions, locked; None while a line still references one."""
+        tenant_id, to_version = rotation.tenant_id, rotation.to_version
+        old = list(
+            session.execute(
+                select(Kek)
+                .where(
+                    Kek.tenant_id == tenant_id,
+                    Kek.version < to_version,
+                    Kek.state != "destroyed",
+                )
+                .with_for_update()
+            ).scalars()
+        )
+        # A fresh statement after the locks: sees every seal that committed before.
+        left = session.execute(
+            select(Line.id)
+            .where(
+                Line.tenant_id == tenant_id,
+                Line.kek_version < to_version,
+                Line.wrapped_dek.is_not(None),
+            )
+            .limit(1)
+        ).first()
+        return None if left is not None else old
+
+    def _destroy(self, session: Session, rotation: KeyRotation, old: list[Kek]) -> None:
+        """Destroy ``old``, mark the rotation done, and record both."""
+        now = self._clock.now()
+        for kek in old:
+            kek.state = "destroyed"
+            kek.wrapped = None
+            kek.root_key_id = None
+            kek.destroyed_at = now
+        rotation.state = "done"
+        rotation.finished_at = now
+        session.flush()
+        tenant_id = rotation.tenant_id
+        self._audit.record(
+            session,
+            _event(
+                "key.rewrap_done",
+                tenant_id,
+                rotation.to_version,
+                details={"rotation_id": rotation.id, "rewrapped": rotation.rewrapped},
+            ),
+        )
+        for kek in old:
             self._audit.record(
                 session,
                 _event(
-                    "key.rewrap_done",
+                    "key.destroy",
                     tenant_id,
-                    to_version,
-                    details={"rotation_id": rotation.id, "rewrapped": rotation.rewrapped},
+                    kek.version,
+                    details={"rotation_id": rotation.id, "version": kek.version},
+                    reason="superseded by rotation",
                 ),
             )
-            for version in destroyed:
-                self._audit.record(
-                    session,
-                    _event(
-                        "key.destroy",
-                        tenant_id,
-                        version,
-                        details={"rotation_id": rotation.id, "version": version},
-                        reason="superseded by rotation",
-                    ),
-                )
-        self._keyring.cache.forget_tenant(tenant_id)
-        return True
 
     @staticmethod
     def _lock_rotation(session: Session, rotation_id: str) -> KeyRotation | None:
@@ -266,11 +275,9 @@ def _event(
     details: dict[str, str | int],
     reason: str | None = None,
 ) -> AuditEvent:
-    return AuditEvent(
-        action=action,
-        outcome="success",
-        actor_type="system",
-        actor_id=SYSTEM_ACTOR,
+    return AuditEvent.by(
+        SYSTEM_ACTOR,
+        action,
         tenant_id=tenant_id,
         resource_type="key",
         resource_id=key_resource(tenant_id, version),

@@ -28,7 +28,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from kms import KeyProvider, WrappedKey
-from vault.audit.events import AuditEvent
+from vault.audit.events import Actor, AuditEvent
 from vault.audit.trail import AuditTrail
 from vault.clock import Clock
 from vault.keys.keyring import kek_ad
@@ -38,7 +38,7 @@ from vault.storage.models import Kek, SystemSecret
 
 __all__ = ["RootRotation", "RootRotationResult", "root_references"]
 
-SYSTEM_ACTOR = "linevault-root-rotation"
+SYSTEM_ACTOR = Actor("system", "linevault-root-rotation")
 
 Progress = Callable[[int], None]
 
@@ -214,11 +214,9 @@ class RootRotation:
     def _event(
         action: str, root_id: str, *, reason: str, details: dict[str, str | int | bool]
     ) -> AuditEvent:
-        return AuditEvent(
-            action=action,
-            outcome="success",
-            actor_type="system",
-            actor_id=SYSTEM_ACTOR,
+        return AuditEvent.by(
+            SYSTEM_ACTOR,
+            action,
             resource_type="root_key",
             resource_id=root_id,
             reason=reason,

@@ -26,7 +26,7 @@ from typing import Literal
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from vault.audit.events import AuditEvent, RequestContext
+from vault.audit.events import Actor, AuditEvent, RequestContext
 from vault.audit.trail import AuditTrail
 from vault.authz import Permission, UserPrincipal, authorize
 from vault.clock import Clock
@@ -153,11 +153,10 @@ class TenantKeyService:
         except VaultError as exc:
             self._session.rollback()
             self._audit.emit(
-                AuditEvent(
-                    action=ROTATE_ACTION,
-                    outcome="denied",
-                    actor_type="user",
-                    actor_id=principal.user_id,
+                AuditEvent.by(
+                    Actor("user", principal.user_id),
+                    ROTATE_ACTION,
+                    "denied",
                     tenant_id=tenant_id,
                     resource_type="tenant",
                     resource_id=tenant_id,
@@ -188,42 +187,15 @@ class TenantKeyService:
         session = self._session
         tenant = self._tenant(tenant_id, lock=True)
         running = self._running(tenant_id)
-        now = self._clock.now()
         if running is not None:
             view = rotation_view(session, running, resumed=True)
         else:
-            old_version = tenant.active_kek_version
-            newest = session.execute(
-                select(func.max(Kek.version)).where(Kek.tenant_id == tenant_id)
-            ).scalar_one()
-            new_version = max(int(newest or 0), old_version) + 1
-            session.execute(
-                update(Kek)
-                .where(Kek.tenant_id == tenant_id, Kek.state == "active")
-                .values(state="retired")
-                .execution_options(synchronize_session=False)
-            )
-            self._keyring.create_kek(session, tenant_id=tenant_id, version=new_version, now=now)
-            tenant.active_kek_version = new_version
-            row = KeyRotation(
-                id=new_id("rot"),
-                tenant_id=tenant_id,
-                from_version=old_version,
-                to_version=new_version,
-                state=RUNNING,
-                rewrapped=0,
-                started_at=now,
-            )
-            session.add(row)
-            session.flush()
-            view = rotation_view(session, row)
+            view = rotation_view(session, self._start(tenant))
         self._audit.record(
             session,
-            AuditEvent(
-                action=ROTATE_ACTION,
-                outcome="success",
-                actor_type=actor_type,
-                actor_id=actor_id,
+            AuditEvent.by(
+                Actor(actor_type, actor_id),
+                ROTATE_ACTION,
                 tenant_id=tenant_id,
                 resource_type="key",
                 resource_id=key_resource(tenant_id, view.to_version),
@@ -271,6 +243,36 @@ class TenantKeyService:
         )
 
     # -- helpers ----------------------------------------------------------------------
+
+    def _start(self, tenant: Tenant) -> KeyRotation:
+        """Retire the active version, make ``n+1`` active and insert the running rotation."""
+        session = self._session
+        now = self._clock.now()
+        old_version = tenant.active_kek_version
+        newest = session.execute(
+            select(func.max(Kek.version)).where(Kek.tenant_id == tenant.id)
+        ).scalar_one()
+        new_version = max(int(newest or 0), old_version) + 1
+        session.execute(
+            update(Kek)
+            .where(Kek.tenant_id == tenant.id, Kek.state == "active")
+            .values(state="retired")
+            .execution_options(synchronize_session=False)
+        )
+        self._keyring.create_kek(session, tenant_id=tenant.id, version=new_version, now=now)
+        tenant.active_kek_version = new_version
+        row = KeyRotation(
+            id=new_id("rot"),
+            tenant_id=tenant.id,
+            from_version=old_version,
+            to_version=new_version,
+            state=RUNNING,
+            rewrapped=0,
+            started_at=now,
+        )
+        session.add(row)
+        session.flush()
+        return row
 
     def _tenant(self, tenant_id: str, *, lock: bool) -> Tenant:
         stmt = select(Tenant).where(Tenant.id == tenant_id, Tenant.deleted_at.is_(None))

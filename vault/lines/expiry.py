@@ -5,8 +5,7 @@ that date as line metadata so owners can list what is about to expire, and the f
 path (owned by the runners capability) asks :func:`fetch_expiry_reason` on each fetch:
 an expired credential is still returned (the vault does not second-guess the platform),
 but the fetch's audit event carries ``reason="credential_expired"`` so reviewers and
-alerting see it, at no extra database write. :func:`expired_fetch_event` builds a
-separate ``credential.expired_fetch`` event for callers that prefer one.
+alerting see it, at no extra database write.
 """
 
 from __future__ import annotations
@@ -15,22 +14,17 @@ import re
 from datetime import datetime, timedelta
 from typing import Final
 
-from vault.audit.events import AuditEvent, RequestContext
-from vault.clock import rfc3339
 from vault.errors import Unprocessable
 
 __all__ = [
-    "EXPIRED_FETCH_ACTION",
     "EXPIRED_FETCH_REASON",
     "MAX_WINDOW",
-    "expired_fetch_event",
     "fetch_expiry_reason",
     "is_expired",
     "parse_window",
 ]
 
 EXPIRED_FETCH_REASON: Final = "credential_expired"
-EXPIRED_FETCH_ACTION: Final = "credential.expired_fetch"
 MAX_WINDOW: Final = timedelta(days=3650)
 
 _WINDOW = re.compile(r"([0-9]{1,7})([smhdw])")
@@ -58,27 +52,3 @@ def is_expired(expires_at: datetime | None, *, now: datetime) -> bool:
 def fetch_expiry_reason(expires_at: datetime | None, *, now: datetime) -> str | None:
     """The ``reason`` to put on a ``credential.fetch`` event: set once the credential expired."""
     return EXPIRED_FETCH_REASON if is_expired(expires_at, now=now) else None
-
-
-def expired_fetch_event(
-    *,
-    runner_id: str,
-    tenant_id: str,
-    line_id: str,
-    version: int,
-    expires_at: datetime,
-    context: RequestContext,
-) -> AuditEvent:
-    """A separate warning event for a fetch of an expired credential (no secret in it)."""
-    return AuditEvent(
-        action=EXPIRED_FETCH_ACTION,
-        outcome="success",
-        actor_type="runner",
-        actor_id=runner_id,
-        tenant_id=tenant_id,
-        resource_type="line",
-        resource_id=line_id,
-        reason=EXPIRED_FETCH_REASON,
-        context=context,
-        details={"version": version, "expires_at": rfc3339(expires_at)},
-    )

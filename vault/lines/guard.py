@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 from sqlalchemy.orm import Session
 
-from vault.audit.events import AuditEvent, Outcome, RequestContext
+from vault.audit.events import Actor, AuditEvent, Outcome, RequestContext
 from vault.audit.trail import AuditTrail
 from vault.authz import UserPrincipal
 from vault.errors import (
@@ -78,11 +78,10 @@ def failures_audited(
             raise
         session.rollback()
         audit.emit(
-            AuditEvent(
-                action=action,
-                outcome=outcome,
-                actor_type="user",
-                actor_id=principal.user_id,
+            AuditEvent.by(
+                Actor("user", principal.user_id),
+                action,
+                outcome,
                 tenant_id=tenant_id,
                 resource_type=resource_type,
                 resource_id=resource_id,

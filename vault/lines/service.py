@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vault.audit.events import AuditEvent, RequestContext, sanitize
+from vault.audit.events import Actor, AuditEvent, RequestContext, sanitize
 from vault.audit.trail import AuditTrail
 from vault.authz import Permission, UserPrincipal, authorize
 from vault.clock import Clock, rfc3339
@@ -398,11 +398,9 @@ class LineService:
     ) -> None:
         self._audit.record(
             self._session,
-            AuditEvent(
-                action=action,
-                outcome="success",
-                actor_type="user",
-                actor_id=principal.user_id,
+            AuditEvent.by(
+                Actor("user", principal.user_id),
+                action,
                 tenant_id=line.tenant_id,
                 resource_type="line",
                 resource_id=line.id,

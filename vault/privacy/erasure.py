@@ -22,14 +22,15 @@ from datetime import datetime
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from vault.audit.events import AuditEvent, RequestContext
+from vault.audit.events import RequestContext
 from vault.audit.trail import AuditTrail
 from vault.authz import Permission, UserPrincipal, authorize
 from vault.clock import Clock
 from vault.keys.cache import KekCache
 from vault.keys.shred import shred_tenant_keys
-from vault.lines.guard import MfaCheck, failures_audited
+from vault.lines.guard import MfaCheck
 from vault.lines.service import load_tenant
+from vault.privacy.events import tenant_event, tenant_failures_audited
 from vault.storage.models import Grant, GrantLine, KeyRotation, Line, Membership, Tenant
 
 __all__ = ["DeletedTenant", "TenantEraser"]
@@ -62,14 +63,12 @@ class TenantEraser:
     ) -> DeletedTenant:
         """Shred and delete ``tenant_id``; ``verify_mfa`` runs after the access checks."""
         session = self._session
-        with failures_audited(
+        with tenant_failures_audited(
             session,
             self._audit,
             action="tenant.delete",
             principal=principal,
             tenant_id=tenant_id,
-            resource_type="tenant",
-            resource_id=tenant_id,
             context=context,
         ):
             authorize(principal, tenant_id, Permission.TENANT_DELETE)
@@ -97,18 +96,8 @@ class TenantEraser:
         session.flush()
         # Keys forgotten again after the flush: a racing reader may have re-cached one.
         self._cache.forget_tenant(tenant_id)
+        details = {"keys_destroyed": keys, "lines_deleted": lines, "shredded": True}
         self._audit.record(
-            session,
-            AuditEvent(
-                action="tenant.delete",
-                outcome="success",
-                actor_type="user",
-                actor_id=principal.user_id,
-                tenant_id=tenant_id,
-                resource_type="tenant",
-                resource_id=tenant_id,
-                context=context,
-                details={"keys_destroyed": keys, "lines_deleted": lines, "shredded": True},
-            ),
+            session, tenant_event("tenant.delete", principal, tenant_id, context, details)
         )
         return DeletedTenant(id=tenant_id, deleted_at=now, keys_destroyed=keys, lines_deleted=lines)

@@ -15,12 +15,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vault.audit.events import AuditEvent, RequestContext
+from vault.audit.events import RequestContext
 from vault.audit.trail import AuditTrail
 from vault.authz import Permission, UserPrincipal, authorize
 from vault.clock import Clock, rfc3339
-from vault.lines.guard import MfaCheck, failures_audited
+from vault.lines.guard import MfaCheck
 from vault.lines.service import line_view, load_tenant
+from vault.privacy.events import tenant_event, tenant_failures_audited
 from vault.storage.models import AuditEventRow, Grant, GrantLine, Line, Membership, User
 
 __all__ = ["EXPORT_FORMAT", "TenantExporter", "audit_event_dict"]
@@ -66,14 +67,12 @@ class TenantExporter:
     ) -> dict[str, Any]:
         """The tenant's metadata as one JSON-ready document; MFA checked after access."""
         session = self._session
-        with failures_audited(
+        with tenant_failures_audited(
             session,
             self._audit,
             action="tenant.export",
             principal=principal,
             tenant_id=tenant_id,
-            resource_type="tenant",
-            resource_id=tenant_id,
             context=context,
         ):
             authorize(principal, tenant_id, Permission.TENANT_EXPORT)
@@ -82,44 +81,9 @@ class TenantExporter:
         lines = session.execute(
             select(Line).where(Line.tenant_id == tenant_id).order_by(Line.created_at, Line.id)
         ).scalars()
-        grant_lines: dict[str, list[str]] = {}
-        for gl in session.execute(
-            select(GrantLine).where(GrantLine.tenant_id == tenant_id).order_by(GrantLine.line_id)
-        ).scalars():
-            grant_lines.setdefault(gl.grant_id, []).append(gl.line_id)
-        grants = [
-            {
-                "id": g.id,
-                "runner_id": g.runner_id,
-                "lines": ["*"] if g.all_lines else grant_lines.get(g.id, []),
-                "created_at": rfc3339(g.created_at),
-            }
-            for g in session.execute(
-                select(Grant).where(Grant.tenant_id == tenant_id).order_by(Grant.created_at)
-            ).scalars()
-        ]
-        members = [
-            {
-                "user_id": m.user_id,
-                "email": email,
-                "role": m.role,
-                "created_at": rfc3339(m.created_at),
-            }
-            for m, email in session.execute(
-                select(Membership, User.email)
-                .join(User, User.id == Membership.user_id)
-                .where(Membership.tenant_id == tenant_id)
-                .order_by(Membership.created_at, Membership.user_id)
-            ).all()
-        ]
-        events = [
-            audit_event_dict(row)
-            for row in session.execute(
-                select(AuditEventRow)
-                .where(AuditEventRow.tenant_id == tenant_id)
-                .order_by(AuditEventRow.seq)
-            ).scalars()
-        ]
+        grants = self._grants(tenant_id)
+        members = self._members(tenant_id)
+        events = self._events(tenant_id)
         document: dict[str, Any] = {
             "format": EXPORT_FORMAT,
             "exported_at": rfc3339(self._clock.now()),
@@ -134,23 +98,54 @@ class TenantExporter:
             "members": members,
             "audit_events": events,
         }
+        counts = {
+            name: len(document[name]) for name in ("lines", "grants", "members", "audit_events")
+        }
         self._audit.record(
-            session,
-            AuditEvent(
-                action="tenant.export",
-                outcome="success",
-                actor_type="user",
-                actor_id=principal.user_id,
-                tenant_id=tenant_id,
-                resource_type="tenant",
-                resource_id=tenant_id,
-                context=context,
-                details={
-                    "lines": len(document["lines"]),
-                    "grants": len(grants),
-                    "members": len(members),
-                    "audit_events": len(events),
-                },
-            ),
+            session, tenant_event("tenant.export", principal, tenant_id, context, counts)
         )
         return document
+
+    def _grants(self, tenant_id: str) -> list[dict[str, Any]]:
+        grant_lines: dict[str, list[str]] = {}
+        for gl in self._session.execute(
+            select(GrantLine).where(GrantLine.tenant_id == tenant_id).order_by(GrantLine.line_id)
+        ).scalars():
+            grant_lines.setdefault(gl.grant_id, []).append(gl.line_id)
+        return [
+            {
+                "id": g.id,
+                "runner_id": g.runner_id,
+                "lines": ["*"] if g.all_lines else grant_lines.get(g.id, []),
+                "created_at": rfc3339(g.created_at),
+            }
+            for g in self._session.execute(
+                select(Grant).where(Grant.tenant_id == tenant_id).order_by(Grant.created_at)
+            ).scalars()
+        ]
+
+    def _members(self, tenant_id: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "user_id": m.user_id,
+                "email": email,
+                "role": m.role,
+                "created_at": rfc3339(m.created_at),
+            }
+            for m, email in self._session.execute(
+                select(Membership, User.email)
+                .join(User, User.id == Membership.user_id)
+                .where(Membership.tenant_id == tenant_id)
+                .order_by(Membership.created_at, Membership.user_id)
+            ).all()
+        ]
+
+    def _events(self, tenant_id: str) -> list[dict[str, Any]]:
+        return [
+            audit_event_dict(row)
+            for row in self._session.execute(
+                select(AuditEventRow)
+                .where(AuditEventRow.tenant_id == tenant_id)
+                .order_by(AuditEventRow.seq)
+            ).scalars()
+        ]

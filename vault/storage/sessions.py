@@ -1,4 +1,4 @@
-"""Session factories: ORM sessions that flush explicitly and never expire on commit."""
+"""Session factories: ORM sessions that flush before each query and never expire on commit."""
 
 from __future__ import annotations
 

@@ -1,0 +1,139 @@
+"""The sequence every authentication attempt follows: throttle, verify, deny, record.
+
+An attempt with a guessable input (a password, a TOTP or recovery code) is checked
+against the throttle before any verification work; a blocked attempt is audited as
+"rate limited" and refused. A failed verification counts against the throttle and is
+audited in a short transaction of its own, after the attempt's transaction has rolled
+back: the request fails, yet its trace must stay. A success forgets the account's
+failures and is audited in the attempt's transaction. Verifying is the caller's part;
+this module owns the rest, so every attempt counts and records failures the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from sqlalchemy.orm import Session
+
+from vault.audit.events import Actor, AuditEvent, Outcome, RequestContext
+from vault.audit.trail import AuditTrail
+from vault.clock import Clock
+from vault.errors import RateLimited
+from vault.identity.throttle import Throttler
+from vault.storage.engine import SessionFactory, unit_of_work
+
+__all__ = ["Attempts", "Denied", "auth_event"]
+
+
+class Denied(Exception):
+    """An attempt failed; carries what to record once the transaction is gone."""
+
+    def __init__(
+        self, reason: str, *, keys: list[str], actor_id: str | None, error: Exception
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.keys = keys
+        self.actor_id = actor_id
+        self.error = error
+
+
+def auth_event(
+    action: str,
+    outcome: Outcome,
+    *,
+    actor_id: str | None,
+    reason: str,
+    ctx: RequestContext,
+    session_id: str | None = None,
+) -> AuditEvent:
+    """An authentication event: the user (None while unknown) and, once known, the session."""
+    return AuditEvent.by(
+        Actor("user", actor_id),
+        action,
+        outcome,
+        resource_type="session" if session_id else None,
+        resource_id=session_id,
+        reason=reason,
+        context=ctx,
+    )
+
+
+class Attempts:
+    """The throttle, deny and record steps around the caller's verification."""
+
+    def __init__(
+        self, *, sessions: SessionFactory, clock: Clock, audit: AuditTrail, throttler: Throttler
+    ) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self._audit = audit
+        self._throttler = throttler
+
+    def throttle(
+        self,
+        session: Session,
+        keys: Sequence[str],
+        action: str,
+        actor_id: str | None,
+        ctx: RequestContext,
+    ) -> None:
+        """Refuse while any key is blocked: ``session`` is rolled back, the refusal audited.
+
+        The rollback comes first: on SQLite the attempt's transaction holds the write lock
+        the audit writer needs. ``actor_id`` is read by the caller before it, since touching
+        an ORM object after the rollback would need the database again.
+        """
+        try:
+            self._throttler.check(session, keys, now=self._clock.now())
+        except RateLimited as exc:
+            session.rollback()
+            self._audit.emit(
+                auth_event(action, "denied", actor_id=actor_id, reason="rate limited", ctx=ctx)
+            )
+            raise exc from None
+
+    def deny(self, action: str, denied: Denied, ctx: RequestContext) -> Exception:
+        """Count the failure and audit it in one short transaction; returns the error to raise."""
+        now = self._clock.now()
+        with unit_of_work(self._sessions) as session:
+            if denied.keys:
+                self._throttler.fail(session, denied.keys, now=now)
+            self._audit.record(
+                session,
+                auth_event(
+                    action, "denied", actor_id=denied.actor_id, reason=denied.reason, ctx=ctx
+                ),
+            )
+        return denied.error
+
+    def accept(
+        self,
+        session: Session,
+        keys: Sequence[str],
+        action: str,
+        *,
+        actor_id: str,
+        reason: str,
+        ctx: RequestContext,
+        session_id: str | None = None,
+    ) -> None:
+        """A success: forget the account key's failures (the first key) and record it."""
+        self._throttler.reset(session, keys[:1])
+        self._audit.record(
+            session,
+            auth_event(
+                action, "success", actor_id=actor_id, reason=reason, ctx=ctx, session_id=session_id
+            ),
+        )
+
+    @contextmanager
+    def transaction(self, action: str, ctx: RequestContext) -> Iterator[Session]:
+        """The attempt's write transaction: a :class:`Denied` raised in it rolls it back,
+        is recorded by :meth:`deny`, and reaches the caller as its error."""
+        try:
+            with unit_of_work(self._sessions) as session:
+                yield session
+        except Denied as denied:
+            raise self.deny(action, denied, ctx) from None
