@@ -36,11 +36,11 @@ from starlette.types import Scope
 from vault.audit.events import RequestContext
 from vault.authz import UserPrincipal
 from vault.errors import NotFound
-from vault.identity.service import user_service
+from vault.identity.service import user_service_for
 from vault.identity.tenants import TenantService
 from vault.identity.users import UserService
 from vault.keys.rotation import TenantKeyService
-from vault.keys.service import key_service
+from vault.keys.service import tenant_key_service_for
 from vault.lines.service import LineService
 from vault.privacy.erasure import TenantEraser
 from vault.privacy.export import TenantExporter
@@ -201,11 +201,11 @@ def _tenants(runtime: Rt, db: Db, ctx: Ctx) -> TenantService:
 
 
 def _users(runtime: Rt, db: Db) -> UserService:
-    return user_service(runtime, db)
+    return user_service_for(runtime, db)
 
 
 def _tenant_keys(runtime: Rt, db: Db) -> TenantKeyService:
-    return key_service(runtime, db)
+    return tenant_key_service_for(runtime, db)
 
 
 def _tenant_erasure(runtime: Rt, db: Db) -> TenantEraser:

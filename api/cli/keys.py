@@ -20,7 +20,7 @@ from vault.clock import rfc3339
 from vault.errors import NotFound
 from vault.keys.rewrap import RewrapError
 from vault.keys.root_rotation import RootRotationResult, root_references
-from vault.keys.service import key_service, rewrapper_for, root_rotation_for
+from vault.keys.service import rewrapper_for, root_rotation_for, tenant_key_service_for
 from vault.runtime import NotInitialised, Runtime, open_runtime
 from vault.storage.engine import unit_of_work
 from vault.storage.models import Kek, KeyRotation, Tenant
@@ -56,7 +56,7 @@ def rotate_command(
     try:
         try:
             with unit_of_work(runtime.sessions) as session:
-                view = key_service(runtime, session).rotate(
+                view = tenant_key_service_for(runtime, session).rotate(
                     tenant, actor_type="system", actor_id=_ACTOR
                 )
         except NotFound:
@@ -192,7 +192,7 @@ def status_command(
             }
             if tenant is not None:
                 try:
-                    view = key_service(runtime, session).status(tenant)
+                    view = tenant_key_service_for(runtime, session).status(tenant)
                 except NotFound:
                     raise fail(f"no such tenant: {tenant}", 1) from None
                 out["tenant"] = {

@@ -14,7 +14,7 @@ import typer
 from api.cli.common import DataDir, build_settings, fail
 from vault.audit.events import Actor
 from vault.errors import Conflict, InvalidRequest, NotFound
-from vault.identity.service import user_service
+from vault.identity.service import user_service_for
 from vault.runtime import NotInitialised, Runtime, open_runtime
 from vault.storage.engine import unit_of_work
 
@@ -47,7 +47,7 @@ def create_command(
     runtime = _runtime(data_dir)
     try:
         with unit_of_work(runtime.sessions) as session:
-            user, password = user_service(runtime, session).create(
+            user, password = user_service_for(runtime, session).create(
                 email=email, platform_role=platform_role, actor=_ACTOR
             )
     except (Conflict, InvalidRequest) as exc:
@@ -72,7 +72,7 @@ def reset_mfa_command(
     runtime = _runtime(data_dir)
     try:
         with unit_of_work(runtime.sessions) as session:
-            user = user_service(runtime, session).reset_mfa(email=email, actor=_ACTOR)
+            user = user_service_for(runtime, session).reset_mfa(email=email, actor=_ACTOR)
     except (NotFound, InvalidRequest) as exc:
         raise fail(exc.detail, 1) from None
     finally:

@@ -41,7 +41,7 @@ from kms.crypto import new_key
 from vault.ids import new_id
 from vault.keys.cache import KekCache
 from vault.keys.keyring import KeyRing, SealedCredential, kek_ad
-from vault.keys.service import key_service, rewrapper_for
+from vault.keys.service import rewrapper_for, tenant_key_service_for
 from vault.lines.schemas import parse_credential
 from vault.runtime import Runtime
 from vault.storage.engine import is_sqlite, readonly, unit_of_work
@@ -250,7 +250,7 @@ def rotation(
     time.sleep(3.0)
     reads_before = latency_ms(reader.latencies, 3.0)
     with unit_of_work(runtime.sessions) as session:
-        view = key_service(runtime, session).rotate(
+        view = tenant_key_service_for(runtime, session).rotate(
             tenant_id, actor_type="system", actor_id="bench"
         )
     yield Rotation(runtime, tenant_id, view.id, reader, seeded.seconds, reads_before)

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from api.app import create_app
 from tests.support.identity import add_membership, bearer, make_user, new_session, totp_code
 from tests.support.keys import make_tenant, open_all, seed_lines, uncached
-from vault.keys.service import key_service
+from vault.keys.service import tenant_key_service_for
 from vault.runtime import Runtime
 from vault.settings import Settings
 from vault.storage.engine import unit_of_work
@@ -66,7 +66,7 @@ def test_rotate_needs_mfa_and_accepts_a_code_in_the_body(
     refused = client.post(f"/v1/tenants/{tenant}/keys/rotate", headers=bearer(token))
     assert refused.status_code == 403 and refused.json()["code"] == "mfa_required"
     with unit_of_work(runtime.sessions) as session:
-        assert key_service(runtime, session).status(tenant).active_version == 1
+        assert tenant_key_service_for(runtime, session).status(tenant).active_version == 1
     code = totp_code(user.totp_secret, runtime)  # type: ignore[attr-defined]
     ok = client.post(
         f"/v1/tenants/{tenant}/keys/rotate", headers=bearer(token), json={"mfa_code": code}
@@ -107,11 +107,13 @@ def test_server_start_resumes_a_pending_rotation(runtime: Runtime, settings: Set
         runtime.sessions, runtime.keyring, tenant_id=tenant, count=9, now=runtime.clock.now()
     )
     with unit_of_work(runtime.sessions) as session:  # as if the server died after the 202
-        view = key_service(runtime, session).rotate(tenant, actor_type="system", actor_id="t")
+        view = tenant_key_service_for(runtime, session).rotate(
+            tenant, actor_type="system", actor_id="t"
+        )
     assert view.pending_rewrap == 9
     with TestClient(create_app(settings, runtime=runtime)) as client:
         assert client.app.state.rewrap_worker.wait_idle(timeout=30)  # type: ignore[attr-defined]
     with unit_of_work(runtime.sessions) as session:
-        status = key_service(runtime, session).status(tenant)
+        status = tenant_key_service_for(runtime, session).status(tenant)
     assert status.rotation is not None and status.rotation.state == "done"
     assert open_all(runtime.engine, uncached(runtime.provider), tenant) == secrets

@@ -14,7 +14,7 @@ from tests.support.identity import (
 )
 from vault.audit.events import Actor
 from vault.clock import FixedClock
-from vault.identity.service import user_service
+from vault.identity.service import user_service_for
 from vault.runtime import Runtime
 from vault.storage.engine import unit_of_work
 
@@ -150,7 +150,9 @@ def test_reset_mfa_ends_every_session_and_allows_recovery_login(
     user = make_user(runtime, "reset@example.test", totp=True)
     tokens = [new_session(runtime, user.id) for _ in range(2)]
     with unit_of_work(runtime.sessions) as session:
-        user_service(runtime, session).reset_mfa(email=user.email, actor=Actor("system", "test"))
+        user_service_for(runtime, session).reset_mfa(
+            email=user.email, actor=Actor("system", "test")
+        )
     assert all(_me(client, t) == 401 for t in tokens)
     login = client.post("/v1/auth/login", json={"email": user.email, "password": TEST_PASSWORD})
     assert login.json()["mfa_required"] is False

@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import event
 
-from vault.keys.service import key_service, rewrapper_for
+from vault.keys.service import rewrapper_for, tenant_key_service_for
 from vault.runtime import open_runtime
 from vault.settings import Settings
 from vault.storage.engine import unit_of_work
@@ -41,7 +41,7 @@ def _trial(settings: Settings, tenant_id: str, kill_at: int, report_path: str) -
     event.listen(runtime.engine, "before_cursor_execute", tick)
     event.listen(runtime.engine, "commit", tick)
     with unit_of_work(runtime.sessions) as session:
-        view = key_service(runtime, session).rotate(
+        view = tenant_key_service_for(runtime, session).rotate(
             tenant_id, actor_type="system", actor_id="crash-test"
         )
     done = rewrapper_for(runtime).run(view.id)

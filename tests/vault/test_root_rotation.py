@@ -10,7 +10,7 @@ from kms.errors import KmsError
 from tests.support.keys import make_tenant, open_all, seed_lines, uncached
 from vault.keys.keyring import kek_ad
 from vault.keys.root_rotation import root_references
-from vault.keys.service import key_service, rewrapper_for, root_rotation_for
+from vault.keys.service import rewrapper_for, root_rotation_for, tenant_key_service_for
 from vault.runtime import Runtime, open_runtime
 from vault.settings import Settings
 from vault.storage.engine import unit_of_work
@@ -29,7 +29,9 @@ def _world(runtime: Runtime) -> dict[str, dict[str, bytes]]:
         )
     rotated = next(iter(out))
     with unit_of_work(runtime.sessions) as session:
-        view = key_service(runtime, session).rotate(rotated, actor_type="system", actor_id="t")
+        view = tenant_key_service_for(runtime, session).rotate(
+            rotated, actor_type="system", actor_id="t"
+        )
     rewrapper_for(runtime).run(view.id)
     return out
 

@@ -11,7 +11,7 @@ from tests.support.keys import make_tenant, open_all, open_line, seed_lines, unc
 from vault.errors import NotFound
 from vault.keys.rewrap import RewrapError, Rewrapper
 from vault.keys.rotation import TenantKeyService
-from vault.keys.service import key_service, rewrapper_for
+from vault.keys.service import rewrapper_for, tenant_key_service_for
 from vault.keys.shred import shred_line_credential, shred_tenant_keys
 from vault.runtime import Runtime
 from vault.storage.engine import unit_of_work
@@ -26,7 +26,9 @@ def tenant(runtime: Runtime) -> str:
 
 def _rotate(runtime: Runtime, tenant_id: str):  # type: ignore[no-untyped-def]
     with unit_of_work(runtime.sessions) as session:
-        return key_service(runtime, session).rotate(tenant_id, actor_type="system", actor_id="test")
+        return tenant_key_service_for(runtime, session).rotate(
+            tenant_id, actor_type="system", actor_id="test"
+        )
 
 
 def _keks(runtime: Runtime, tenant_id: str) -> dict[int, Kek]:

@@ -11,10 +11,10 @@ from sqlalchemy.orm import Session
 from vault.identity.users import UserService
 from vault.runtime import Runtime
 
-__all__ = ["user_service"]
+__all__ = ["user_service_for"]
 
 
-def user_service(runtime: Runtime, session: Session) -> UserService:
+def user_service_for(runtime: Runtime, session: Session) -> UserService:
     auth = runtime.authenticator
     return UserService(
         session,

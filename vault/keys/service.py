@@ -1,4 +1,7 @@
-"""Wiring: key services built from a :class:`~vault.runtime.Runtime` (API and CLI share it)."""
+"""Wiring: key services built from a :class:`~vault.runtime.Runtime` (API and CLI share it).
+
+One naming rule for every service built from a runtime: ``<service>_for(runtime, ...)``.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +13,10 @@ from vault.keys.rotation import TenantKeyService
 from vault.keys.worker import RewrapWorker
 from vault.runtime import Runtime
 
-__all__ = ["key_service", "rewrap_worker_for", "rewrapper_for", "root_rotation_for"]
+__all__ = ["rewrap_worker_for", "rewrapper_for", "root_rotation_for", "tenant_key_service_for"]
 
 
-def key_service(runtime: Runtime, session: Session) -> TenantKeyService:
+def tenant_key_service_for(runtime: Runtime, session: Session) -> TenantKeyService:
     return TenantKeyService(
         session, keyring=runtime.keyring, audit=runtime.audit, clock=runtime.clock
     )
