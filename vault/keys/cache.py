@@ -2,8 +2,9 @@
 
 Unwrapping under an HSM costs a round trip, so hot tenants keep their KEK in memory,
 but never more than ``max_entries`` keys nor for longer than ``ttl_seconds``. The fetch
-path still reads the KEK row's state on every request, so a KEK destroyed by another
-process is refused even while this cache holds it.
+path still decides from the KEK row's state: destroying a KEK moves the authorization
+epoch, so every process reads the row again before serving (``vault/runners/fetch.py``),
+and a KEK destroyed by another process is refused even while this cache holds it.
 """
 
 from __future__ import annotations
