@@ -62,6 +62,9 @@ class PgFastBatch:
         self, engine: Engine, *, checkpointer: Checkpointer | None, usage: BatchUsage
     ) -> None:
         self._engine = engine
+        # Compiled once to the driver's text: executed as is, the statement skips
+        # SQLAlchemy's per-execution compile step on the writer's critical path.
+        self._sql = str(_STATEMENT.compile(dialect=engine.dialect))
         self._checkpointer = checkpointer
         self._usage = usage
         self._conn: Connection | None = None
@@ -142,7 +145,7 @@ class PgFastBatch:
         self._head = None  # unknown until the answer
         try:
             conn = self._connection()
-            applied, epoch, totals = conn.execute(_STATEMENT, params).one()
+            applied, epoch, totals = conn.exec_driver_sql(self._sql, params).one()
             conn.commit()  # autocommit: ends SQLAlchemy's transaction, no round trip
         except OperationalError:
             self._discard()
