@@ -23,7 +23,6 @@ from api.routes import ROUTERS
 from vault import __version__
 from vault.clock import Clock
 from vault.keys.service import rewrap_worker_for
-from vault.runners import fetcher_for
 from vault.runtime import Runtime, open_runtime
 from vault.settings import Settings
 
@@ -56,7 +55,6 @@ def create_app(
         worker.resume_pending()
         app.state.rewrap_worker = worker
         if freeze_gc:
-            fetcher_for(app.state.runtime)  # built now, so frozen with the rest
             gc.collect()
             gc.freeze()
         try:

@@ -1,4 +1,5 @@
-"""The layer contract (api -> vault -> kms, no web framework below api) is enforced."""
+"""The layer contracts (api -> vault -> kms, no web framework below api, the database
+driver only under vault/storage/) are enforced."""
 
 from __future__ import annotations
 
@@ -53,6 +54,23 @@ def test_contract_fails_when_kms_imports_vault(tmp_path: Path) -> None:
     result = _run_linter(tree)
     assert result.returncode != 0
     assert "kms.leak" in result.stdout
+
+
+def test_contract_fails_when_the_driver_is_imported_outside_storage(tmp_path: Path) -> None:
+    tree = _copy_tree(tmp_path)
+    (tree / "vault" / "runners" / "leak.py").write_text("import psycopg\n")
+    (tree / "api" / "leak.py").write_text("from psycopg_pool import ConnectionPool\n")
+    result = _run_linter(tree)
+    assert result.returncode != 0
+    assert "vault.runners.leak -> psycopg" in result.stdout
+    assert "api.leak -> psycopg_pool" in result.stdout
+
+
+def test_storage_may_import_the_driver(tmp_path: Path) -> None:
+    tree = _copy_tree(tmp_path)
+    (tree / "vault" / "storage" / "driver.py").write_text("import psycopg\n")
+    result = _run_linter(tree)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 _HAZMAT = re.compile(r"^\s*(from|import)\s+cryptography\.hazmat", re.MULTILINE)

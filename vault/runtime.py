@@ -2,6 +2,12 @@
 
 The API and the CLI each call :func:`open_runtime` with the one ``Settings`` object and
 hand the pieces to services; nothing below reads settings or the environment itself.
+Every collaborator is a typed field, built here once and complete: the audit writer gets
+its hooks and its one-statement batch at construction, the fetcher its usage counter.
+
+One database pool per process: the engine's. The audit writer's sessions, its
+one-statement batch and the fetch's read all take their connections from it, under the
+one reconnect policy of :mod:`vault.storage.engine`.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from sqlalchemy import Engine
 
 from kms import KeyProvider, LocalKmsConfig, Pkcs11KmsConfig, initialize_provider, open_provider
 from vault.audit.checkpoints import Checkpointer
+from vault.audit.fastbatch import PgFastBatch
 from vault.audit.service import AuditReader
 from vault.audit.trail import AuditTrail
 from vault.audit.writer import AuditWriter
@@ -26,8 +33,10 @@ from vault.identity.throttle import Throttler
 from vault.keys.cache import KekCache
 from vault.keys.keyring import KeyRing
 from vault.keys.system import SystemKeys
+from vault.runners.fetch import CredentialFetcher
+from vault.runners.usage import UsageCounter
 from vault.settings import Settings
-from vault.storage.engine import SessionFactory, make_engine, readonly, unit_of_work
+from vault.storage.engine import SessionFactory, is_sqlite, make_engine, readonly, unit_of_work
 from vault.storage.migrate import current_revision, head_revision
 from vault.storage.sessions import session_factory
 
@@ -75,6 +84,8 @@ class Runtime:
     passwords: Passwords
     audit_writer: AuditWriter
     audit: AuditTrail
+    usage: UsageCounter
+    fetcher: CredentialFetcher
     extras: dict[str, object] = field(default_factory=dict)
     # The long-lived services, made from the parts above with the runtime itself.
     authenticator: Authenticator = field(init=False)
@@ -126,35 +137,37 @@ def open_runtime(
     settings: Settings, *, clock: Clock | None = None, start_writer: bool = True
 ) -> Runtime:
     clock = clock or SystemClock()
-    engine = make_engine(settings.sqlalchemy_url, pool_size=max(8, settings.threadpool_size // 2))
-    if current_revision(engine) is None:
-        engine.dispose()
-        raise NotInitialised("the database has no schema: run `linevault init` first")
-    if current_revision(engine) != head_revision():
-        engine.dispose()
-        raise NotInitialised("the database schema is not current: run `linevault migrate`")
+    engine = _open_engine(settings)
     provider = open_provider(kms_config(settings))
     sessions = session_factory(engine)
     with unit_of_work(sessions) as session:
         system_keys = SystemKeys.load(session, provider)
-    checkpointer = Checkpointer(
-        signing_key=system_keys.signing_key,
-        key_id=system_keys.audit_key_id,
-        clock=clock,
-        every=settings.audit_checkpoint_every,
-        seconds=settings.audit_checkpoint_seconds,
+    keyring = KeyRing(
+        provider,
+        cache=KekCache(
+            max_entries=settings.kek_cache_size, ttl_seconds=settings.kek_cache_ttl_seconds
+        ),
     )
-    # The group-commit writer gets its own small pool without pre-ping: a ping is one
-    # more round trip per batch, and a dead connection just fails one batch (closed).
-    writer_engine = make_engine(settings.sqlalchemy_url, pool_size=2, pre_ping=False)
-    writer_sessions = session_factory(writer_engine)
-    writer = AuditWriter(
-        writer_sessions,
+    usage = UsageCounter(clock)
+    writer, audit = _audit(
+        settings,
+        engine=engine,
+        sessions=sessions,
         clock=clock,
-        batch_max=settings.audit_batch_max,
-        linger_seconds=settings.audit_batch_linger_ms / 1000,
-        hooks=[checkpointer.batch_hook],
-        idle_hook=lambda: checkpointer.idle(writer_sessions),
+        system_keys=system_keys,
+        usage=usage,
+    )
+    fetcher = CredentialFetcher(
+        engine=engine,
+        keyring=keyring,
+        system_keys=system_keys,
+        audit=audit,
+        writer=writer,
+        clock=clock,
+        usage=usage,
+        rate_limit_per_minute=settings.runner_rate_limit_per_minute,
+        lease_ttl_seconds=settings.lease_ttl_seconds,
+        cache_size=settings.fetch_cache_size,
     )
     runtime = Runtime(
         settings=settings,
@@ -163,17 +176,62 @@ def open_runtime(
         readonly_sessions=session_factory(readonly(engine)),
         clock=clock,
         provider=provider,
-        keyring=KeyRing(
-            provider,
-            cache=KekCache(
-                max_entries=settings.kek_cache_size, ttl_seconds=settings.kek_cache_ttl_seconds
-            ),
-        ),
+        keyring=keyring,
         system_keys=system_keys,
         passwords=Passwords(),
         audit_writer=writer,
-        audit=AuditTrail(writer, clock=clock, checkpointer=checkpointer),
+        audit=audit,
+        usage=usage,
+        fetcher=fetcher,
     )
     if start_writer:
         writer.start()
     return runtime
+
+
+def _open_engine(settings: Settings) -> Engine:
+    """The process's one pool, on a database whose schema is current."""
+    # The API's share (half the thread pool) and two for the audit writer (its
+    # transactions and the connection its one-statement batch keeps).
+    engine = make_engine(
+        settings.sqlalchemy_url, pool_size=max(8, settings.threadpool_size // 2) + 2
+    )
+    if current_revision(engine) is None:
+        engine.dispose()
+        raise NotInitialised("the database has no schema: run `linevault init` first")
+    if current_revision(engine) != head_revision():
+        engine.dispose()
+        raise NotInitialised("the database schema is not current: run `linevault migrate`")
+    return engine
+
+
+def _audit(
+    settings: Settings,
+    *,
+    engine: Engine,
+    sessions: SessionFactory,
+    clock: Clock,
+    system_keys: SystemKeys,
+    usage: UsageCounter,
+) -> tuple[AuditWriter, AuditTrail]:
+    """The group-commit writer, complete (hooks, one-statement batch), and the trail."""
+    checkpointer = Checkpointer(
+        signing_key=system_keys.signing_key,
+        key_id=system_keys.audit_key_id,
+        clock=clock,
+        every=settings.audit_checkpoint_every,
+        seconds=settings.audit_checkpoint_seconds,
+    )
+    fast = (
+        None if is_sqlite(engine) else PgFastBatch(engine, checkpointer=checkpointer, usage=usage)
+    )
+    writer = AuditWriter(
+        sessions,
+        clock=clock,
+        batch_max=settings.audit_batch_max,
+        linger_seconds=settings.audit_batch_linger_ms / 1000,
+        hooks=[checkpointer.batch_hook, usage.hook],
+        fast=fast,
+        idle_hook=lambda: checkpointer.idle(sessions),
+    )
+    return writer, AuditTrail(writer, clock=clock, checkpointer=checkpointer)

@@ -1,11 +1,11 @@
 """``GET /v1/tenants/{tenant_id}/lines/{line_id}/credential``: runners fetch a secret.
 
-The hot path. The route is ``async``: on PostgreSQL its one SQL read runs on psycopg's
-asyncio connections and the wait for the audit group commit is an awaited future, so no
-worker thread is held (or woken) per request. It takes nothing from dependency
-injection but the request and writes its JSON by hand; everything that decides access
-lives in :class:`vault.runners.CredentialFetcher`. (Measured against a sync route in the
-thread pool: see docs/benchmarks.md.)
+The hot path. The route is ``async``: a fetch served from the decision cache reads
+nothing and awaits the audit group commit as a future, so no worker thread is held (or
+woken) for it; only a cache miss runs its one SQL read in a thread. It takes nothing
+from dependency injection but the request and writes its JSON by hand; everything that
+decides access lives in :class:`vault.runners.CredentialFetcher` (``runtime.fetcher``).
+(Measured against a sync route in the thread pool: see docs/benchmarks.md.)
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from vault.audit.events import RequestContext
 from vault.clock import rfc3339
 from vault.errors import Unauthenticated, VaultError
 from vault.identity.sessions import SESSION_TOKEN_PREFIX
-from vault.runners import fetcher_for
 from vault.runtime import Runtime
 from vault.storage.engine import unit_of_work
 
@@ -53,7 +52,7 @@ def _refuse_humans(
     with unit_of_work(runtime.readonly_sessions) as session:
         human = runtime.authenticator.store.resolve(session, token, now=runtime.clock.now())
     if human is not None:
-        fetcher_for(runtime).refuse_user(
+        runtime.fetcher.refuse_user(
             user_id=human.user_id, tenant_id=tenant_id, line_id=line_id, context=ctx
         )
 
@@ -72,12 +71,11 @@ async def answer_fetch(
     answers fetches before FastAPI's routing and dependency machinery (most of a fetch's
     CPU otherwise; see docs/benchmarks.md), so both give byte-identical answers.
     """
-    fetcher = fetcher_for(runtime)
     token = credentials_for("bearer", authorization)
     try:
         if token and token.startswith(SESSION_TOKEN_PREFIX):
             await run_in_threadpool(_refuse_humans, runtime, token, tenant_id, line_id, ctx)
-        got = await fetcher.fetch_async(
+        got = await runtime.fetcher.fetch(
             token=token, tenant_id=tenant_id, line_id=line_id, context=ctx
         )
     except Unauthenticated as exc:

@@ -397,9 +397,7 @@ def test_audit_failure_is_503_without_secret(client: TestClient, runtime: Runtim
 def test_rate_limit_is_429_with_retry_after(
     client: TestClient, runtime: Runtime, setup, clock
 ) -> None:
-    from vault.runners import fetcher_for
-
-    fetcher_for(runtime)._limit = 2  # the setting, as a server would read it at start
+    runtime.fetcher._limit = 2  # the setting, as a server would read it at start
     clock.advance(60 - clock.now().timestamp() % 60)
     for _ in range(2):
         assert client.get(url(setup), headers=bearer(setup["token"])).status_code == 200

@@ -6,6 +6,7 @@ as the lines service does, so fetch tests do not depend on the lines API.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -14,7 +15,7 @@ from sqlalchemy import select, update
 from vault.audit.events import RequestContext
 from vault.authz import UserPrincipal
 from vault.ids import new_id
-from vault.runners import GrantService, RunnerRegistry, TokenIssuer
+from vault.runners import FetchedCredential, GrantService, RunnerRegistry, TokenIssuer
 from vault.runtime import Runtime
 from vault.storage.engine import unit_of_work
 from vault.storage.models import Line, Tenant, User
@@ -22,6 +23,7 @@ from vault.storage.models import Line, Tenant, User
 __all__ = [
     "TELEGRAM",
     "admin_principal",
+    "fetch_credential",
     "grant",
     "issue_token",
     "make_line",
@@ -32,6 +34,20 @@ __all__ = [
 
 TELEGRAM = {"bot_token": "123456:" + "A" * 35}
 CTX = RequestContext(request_id="req_test", ip="127.0.0.1")
+
+
+def fetch_credential(
+    runtime: Runtime,
+    token: str | None,
+    tenant_id: str,
+    line_id: str,
+    context: RequestContext = CTX,
+) -> FetchedCredential:
+    """One fetch through the code the route runs (``runtime.fetcher.fetch``), on an event
+    loop of its own."""
+    return asyncio.run(
+        runtime.fetcher.fetch(token=token, tenant_id=tenant_id, line_id=line_id, context=context)
+    )
 
 
 def admin_principal(runtime: Runtime) -> UserPrincipal:

@@ -21,12 +21,19 @@ from sqlalchemy.sql import visitors
 
 from tests.support import lines
 from tests.support.audit import sample_event
-from tests.support.runners import TELEGRAM, grant, issue_token, make_line, make_runner, make_tenant
+from tests.support.runners import (
+    TELEGRAM,
+    fetch_credential,
+    grant,
+    issue_token,
+    make_line,
+    make_runner,
+    make_tenant,
+)
 from tests.vault.test_runners import RUN_CTX, events
 from vault.audit.store import verify_database
 from vault.audit.writer import StaleDecision
 from vault.errors import NotFound, Revoked, Unauthenticated
-from vault.runners import fetcher_for
 from vault.runners.fetch import fetch_statement
 from vault.runtime import Runtime, open_runtime
 from vault.settings import Settings
@@ -50,7 +57,7 @@ def epoch(runtime: Runtime) -> int:
 
 
 def fetch(runtime: Runtime, token: str, tenant: str, line: str):
-    return fetcher_for(runtime).fetch(token=token, tenant_id=tenant, line_id=line, context=RUN_CTX)
+    return fetch_credential(runtime, token, tenant, line, RUN_CTX)
 
 
 @pytest.fixture
@@ -202,15 +209,15 @@ def test_the_cache_saves_the_read_unless_switched_off(
 ) -> None:
     other = open_runtime(settings.model_copy(update={"fetch_cache_size": cache_size}), clock=clock)
     try:
-        fetcher: Any = fetcher_for(other)
+        fetcher: Any = other.fetcher
         reads = {"n": 0}
-        original = fetcher._sync.read
+        original = fetcher._read
 
         def counting(params: Any) -> Any:
             reads["n"] += 1
             return original(params)
 
-        fetcher._sync.read = counting
+        fetcher._read = counting
         for _ in range(5):
             assert fetch(other, world["token"], world["tenant"], world["line"]).version == 1
     finally:

@@ -15,12 +15,19 @@ import pytest
 from sqlalchemy import text
 
 from tests.support.audit import sample_event
-from tests.support.runners import TELEGRAM, grant, issue_token, make_line, make_runner, make_tenant
+from tests.support.runners import (
+    TELEGRAM,
+    fetch_credential,
+    grant,
+    issue_token,
+    make_line,
+    make_runner,
+    make_tenant,
+)
 from tests.vault.test_runners import RUN_CTX
+from vault.audit.fastbatch import PgFastBatch
 from vault.audit.store import verify_database
-from vault.runners import fetcher_for
 from vault.runners.bridge import AuditBridge
-from vault.runners.pgbatch import PgFastBatch
 from vault.runtime import Runtime
 from vault.storage.engine import unit_of_work
 
@@ -42,7 +49,6 @@ def world(runtime: Runtime) -> dict[str, str]:
 
 def fast_path(runtime: Runtime) -> tuple[PgFastBatch, dict[str, int]]:
     """The writer's fast path, counting the batches it wrote itself."""
-    fetcher_for(runtime)  # installs it
     fast: Any = runtime.audit_writer._fast
     assert isinstance(fast, PgFastBatch)
     counts = {"fast": 0}
@@ -67,11 +73,8 @@ def test_fetch_batches_take_the_fast_path_and_the_chain_stays_whole(
     runtime: Runtime, world
 ) -> None:
     _, counts = fast_path(runtime)
-    fetcher = fetcher_for(runtime)
     for i in range(30):
-        got = fetcher.fetch(
-            token=world["token"], tenant_id=world["tenant"], line_id=world["line"], context=RUN_CTX
-        )
+        got = fetch_credential(runtime, world["token"], world["tenant"], world["line"], RUN_CTX)
         assert got.credential == TELEGRAM
         if i % 7 == 3:  # another writer (a state change with its event) moves the head
             with unit_of_work(runtime.sessions) as session:

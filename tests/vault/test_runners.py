@@ -11,6 +11,7 @@ from tests.support.runners import (
     CTX,
     TELEGRAM,
     admin_principal,
+    fetch_credential,
     grant,
     issue_token,
     make_line,
@@ -29,7 +30,7 @@ from vault.errors import (
     Revoked,
     Unauthenticated,
 )
-from vault.runners import GrantService, RunnerRegistry, TokenIssuer, fetcher_for
+from vault.runners import GrantService, RunnerRegistry, TokenIssuer
 from vault.runners.fetch import CredentialFetcher
 from vault.runners.secrets import token_hash
 from vault.runtime import Runtime, open_runtime
@@ -66,7 +67,7 @@ def world(runtime: Runtime) -> dict[str, str]:
 
 
 def fetch(runtime: Runtime, token: str | None, tenant: str, line: str):
-    return fetcher_for(runtime).fetch(token=token, tenant_id=tenant, line_id=line, context=RUN_CTX)
+    return fetch_credential(runtime, token, tenant, line, RUN_CTX)
 
 
 def test_granted_fetch_returns_secret_with_one_audit_event(runtime: Runtime, world) -> None:
@@ -274,15 +275,14 @@ def test_deleted_tenant_is_404(runtime: Runtime, world) -> None:
 
 
 def test_audit_failure_means_no_secret(runtime: Runtime, world) -> None:
-    fetcher = fetcher_for(runtime)
     runtime.audit_writer.stop()
     with pytest.raises(AuditUnavailable):
-        fetcher.fetch(token=world["token"], tenant_id=world["a"], line_id=world["a1"], context=CTX)
+        fetch_credential(runtime, world["token"], world["a"], world["a1"], CTX)
 
 
 def test_humans_are_refused_and_audited(runtime: Runtime, world) -> None:
     with pytest.raises(Forbidden):
-        fetcher_for(runtime).refuse_user(
+        runtime.fetcher.refuse_user(
             user_id="usr_x", tenant_id=world["a"], line_id=world["a1"], context=CTX
         )
     [event] = events(runtime, "credential.fetch")
@@ -338,13 +338,24 @@ def test_grant_validation(runtime: Runtime, world) -> None:
     assert [(v.id, v.lines) for v in views] == [(world["grant"], [world["a1"]])]
 
 
+@pytest.fixture
+def universe(runtime: Runtime) -> dict[str, list[str]]:
+    """Two tenants with two lines each, built once for all examples of a property test."""
+    built = {}
+    for name in ("T1", "T2"):
+        tenant = make_tenant(runtime, name)
+        built[tenant] = [make_line(runtime, tenant), make_line(runtime, tenant)]
+    return built
+
+
 @settings(
     max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(data=st.data())
-def test_fetch_allowed_exactly_when_granted(runtime: Runtime, data) -> None:
+def test_fetch_allowed_exactly_when_granted(
+    runtime: Runtime, universe: dict[str, list[str]], data
+) -> None:
     """Random grants over a small universe: a fetch succeeds iff some grant covers it."""
-    universe = _universe(runtime)
     runner_id, client_id, secret = make_runner(runtime)
     token = issue_token(runtime, client_id, secret)
     allowed: set[tuple[str, str]] = set()
@@ -366,21 +377,12 @@ def test_fetch_allowed_exactly_when_granted(runtime: Runtime, data) -> None:
                     fetch(runtime, token, tenant, line)
 
 
-def _universe(runtime: Runtime) -> dict[str, list[str]]:
-    cached = runtime.extras.get("test.universe")
-    if cached is None:
-        cached = {}
-        for name in ("T1", "T2"):
-            tenant = make_tenant(runtime, name)
-            cached[tenant] = [make_line(runtime, tenant), make_line(runtime, tenant)]
-        runtime.extras["test.universe"] = cached
-    assert isinstance(cached, dict)
-    return cached
-
-
 def test_fetcher_is_one_per_runtime(runtime: Runtime) -> None:
-    assert fetcher_for(runtime) is fetcher_for(runtime)
-    assert isinstance(fetcher_for(runtime), CredentialFetcher)
+    """Built once with the runtime, on its writer, whose usage hook is registered once."""
+    assert isinstance(runtime.fetcher, CredentialFetcher)
+    assert runtime.fetcher._writer is runtime.audit_writer
+    assert runtime.fetcher._usage is runtime.usage
+    assert list(runtime.audit_writer._hooks).count(runtime.usage.hook) == 1
 
 
 def test_token_issuer_revoke(runtime: Runtime, world) -> None:

@@ -1,13 +1,13 @@
 """What the group-commit writer and its collaborators exchange.
 
 Kept apart from :mod:`vault.audit.writer` so the one-statement batch writer
-(:mod:`vault.runners.pgbatch`) and the fetch path depend on these types, not on the
+(:mod:`vault.audit.fastbatch`) and the fetch path depend on these types, not on the
 writer thread's machinery.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -17,7 +17,15 @@ from sqlalchemy.orm import Session
 from vault.audit.chain import ChainHead
 from vault.audit.events import AuditEvent
 
-__all__ = ["BatchHook", "Done", "FastBatch", "StaleDecision", "UnknownOutcome", "WriteResult"]
+__all__ = [
+    "BatchHook",
+    "BatchUsage",
+    "Done",
+    "FastBatch",
+    "StaleDecision",
+    "UnknownOutcome",
+    "WriteResult",
+]
 
 # Called inside the batch transaction after the events are chained (rows include seq and
 # hash); used for runner usage counters and signed checkpoints.
@@ -54,7 +62,28 @@ class FastBatch(Protocol):
         ...
 
     def close(self) -> None:
-        """Release its connection (the writer has stopped)."""
+        """Give its connection back to the pool (the writer has stopped)."""
+        ...
+
+
+class BatchUsage(Protocol):
+    """The runners' usage counter as the one-statement batch uses it.
+
+    The batch adds a batch's served fetches to ``runner_usage`` in its own statement,
+    so it needs the counter (:class:`vault.runners.usage.UsageCounter`); a protocol
+    keeps the audit layer from depending on the runners that build on it.
+    """
+
+    def counts(self, events: Sequence[AuditEvent]) -> dict[str, int]:
+        """Served fetches per runner in ``events``."""
+        ...
+
+    def prune_due(self, window: int) -> bool:
+        """Old windows must be deleted first (the transactional hook does that)."""
+        ...
+
+    def observe(self, window: int, totals: Iterable[tuple[str, int]]) -> None:
+        """The database's new totals, read back by the statement."""
         ...
 
 

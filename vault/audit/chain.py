@@ -14,31 +14,44 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, insert, text, update
+from sqlalchemy import Connection, Table, insert, text, update
 from sqlalchemy.orm import Session
 
 from vault.audit.events import AuditEvent, event_hash
 from vault.storage.models import AuditEventRow, AuditHead
 
-__all__ = ["ChainHead", "append_events", "chain_rows", "format_ts", "read_head"]
+__all__ = [
+    "HEAD",
+    "MOVE_HEAD",
+    "PG_INSERT_ROWS",
+    "ChainHead",
+    "append_events",
+    "chain_rows",
+    "format_ts",
+    "read_head",
+    "to_json",
+]
 
 _EVENTS = cast(Table, AuditEventRow.__table__)
 
 
-_COLUMNS = tuple(c.name for c in _EVENTS.columns)
+_COLUMNS = ", ".join(c.name for c in _EVENTS.columns)
+# The statement pieces the one-statement batch (vault/audit/fastbatch.py) builds on too.
 # PostgreSQL: the whole batch as ONE JSON parameter of ONE fixed statement. The server
 # parses and plans it once per connection, the client serialises the batch with the C
 # JSON encoder; psycopg's executemany would send one Bind/Execute per row, and a
 # multi-row VALUES list is a new statement text for every batch size. This is the
-# hottest write of the service.
-# The head moves in the same statement (one round trip less per batch).
-_PG_APPEND = text(
-    "WITH ins AS ("  # noqa: S608 - column names come from the model, not from input
-    f"INSERT INTO audit_events ({', '.join(_COLUMNS)}) SELECT {', '.join(_COLUMNS)} "
-    "FROM json_populate_recordset(NULL::audit_events, CAST(:rows AS json))) "
-    "UPDATE audit_head SET seq = :seq, hash = :hash WHERE id = 1"
+# hottest write of the service. (Column names come from the model, not from input.)
+PG_INSERT_ROWS = (
+    f"INSERT INTO audit_events ({_COLUMNS}) SELECT {_COLUMNS} "  # noqa: S608
+    "FROM json_populate_recordset(NULL::audit_events, CAST(:rows AS json))"
 )
-_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+MOVE_HEAD = "UPDATE audit_head SET seq = :seq, hash = :hash WHERE id = 1"
+HEAD = "SELECT seq, hash FROM audit_head WHERE id = 1"
+# The head moves in the same statement (one round trip less per batch).
+_PG_APPEND = text(f"WITH ins AS ({PG_INSERT_ROWS}) {MOVE_HEAD}")
+# Compact JSON for the statement parameters (the C encoder, built once).
+to_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def _insert_and_move_head(
@@ -46,7 +59,7 @@ def _insert_and_move_head(
 ) -> None:
     if session.get_bind().dialect.name == "postgresql":
         # Core on the session's connection: no ORM execution layer on the hottest write.
-        session.connection().execute(_PG_APPEND, {"rows": _json(rows), "seq": seq, "hash": hash})
+        session.connection().execute(_PG_APPEND, {"rows": to_json(rows), "seq": seq, "hash": hash})
     else:
         session.execute(insert(_EVENTS), list(rows))
         session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=hash))
@@ -71,15 +84,17 @@ def format_ts(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-_HEAD = text("SELECT seq, hash FROM audit_head WHERE id = 1")
-_HEAD_LOCKED = text("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
+_HEAD = text(HEAD)
+_HEAD_LOCKED = text(HEAD + " FOR UPDATE")
 
 
-def read_head(session: Session, *, lock: bool) -> ChainHead:
-    # Prebuilt Core text on the session's connection: once per batch on the writer's
-    # critical path, so no ORM statement compilation (it was ~40 % of the writer's CPU).
-    locked = lock and session.get_bind().dialect.name != "sqlite"
-    row = session.connection().execute(_HEAD_LOCKED if locked else _HEAD).one()
+def read_head(db: Session | Connection, *, lock: bool) -> ChainHead:
+    """The head, in ``db``'s transaction; with ``lock``, held until it ends."""
+    # Prebuilt Core text on the connection: once per batch on the writer's critical
+    # path, so no ORM statement compilation (it was ~40 % of the writer's CPU).
+    conn = db.connection() if isinstance(db, Session) else db
+    locked = lock and conn.dialect.name != "sqlite"
+    row = conn.execute(_HEAD_LOCKED if locked else _HEAD).one()
     return ChainHead(int(row.seq), str(row.hash))
 
 

@@ -16,7 +16,9 @@ newest epoch it read (:attr:`AuditWriter.epoch`) so callers can drop stale decis
 before submitting them.
 
 A :class:`FastBatch` may take a batch in one statement (PostgreSQL); whenever it cannot
-(a checkpoint is due, the head moved, an error), the transactional path below runs.
+(a checkpoint is due, the head moved, an error), the transactional path below runs. The
+hooks and the fast batch are given at construction (:func:`vault.runtime.open_runtime`)
+and never change while the writer runs.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import cast
 
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 
 from vault.audit.batching import (
     BatchHook,
@@ -45,7 +46,7 @@ from vault.audit.chain import ChainHead, append_events, read_head
 from vault.audit.events import AuditEvent
 from vault.clock import Clock
 from vault.errors import AuditUnavailable
-from vault.storage.engine import SessionFactory
+from vault.storage.engine import SessionFactory, retry_on_disconnect
 from vault.storage.epoch import read_epoch
 
 __all__ = [
@@ -75,6 +76,7 @@ class AuditWriter:
         clock: Clock,
         batch_max: int = 512,
         hooks: Sequence[BatchHook] = (),
+        fast: FastBatch | None = None,
         idle_hook: Callable[[], object] | None = None,
         idle_seconds: float = 1.0,
         stall_seconds: float = 5.0,
@@ -83,7 +85,7 @@ class AuditWriter:
         self._sessions = sessions
         self._clock = clock
         self._batch_max = batch_max
-        self._hooks = list(hooks)
+        self._hooks = tuple(hooks)
         self._idle_hook = idle_hook
         self._idle_seconds = idle_seconds
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
@@ -96,8 +98,9 @@ class AuditWriter:
         # ``_busy_since``: when the write in progress started (monotonic), else None.
         self._failing = False
         self._busy_since: float | None = None
-        self._fast: FastBatch | None = None
+        self._fast = fast
         self._epoch: int | None = None
+        self._committing = False
         self._linger = linger_seconds
         self._last_commit = 0.0
 
@@ -105,9 +108,6 @@ class AuditWriter:
     def epoch(self) -> int | None:
         """The newest authorization epoch a batch read (None before the first)."""
         return self._epoch
-
-    def set_fast(self, fast: FastBatch | None) -> None:
-        self._fast = fast
 
     @property
     def running(self) -> bool:
@@ -130,15 +130,9 @@ class AuditWriter:
         return since is None or time.monotonic() - since < self._stall_seconds
 
     def dispose(self) -> None:
-        """Close the writer's connections (its session factory's engine, the fast path's)."""
+        """Give the fast path's connection back to the pool (once the writer stopped)."""
         if self._fast is not None:
             self._fast.close()
-        bind = self._sessions.kw.get("bind")
-        if bind is not None and hasattr(bind, "dispose"):
-            bind.dispose()
-
-    def add_hook(self, hook: BatchHook) -> None:
-        self._hooks.append(hook)
 
     def start(self) -> None:
         with self._lock:
@@ -244,46 +238,49 @@ class AuditWriter:
     ) -> WriteResult:
         """One transaction appending ``events`` (if ``guard`` holds).
 
-        A connection found dead before COMMIT was sent is retried once on a fresh one:
-        nothing of that transaction can have been committed, and the chain head is read
-        again under the lock. (The writer's pool skips pre-ping, so after a database
-        restart or failover every pooled connection is stale; without the retry the first
-        batch would fail for nothing.) A failure during COMMIT itself is never retried: it
-        may have been applied. ``unknown``: rows a one-step write may have applied; if the
-        head is their last row, they were, and are not written twice.
+        A connection found dead before COMMIT was sent is retried once on a fresh one
+        (:func:`vault.storage.engine.retry_on_disconnect`): nothing of that transaction
+        can have been committed, and the chain head is read again under the lock. A
+        failure during COMMIT itself is never retried: it may have been applied.
+        ``unknown``: rows a one-step write may have applied; if the head is their last
+        row, they were, and are not written twice.
         """
-        for attempt in (1, 2):
-            session = self._sessions()
-            committing = False
-            try:
-                head = read_head(session, lock=True)
-                epoch = read_epoch(session)
-                if unknown and (head.seq, head.hash) == (unknown[-1]["seq"], unknown[-1]["hash"]):
-                    session.rollback()
-                    return WriteResult(unknown, epoch)
-                if guard is not None and epoch != guard:
-                    session.rollback()
-                    return WriteResult(None, epoch)
-                rows = append_events(session, events, now=self._clock.now(), head=head)
-                for hook in self._hooks:
-                    hook(session, events, rows)
-                committing = True
-                session.commit()
-                if self._fast is not None and rows:
-                    self._fast.observe_head(ChainHead.after(rows))
-                return WriteResult(rows, epoch)
-            except DBAPIError as exc:
+        return retry_on_disconnect(
+            lambda: self._write_once(events, guard, unknown),
+            what="audit writer",
+            applied=lambda: self._committing,
+        )
+
+    def _write_once(
+        self,
+        events: list[AuditEvent],
+        guard: int | None,
+        unknown: list[dict[str, object]] | None,
+    ) -> WriteResult:
+        self._committing = False
+        session = self._sessions()
+        try:
+            head = read_head(session, lock=True)
+            epoch = read_epoch(session)
+            if unknown and (head.seq, head.hash) == (unknown[-1]["seq"], unknown[-1]["hash"]):
                 session.rollback()
-                if attempt == 1 and exc.connection_invalidated and not committing:
-                    log.warning("audit writer: stale database connection replaced")
-                    continue
-                raise
-            except BaseException:
+                return WriteResult(unknown, epoch)
+            if guard is not None and epoch != guard:
                 session.rollback()
-                raise
-            finally:
-                session.close()
-        raise AssertionError("unreachable")
+                return WriteResult(None, epoch)
+            rows = append_events(session, events, now=self._clock.now(), head=head)
+            for hook in self._hooks:
+                hook(session, events, rows)
+            self._committing = True
+            session.commit()
+            if self._fast is not None and rows:
+                self._fast.observe_head(ChainHead.after(rows))
+            return WriteResult(rows, epoch)
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
 
     def _write_batch(self, events: list[AuditEvent], guard: int | None) -> WriteResult:
         unknown = None

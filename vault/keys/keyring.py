@@ -169,12 +169,16 @@ class KeyRing:
         wrapped_dek: bytes,
         ciphertext: bytes,
     ) -> bytes:
-        """Unwrap the DEK and open the secret; any mismatch raises one opaque error."""
+        """Unwrap the DEK and open the secret; any mismatch raises one opaque error.
+
+        The credential fetch's decryption: the associated data comes straight from the
+        cached encoders (:mod:`vault.keys.context`), nothing else runs around the opens.
+        """
         dek = open_sealed(
-            kek, wrapped_dek, aad=dek_ad(tenant_id, line_id, credential_version, kek_version)
+            kek, wrapped_dek, aad=dek_data(tenant_id, line_id, credential_version, kek_version)
         )
         return open_sealed(
-            dek, ciphertext, aad=credential_ad(tenant_id, line_id, line_type, credential_version)
+            dek, ciphertext, aad=credential_data(tenant_id, line_id, line_type, credential_version)
         )
 
     @staticmethod

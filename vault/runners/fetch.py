@@ -6,9 +6,10 @@ group commit:
 1. ONE Core ``SELECT`` keyed by the token's keyed hash joins the token and its runner,
    the tenant, the line, the line's KEK version row, the grant (an ``EXISTS`` over
    ``grant_lines`` on (runner, tenant, line-or-*)), this minute's usage counter and the
-   authorization epoch (:class:`vault.storage.models.AuthzEpoch`).
+   authorization epoch (:class:`vault.storage.models.AuthzEpoch`). It runs on the
+   process's one pool, in a thread (:class:`vault.runners.statement.FetchRead`).
 2. The tenant KEK comes from the bounded in-memory cache (an HSM round trip on a miss),
-   then two AES-GCM opens (DEK, secret).
+   then the key ring opens the DEK and the secret (two AES-GCM opens).
 3. The ``credential.fetch`` event goes to the group-commit writer; the secret is returned
    only once the event is durable (fail-closed: 503 and no secret otherwise).
 
@@ -31,19 +32,18 @@ the right trade for not adding a write per request.
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
 import weakref
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
-from kms.crypto import hmac_sha256, open_sealed
+from kms.crypto import hmac_sha256
 from kms.errors import KmsUnavailable
-from vault.audit.events import AuditEvent, Outcome, RequestContext
+from vault.audit.events import AuditEvent, RequestContext
 from vault.audit.trail import AuditTrail
 from vault.audit.writer import AuditWriter, StaleDecision
 from vault.clock import Clock
@@ -57,16 +57,16 @@ from vault.errors import (
     Unavailable,
     VaultError,
 )
-from vault.keys.keyring import KeyRing, credential_ad, dek_ad
+from vault.keys.keyring import KeyRing
 from vault.keys.system import SystemKeys
 from vault.lines.expiry import fetch_expiry_reason
 from vault.runners.bridge import AuditBridge
 from vault.runners.decisions import DecisionCache, Key
-from vault.runners.reader import AsyncPgReader, SyncReader
+from vault.runners.events import fetch_event
 from vault.runners.secrets import looks_like_runner_token, token_mac_key
-from vault.runners.statement import decode_credential, fetch_statement
-from vault.runners.usage import FETCH_ACTION, RATE_LIMITED, UsageCounter, minute_window
-from vault.storage.engine import is_sqlite
+from vault.runners.statement import FetchRead, decode_credential, fetch_statement
+from vault.runners.usage import FETCH_ACTION, RATE_LIMITED, UsageCounter
+from vault.storage.usage import minute_window
 
 __all__ = [
     "FETCH_ACTION",
@@ -75,14 +75,6 @@ __all__ = [
     "decode_credential",
     "fetch_statement",
 ]
-
-_ID_MAX = 40
-
-_STATEMENT = fetch_statement()
-
-# The associated data of a (tenant, line, version) never changes: encode it once.
-_dek_ad = functools.lru_cache(maxsize=65_536)(dek_ad)
-_credential_ad = functools.lru_cache(maxsize=65_536)(credential_ad)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +113,8 @@ _INVALID_TOKEN = "a valid runner access token is required"  # noqa: S105
 class CredentialFetcher:
     """Serves ``GET /v1/tenants/{t}/lines/{l}/credential`` for runner tokens.
 
-    :meth:`fetch` is the blocking form, :meth:`fetch_async` the event-loop form used by
-    the route; both make the same decision from the same single row.
+    :meth:`fetch` is the one entry point: the route, the fast path in front of it and
+    the tests all run it, on the event loop.
     """
 
     def __init__(
@@ -140,10 +132,8 @@ class CredentialFetcher:
         audit_timeout: float = 10.0,
         cache_size: int = 10_000,
     ) -> None:
-        self._sync = SyncReader(engine, _STATEMENT)
-        self._async_pg = None if is_sqlite(engine) else AsyncPgReader(engine, _STATEMENT)
+        self._read = FetchRead(engine)
         self._keyring = keyring
-        self._keys = system_keys
         self._token_key = token_mac_key(system_keys)
         self._audit = audit
         self._writer = writer
@@ -158,35 +148,15 @@ class CredentialFetcher:
             weakref.WeakKeyDictionary()
         )
 
-    # -- the two entry points -----------------------------------------------------------
-
-    def fetch(
+    async def fetch(
         self, *, token: str | None, tenant_id: str, line_id: str, context: RequestContext
     ) -> FetchedCredential:
         """Return the secret after its audit event is durable, or raise a typed error.
 
         Every refusal is audited (``denied``) before it is raised. A tenant or line the
-        runner holds no grant for is ``NotFound``, whether or not it exists.
+        runner holds no grant for is ``NotFound``, whether or not it exists. The ids are
+        the API's (its id rule, :mod:`vault.validation`), used as given.
         """
-        now = self._clock.now()
-        params = self._params(token, tenant_id, line_id, now)
-        if params is not None:
-            hit = self._from_cache(params, now=now, context=context)
-            if hit is not None:
-                decision, guard = hit
-                try:
-                    self._writer.record(decision.event, timeout=self._audit_timeout, guard=guard)
-                    return self._answer(decision)
-                except StaleDecision:
-                    self._forget(params)
-        row = self._sync.read(params) if params is not None else None
-        decision = self._fresh(row, params, now=now, context=context, ids=(tenant_id, line_id))
-        self._audit.emit(decision.event)
-        return self._answer(decision)
-
-    async def fetch_async(
-        self, *, token: str | None, tenant_id: str, line_id: str, context: RequestContext
-    ) -> FetchedCredential:
         now = self._clock.now()
         params = self._params(token, tenant_id, line_id, now)
         row = None
@@ -199,13 +169,10 @@ class CredentialFetcher:
                     return self._answer(decision)
                 except StaleDecision:
                     self._forget(params)
-            if self._async_pg is not None:
-                try:
-                    row = await self._async_pg.read(params)
-                except psycopg.Error:
-                    raise Unavailable("the database is unavailable") from None
-            else:
-                row = await asyncio.to_thread(self._sync.read, params)
+            try:
+                row = await asyncio.to_thread(self._read, params)
+            except DBAPIError:
+                raise Unavailable("the database is unavailable") from None
         decision = self._fresh(row, params, now=now, context=context, ids=(tenant_id, line_id))
         await self._durable(decision.event, None)
         return self._answer(decision)
@@ -219,6 +186,30 @@ class CredentialFetcher:
             raise
         except Exception:
             raise AuditUnavailable() from None
+
+    def _bridge(self) -> AuditBridge:
+        loop = asyncio.get_running_loop()
+        bridge = self._bridges.get(loop)
+        if bridge is None:
+            bridge = self._bridges[loop] = AuditBridge(loop)
+        return bridge
+
+    def refuse_user(
+        self, *, user_id: str, tenant_id: str, line_id: str, context: RequestContext
+    ) -> None:
+        """Humans never receive a stored secret: audit the attempt, then refuse."""
+        self._audit.emit(
+            fetch_event(
+                user_id,
+                tenant_id,
+                line_id,
+                context,
+                outcome="denied",
+                reason="not_a_runner",
+                actor_type="user",
+            )
+        )
+        raise Forbidden("only workflow runners receive credentials")
 
     # -- the decision cache -------------------------------------------------------------
 
@@ -246,8 +237,7 @@ class CredentialFetcher:
             now=now,
             window=params["window"],
             row_window=cached.window,
-            tenant_id=params["tenant_id"],
-            line_id=params["line_id"],
+            ids=(params["tenant_id"], params["line_id"]),
             context=context,
         )
         if decision.result is None:
@@ -265,13 +255,7 @@ class CredentialFetcher:
     ) -> _Decision:
         window = params["window"] if params is not None else minute_window(now)
         decision = self._decide(
-            row,
-            now=now,
-            window=window,
-            row_window=window,
-            tenant_id=ids[0],
-            line_id=ids[1],
-            context=context,
+            row, now=now, window=window, row_window=window, ids=ids, context=context
         )
         if decision.result is not None and params is not None and row.epoch is not None:
             self._cache.put(self._key(params), row, epoch=int(row.epoch), window=window)
@@ -279,17 +263,6 @@ class CredentialFetcher:
 
     def _forget(self, params: dict[str, Any]) -> None:
         self._cache.forget(self._key(params))
-
-    def _bridge(self) -> AuditBridge:
-        loop = asyncio.get_running_loop()
-        bridge = self._bridges.get(loop)
-        if bridge is None:
-            bridge = self._bridges[loop] = AuditBridge(loop)
-        return bridge
-
-    async def aclose(self) -> None:
-        if self._async_pg is not None:
-            await self._async_pg.aclose()
 
     # -- one decision -------------------------------------------------------------------
 
@@ -300,8 +273,8 @@ class CredentialFetcher:
             return None
         return {
             "token_hash": hmac_sha256(self._token_key, token.encode()),
-            "tenant_id": tenant_id[:_ID_MAX],
-            "line_id": line_id[:_ID_MAX],
+            "tenant_id": tenant_id,
+            "line_id": line_id,
             "window": minute_window(now),
         }
 
@@ -319,33 +292,53 @@ class CredentialFetcher:
         now: datetime,
         window: int,
         row_window: int,
-        tenant_id: str,
-        line_id: str,
+        ids: tuple[str, str],
         context: RequestContext,
     ) -> _Decision:
-        def deny(reason: str, error: VaultError, runner_id: str | None = None) -> _Decision:
-            event = _event(runner_id, tenant_id, line_id, context, outcome="denied", reason=reason)
+        """The one decision, from a row read now or cached (None: no such token)."""
+        tenant_id, line_id = ids
+        refusal = self._refusal(row, now=now, window=window, row_window=row_window)
+        if refusal is not None:
+            reason, error = refusal
+            runner_id = None if row is None else row.runner_id
+            event = fetch_event(
+                runner_id, tenant_id, line_id, context, outcome="denied", reason=reason
+            )
             return _Decision(event=event, error=error)
+        try:
+            plaintext = self._open(row, tenant_id, line_id)
+        except KmsUnavailable as exc:
+            reason, error = "kms_unavailable", Unavailable(str(exc) or "key provider unavailable")
+        except Exception as exc:
+            reason, error = type(exc).__name__, Unavailable("the credential could not be opened")
+        else:
+            return self._served(row, plaintext, now=now, ids=ids, context=context)
+        event = fetch_event(
+            row.runner_id, tenant_id, line_id, context, outcome="error", reason=reason
+        )
+        return _Decision(event=event, error=error)
 
+    def _refusal(
+        self, row: Any, *, now: datetime, window: int, row_window: int
+    ) -> tuple[str, VaultError] | None:
+        """Why ``row`` allows no fetch now (the audited reason and the error), or None."""
         if row is None:
-            return deny("invalid_token", Unauthenticated(_INVALID_TOKEN))
-        runner_id: str = row.runner_id
+            return "invalid_token", Unauthenticated(_INVALID_TOKEN)
         if row.token_expires_at <= now:
-            return deny("token_expired", Unauthenticated("the access token has expired"), runner_id)
+            return "token_expired", Unauthenticated("the access token has expired")
         if row.runner_disabled_at is not None:
-            return deny("runner_disabled", Unauthenticated(_INVALID_TOKEN), runner_id)
-        used = self._usage.used(runner_id, window)
+            return "runner_disabled", Unauthenticated(_INVALID_TOKEN)
+        used = self._usage.used(row.runner_id, window)
         if row.used is not None and row_window == window:
             used = max(used, row.used)
         if used >= self._limit:
-            retry = RateLimited(retry_after=math.ceil(60 - now.timestamp() % 60))
-            return deny(RATE_LIMITED, retry, runner_id)
+            return RATE_LIMITED, RateLimited(retry_after=math.ceil(60 - now.timestamp() % 60))
         if row.tenant_id is None or row.tenant_deleted_at is not None:
-            return deny("no_such_tenant", NotFound(), runner_id)
+            return "no_such_tenant", NotFound()
         if not row.granted:
-            return deny("not_granted", NotFound(), runner_id)
+            return "not_granted", NotFound()
         if row.line_id is None:
-            return deny("no_such_line", NotFound(), runner_id)
+            return "no_such_line", NotFound()
         if (
             row.status != "active"
             or row.ciphertext is None
@@ -353,48 +346,50 @@ class CredentialFetcher:
             or row.kek_state in (None, "destroyed")
             or row.kek_wrapped is None
         ):
-            return deny("revoked", Revoked(), runner_id)
-        try:
-            kek = self._keyring.unwrap_kek(
-                tenant_id=tenant_id,
-                version=row.kek_version,
-                root_key_id=row.root_key_id,
-                wrapped=row.kek_wrapped,
-            )
-            # KeyRing.open_credential's two opens, with the associated data cached.
-            dek = open_sealed(
-                kek,
-                bytes(row.wrapped_dek),
-                aad=_dek_ad(tenant_id, line_id, row.version, row.kek_version),
-            )
-            plaintext = open_sealed(
-                dek,
-                bytes(row.ciphertext),
-                aad=_credential_ad(tenant_id, line_id, row.type, row.version),
-            )
-            if not (plaintext.startswith(b"{") and plaintext.endswith(b"}")):
-                raise ValueError("a credential must be a JSON object")
-        except KmsUnavailable as exc:
-            event = _event(
-                runner_id, tenant_id, line_id, context, outcome="error", reason="kms_unavailable"
-            )
-            return _Decision(event=event, error=Unavailable(str(exc) or "key provider unavailable"))
-        except Exception as exc:
-            reason = type(exc).__name__
-            event = _event(runner_id, tenant_id, line_id, context, outcome="error", reason=reason)
-            return _Decision(event=event, error=Unavailable("the credential could not be opened"))
-        event = AuditEvent(
-            action=FETCH_ACTION,
-            outcome="success",
-            actor_type="runner",
-            actor_id=runner_id,
+            return "revoked", Revoked()
+        return None
+
+    def _open(self, row: Any, tenant_id: str, line_id: str) -> bytes:
+        """The sealed credential of ``row``, opened by the key ring (KEK from its cache)."""
+        kek = self._keyring.unwrap_kek(
             tenant_id=tenant_id,
-            resource_type="line",
-            resource_id=line_id,
+            version=row.kek_version,
+            root_key_id=row.root_key_id,
+            wrapped=row.kek_wrapped,
+        )
+        plaintext = self._keyring.open_credential(
+            kek=kek,
+            kek_version=row.kek_version,
+            tenant_id=tenant_id,
+            line_id=line_id,
+            line_type=row.type,
+            credential_version=row.version,
+            wrapped_dek=bytes(row.wrapped_dek),
+            ciphertext=bytes(row.ciphertext),
+        )
+        if not (plaintext.startswith(b"{") and plaintext.endswith(b"}")):
+            raise ValueError("a credential must be a JSON object")
+        return plaintext
+
+    def _served(
+        self,
+        row: Any,
+        plaintext: bytes,
+        *,
+        now: datetime,
+        ids: tuple[str, str],
+        context: RequestContext,
+    ) -> _Decision:
+        tenant_id, line_id = ids
+        event = fetch_event(
+            row.runner_id,
+            tenant_id,
+            line_id,
+            context,
+            outcome="success",
             # A credential past its own expiry is still served (the platform decides), but
             # the event says so, so reviewers and alerts see runners using stale tokens.
             reason=fetch_expiry_reason(row.line_expires_at, now=now),
-            context=context,
             details={"version": row.version},
         )
         result = FetchedCredential(
@@ -407,35 +402,3 @@ class CredentialFetcher:
             lease_ttl=self._lease_ttl,
         )
         return _Decision(event=event, result=result)
-
-    def refuse_user(
-        self, *, user_id: str, tenant_id: str, line_id: str, context: RequestContext
-    ) -> None:
-        """Humans never receive a stored secret: audit the attempt, then refuse."""
-        event = _event(
-            user_id, tenant_id, line_id, context, outcome="denied", reason="not_a_runner"
-        )
-        self._audit.emit(replace(event, actor_type="user"))
-        raise Forbidden("only workflow runners receive credentials")
-
-
-def _event(
-    actor_id: str | None,
-    tenant_id: str,
-    line_id: str,
-    context: RequestContext,
-    *,
-    outcome: Outcome,
-    reason: str,
-) -> AuditEvent:
-    return AuditEvent(
-        action=FETCH_ACTION,
-        outcome=outcome,
-        actor_type="runner",
-        actor_id=actor_id,
-        tenant_id=tenant_id,
-        resource_type="line",
-        resource_id=line_id,
-        reason=reason,
-        context=context,
-    )

@@ -16,12 +16,13 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from vault.audit.events import AuditEvent, RequestContext
+from vault.audit.events import RequestContext
 from vault.audit.trail import AuditTrail
 from vault.authz import Permission, UserPrincipal, authorize
 from vault.clock import Clock
 from vault.errors import InvalidRequest, NotFound
 from vault.ids import new_id
+from vault.runners.events import grant_event
 from vault.storage.models import Grant, GrantLine, Line, Runner, Tenant
 
 __all__ = ["ALL_LINES", "GrantService", "GrantView"]
@@ -137,15 +138,13 @@ class GrantService:
     def _record(self, action: str, grant: Grant, **details: str | int | bool | None) -> None:
         self._audit.record(
             self._session,
-            AuditEvent(
-                action=action,
-                outcome="success",
-                actor_type="user",
+            grant_event(
+                action,
                 actor_id=self._principal.user_id,
                 tenant_id=grant.tenant_id,
-                resource_type="grant",
-                resource_id=grant.id,
+                grant_id=grant.id,
+                runner_id=grant.runner_id,
                 context=self._context,
-                details={"runner_id": grant.runner_id, **details},
+                details=details,
             ),
         )

@@ -3,9 +3,11 @@
 A runner is a machine identity of the workflow runtime (like an AppRole or an Infisical
 machine identity). It authenticates with OAuth 2.0 client credentials and receives a
 short-lived bearer token; only keyed hashes of the secret and the tokens are stored.
-Disabling a runner or rotating its secret deletes its tokens in the same transaction, and
-the fetch path reads the token and runner rows on every request, so either takes effect
-on the next request in every server process.
+Disabling a runner or rotating its secret deletes its tokens in the same transaction.
+The fetch path decides from the token and runner rows; a decision it cached is used only
+while the authorization epoch is unchanged, and changing or deleting either row moves
+the epoch (:mod:`vault.runners.fetch`), so either takes effect on the next request in
+every server process.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from kms.crypto import constant_time_equal
-from vault.audit.events import AuditEvent, Outcome, RequestContext, sanitize
+from vault.audit.events import RequestContext, sanitize
 from vault.audit.trail import AuditTrail
 from vault.clock import Clock
 from vault.errors import InvalidRequest, NotFound, Unauthenticated
 from vault.ids import new_id
 from vault.keys.system import SystemKeys
+from vault.runners.events import runner_event, token_event
 from vault.runners.secrets import new_client_secret, new_runner_token, secret_hash, token_hash
 from vault.storage.models import Runner, RunnerToken
 from vault.validation import clean_display_name
@@ -88,15 +91,12 @@ class RunnerRegistry:
     def _event(self, action: str, runner_id: str, **details: str | int | bool | None) -> None:
         self._audit.record(
             self._session,
-            AuditEvent(
-                action=action,
-                outcome="success",
-                actor_type="user",
+            runner_event(
+                action,
                 actor_id=self._actor_id,
-                resource_type="runner",
-                resource_id=runner_id,
+                runner_id=runner_id,
                 context=self._context,
-                details=details or None,
+                details=details,
             ),
         )
 
@@ -223,7 +223,7 @@ class TokenIssuer:
         self._session.flush()
         self._audit.record(
             self._session,
-            _token_event(
+            token_event(
                 "runner.token", "success", runner_id, context, details={"expires_in": self._ttl}
             ),
         )
@@ -239,7 +239,7 @@ class TokenIssuer:
     ) -> None:
         """Durably record a refused token request (its own transaction) before answering."""
         self._audit.emit(
-            _token_event(
+            token_event(
                 "runner.token",
                 "denied",
                 runner_id,
@@ -259,29 +259,6 @@ class TokenIssuer:
         self._session.delete(row)
         self._session.flush()
         self._audit.record(
-            self._session, _token_event("runner.token_revoke", "success", runner_id, context)
+            self._session, token_event("runner.token_revoke", "success", runner_id, context)
         )
         return True
-
-
-def _token_event(
-    action: str,
-    outcome: Outcome,
-    runner_id: str | None,
-    context: RequestContext,
-    *,
-    reason: str | None = None,
-    details: dict[str, str | int | bool | None] | None = None,
-) -> AuditEvent:
-    """A token event: the runner is both the actor and the resource."""
-    return AuditEvent(
-        action=action,
-        outcome=outcome,
-        actor_type="runner",
-        actor_id=runner_id,
-        resource_type="runner",
-        resource_id=runner_id,
-        reason=reason,
-        context=context,
-        details=details,
-    )

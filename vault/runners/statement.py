@@ -1,19 +1,26 @@
-"""The one SQL read of the credential fetch.
+"""The one SQL read of the credential fetch, and how it runs.
 
 Keyed by the token's keyed hash, it joins the token and its runner, the tenant, the line,
 the line's KEK version row, the grant (an ``EXISTS`` over ``grant_lines`` on (runner,
 tenant, line-or-*)), this minute's usage counter and the authorization epoch. Every table
 it reads must move the epoch when changed (migration 0002; pinned by
 tests/vault/test_authz_epoch.py), or a cached decision could outlive a revocation.
+
+:class:`FetchRead` runs it on a connection of the process's one pool (SQLite: a deferred
+read transaction; PostgreSQL: autocommit, so the statement is its only round trip
+after the pool's checkout ping). It blocks; the fetch runs it in a thread, and only on a
+decision-cache miss.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, exists, literal, or_, select
+from sqlalchemy import Engine, Table, and_, bindparam, exists, literal, or_, select
 
+from vault.storage.engine import is_sqlite, readonly, retry_on_disconnect
 from vault.storage.models import (
     AuthzEpoch,
     GrantLine,
@@ -25,7 +32,7 @@ from vault.storage.models import (
     Tenant,
 )
 
-__all__ = ["decode_credential", "fetch_statement"]
+__all__ = ["FetchRead", "decode_credential", "fetch_statement"]
 
 _RT = cast(Table, RunnerToken.__table__)
 _R = cast(Table, Runner.__table__)
@@ -91,3 +98,23 @@ def fetch_statement() -> Any:
         .outerjoin(_U, and_(_U.c.runner_id == _RT.c.runner_id, _U.c.window == bindparam("window")))
         .where(_RT.c.token_hash == bindparam("token_hash"))
     )
+
+
+class FetchRead:
+    """The fetch's read: one row (attribute access by column label) or None."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = (
+            readonly(engine)
+            if is_sqlite(engine)
+            else engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
+        self._statement = fetch_statement()
+
+    def __call__(self, params: Mapping[str, Any]) -> Any:
+        # A read applies nothing: a connection found dead is retried once.
+        return retry_on_disconnect(lambda: self._once(params), what="credential fetch")
+
+    def _once(self, params: Mapping[str, Any]) -> Any:
+        with self._engine.connect() as conn:
+            return conn.execute(self._statement, dict(params)).first()

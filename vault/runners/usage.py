@@ -12,14 +12,14 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from datetime import datetime
 
 from sqlalchemy.orm import Session
 
 from vault.audit.events import AuditEvent
 from vault.clock import Clock
+from vault.storage.usage import USAGE_ADD, USAGE_INSERT, minute_window
 
-__all__ = ["FETCH_ACTION", "RATE_LIMITED", "UsageCounter", "minute_window"]
+__all__ = ["FETCH_ACTION", "RATE_LIMITED", "UsageCounter"]
 
 FETCH_ACTION = "credential.fetch"
 RATE_LIMITED = "rate_limited"
@@ -28,16 +28,8 @@ _MAX_TRACKED = 100_000
 # One statement text for both dialects (SQLite >= 3.35 and PostgreSQL share the upsert
 # and RETURNING syntax), run on the driver connection: it runs inside audit batches, on
 # the writer's critical path, so it skips SQLAlchemy's statement construction.
-_UPSERT = (
-    'INSERT INTO runner_usage (runner_id, "window", count) VALUES ({p}, {p}, {p}) '
-    'ON CONFLICT (runner_id, "window") DO UPDATE SET count = runner_usage.count + excluded.count '
-    "RETURNING count"
-)
+_UPSERT = USAGE_INSERT + " VALUES ({p}, {p}, {p}) " + USAGE_ADD + " RETURNING count"
 _PRUNE = 'DELETE FROM runner_usage WHERE "window" < {p}'
-
-
-def minute_window(moment: datetime) -> int:
-    return int(moment.timestamp()) // 60
 
 
 class UsageCounter:

@@ -4,16 +4,29 @@ SQLite: WAL journal, foreign keys on, a busy timeout, ``synchronous=FULL`` (a co
 audit event must survive power loss), and ``BEGIN IMMEDIATE`` for every transaction
 that may write, so two writers queue on the database lock instead of failing late with
 a stale snapshot. Read-only work uses :func:`readonly` to keep a deferred ``BEGIN``.
+
+One pool per database per process: the runtime's engine. Every connection of the
+process comes from it, the API's sessions, the fetch's read and the audit writer's
+(:func:`vault.runtime.open_runtime`), and there is one reconnect policy for all of them:
+
+- on PostgreSQL the pool pings a connection when it is checked out and replaces it if
+  the server dropped it (a restart, a failover, a network cut);
+- when a statement finds its connection dead, SQLAlchemy discards that connection and
+  every connection the pool made before it, and :func:`retry_on_disconnect` runs the
+  work once more on a fresh one, but only work that cannot have been applied (a read,
+  or a transaction whose COMMIT was not sent). Work whose outcome is unknown raises.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 __all__ = [
@@ -22,11 +35,15 @@ __all__ = [
     "make_engine",
     "normalize_url",
     "readonly",
+    "retry_on_disconnect",
     "unit_of_work",
 ]
 
+log = logging.getLogger("linevault.storage")
+
 SessionFactory = sessionmaker[Session]
 _READONLY = "linevault_readonly"
+_T = TypeVar("_T")
 
 
 def normalize_url(url: str) -> str:
@@ -40,7 +57,7 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def make_engine(url: str, *, pool_size: int = 20, pre_ping: bool = True) -> Engine:
+def make_engine(url: str, *, pool_size: int = 20) -> Engine:
     url = normalize_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -57,7 +74,7 @@ def make_engine(url: str, *, pool_size: int = 20, pre_ping: bool = True) -> Engi
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=pre_ping,
+        pool_pre_ping=True,
         pool_recycle=1800,
     )
 
@@ -82,6 +99,30 @@ def _configure_sqlite(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN")
         else:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _nothing_sent() -> bool:
+    return False
+
+
+def retry_on_disconnect(
+    work: Callable[[], _T], *, what: str, applied: Callable[[], bool] = _nothing_sent
+) -> _T:
+    """Run ``work``; if its connection turned out dead, run it once more on a fresh one.
+
+    The one reconnect policy of the process (see the module docstring). ``work`` must
+    open its own session or connection, so the second run checks out a fresh one. Only
+    work that nothing can have been applied by may be retried: ``applied`` says, after a
+    failure, whether the failed run got past its point of no return (it sent COMMIT);
+    then the outcome is unknown and the error is raised.
+    """
+    try:
+        return work()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated or applied():
+            raise
+        log.warning("%s: stale database connection replaced", what)
+    return work()
 
 
 def readonly(engine: Engine) -> Engine:

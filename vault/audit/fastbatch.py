@@ -12,6 +12,10 @@ already knows the head, so the whole batch can be one autocommit statement that:
 - appends the events and moves the head, only if that check passed;
 - adds the served fetches to the runners' usage counters and returns the new totals.
 
+It is built from the chain's own append and head statements (:mod:`vault.audit.chain`)
+and the counters' upsert (:mod:`vault.storage.usage`), and runs on one connection it
+keeps checked out of the process's pool.
+
 When it cannot (no head known, a checkpoint may be due, the usage window must be
 pruned, the head moved, the connection failed), it hands the batch back and the
 writer's transactional path runs. A connection failure during the statement leaves its
@@ -20,55 +24,50 @@ outcome unknown; the transactional path then recognises an applied batch by its 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import psycopg
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError, OperationalError
 
-from vault.audit.chain import ChainHead, chain_rows
+from vault.audit.batching import BatchUsage, UnknownOutcome, WriteResult
+from vault.audit.chain import MOVE_HEAD, PG_INSERT_ROWS, ChainHead, chain_rows, read_head, to_json
 from vault.audit.checkpoints import Checkpointer
 from vault.audit.events import AuditEvent
-from vault.audit.writer import UnknownOutcome, WriteResult
-from vault.runners.usage import UsageCounter, minute_window
 from vault.storage.epoch import EPOCH_SQL
-from vault.storage.models import AuditEventRow
+from vault.storage.usage import USAGE_ADD, USAGE_INSERT, minute_window
 
 __all__ = ["PgFastBatch"]
 
-_COLUMNS = ", ".join(c.name for c in AuditEventRow.__table__.columns)
-# The only interpolation is the model's column names.
-_STATEMENT = (
+# The only interpolations are the shared statement pieces (model column names, no input).
+_STATEMENT = text(
     f"WITH e AS ({EPOCH_SQL}), "  # noqa: S608
-    "h AS (UPDATE audit_head SET seq = %(seq)s, hash = %(hash)s "
-    "WHERE id = 1 AND seq = %(prev_seq)s AND hash = %(prev_hash)s "
-    "AND (%(guard)s::bigint IS NULL OR %(guard)s::bigint = (SELECT n FROM e)) RETURNING 1), "
-    f"ins AS (INSERT INTO audit_events ({_COLUMNS}) SELECT {_COLUMNS} "
-    "FROM json_populate_recordset(NULL::audit_events, %(rows)s::json) "
-    "WHERE EXISTS (SELECT 1 FROM h)), "
-    'u AS (INSERT INTO runner_usage (runner_id, "window", count) '
-    "SELECT x.r, x.w, x.c FROM json_to_recordset(%(usage)s::json) AS x(r text, w bigint, c bigint) "
-    "WHERE EXISTS (SELECT 1 FROM h) ORDER BY x.r "
-    'ON CONFLICT (runner_id, "window") DO UPDATE SET count = runner_usage.count + excluded.count '
-    "RETURNING runner_id, count) "
+    f"h AS ({MOVE_HEAD} AND seq = :prev_seq AND hash = :prev_hash "
+    "AND (CAST(:guard AS bigint) IS NULL OR CAST(:guard AS bigint) = (SELECT n FROM e)) "
+    "RETURNING 1), "
+    f"ins AS ({PG_INSERT_ROWS} WHERE EXISTS (SELECT 1 FROM h)), "
+    f"u AS ({USAGE_INSERT} SELECT x.r, x.w, x.c "
+    "FROM json_to_recordset(CAST(:usage AS json)) AS x(r text, w bigint, c bigint) "
+    f"WHERE EXISTS (SELECT 1 FROM h) ORDER BY x.r {USAGE_ADD} RETURNING runner_id, count) "
     "SELECT EXISTS (SELECT 1 FROM h), (SELECT n FROM e), "
     "(SELECT string_agg(runner_id || ':' || count, ',') FROM u)"
 )
-_HEAD = "SELECT seq, hash FROM audit_head WHERE id = 1"
-_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class PgFastBatch:
     """Implements :class:`vault.audit.writer.FastBatch`; used only by the writer thread."""
 
     def __init__(
-        self, conninfo: str, *, checkpointer: Checkpointer | None, usage: UsageCounter
+        self, engine: Engine, *, checkpointer: Checkpointer | None, usage: BatchUsage
     ) -> None:
-        self._conninfo = conninfo
+        self._engine = engine
+        # Compiled once to the driver's text: executed as is, the statement skips
+        # SQLAlchemy's per-execution compile step on the writer's critical path.
+        self._sql = str(_STATEMENT.compile(dialect=engine.dialect))
         self._checkpointer = checkpointer
         self._usage = usage
-        self._conn: psycopg.Connection[Any] | None = None
+        self._conn: Connection | None = None
         self._head: ChainHead | None = None
 
     def observe_head(self, head: ChainHead) -> None:
@@ -79,9 +78,15 @@ class PgFastBatch:
         if conn is not None:
             conn.close()
 
-    def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self._conninfo, autocommit=True, prepare_threshold=0)
+    def _discard(self) -> None:
+        """Drop the connection: the next statement runs on a fresh one from the pool."""
+        if self._conn is not None:
+            self._conn.invalidate()
+        self.close()
+
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            self._conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         return self._conn
 
     def write(
@@ -96,7 +101,7 @@ class PgFastBatch:
         counts = self._usage.counts(events)
         if counts and self._usage.prune_due(window):
             return None
-        usage = _json([{"r": r, "w": window, "c": n} for r, n in sorted(counts.items())])
+        usage = to_json([{"r": r, "w": window, "c": n} for r, n in sorted(counts.items())])
         # With several processes the head usually moved since this one last wrote: one
         # unlocked look at it and a second attempt cost less than the locked path.
         for attempt in (1, 2):
@@ -128,27 +133,29 @@ class PgFastBatch:
         and the usage totals it returned."""
         rows = chain_rows(head, events, now=now)
         last = rows[-1]
-        params = {
+        params: dict[str, Any] = {
             "seq": last["seq"],
             "hash": last["hash"],
             "prev_seq": head.seq,
             "prev_hash": head.hash,
             "guard": guard,
-            "rows": _json(rows),
+            "rows": to_json(rows),
             "usage": usage,
         }
         self._head = None  # unknown until the answer
         try:
-            result = self._connection().execute(_STATEMENT, params).fetchone()
-        except psycopg.OperationalError:
-            self.close()
+            conn = self._connection()
+            applied, epoch, totals = conn.exec_driver_sql(self._sql, params).one()
+            conn.commit()  # autocommit: ends SQLAlchemy's transaction, no round trip
+        except OperationalError:
+            self._discard()
             raise UnknownOutcome(rows) from None
-        except psycopg.Error:
+        except DBAPIError:
             # The statement failed as a whole (autocommit): nothing was applied.
+            if self._conn is not None:
+                self._conn.rollback()
             self._head = head
             raise
-        assert result is not None
-        applied, epoch, totals = result
         if applied:
             self._head = ChainHead.after(rows)
             return WriteResult(rows, int(epoch)), totals
@@ -159,8 +166,10 @@ class PgFastBatch:
 
     def _read_head(self) -> ChainHead | None:
         try:
-            row = self._connection().execute(_HEAD).fetchone()
-        except psycopg.Error:
-            self.close()
+            conn = self._connection()
+            head = read_head(conn, lock=False)
+            conn.commit()
+        except DBAPIError:
+            self._discard()
             return None
-        return None if row is None else ChainHead(int(row[0]), str(row[1]))
+        return head
