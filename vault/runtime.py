@@ -86,7 +86,6 @@ class Runtime:
     audit: AuditTrail
     usage: UsageCounter
     fetcher: CredentialFetcher
-    extras: dict[str, object] = field(default_factory=dict)
     # The long-lived services, made from the parts above with the runtime itself.
     authenticator: Authenticator = field(init=False)
     factor_changes: FactorChanges = field(init=False)
