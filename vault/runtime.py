@@ -36,7 +36,14 @@ from vault.keys.system import SystemKeys
 from vault.runners.fetch import CredentialFetcher
 from vault.runners.usage import UsageCounter
 from vault.settings import Settings
-from vault.storage.engine import SessionFactory, is_sqlite, make_engine, readonly, unit_of_work
+from vault.storage.engine import (
+    SessionFactory,
+    SqlitePaging,
+    is_sqlite,
+    make_engine,
+    readonly,
+    unit_of_work,
+)
 from vault.storage.migrate import current_revision, head_revision
 from vault.storage.sessions import session_factory
 
@@ -193,7 +200,9 @@ def _open_engine(settings: Settings) -> Engine:
     # The API's share (half the thread pool) and two for the audit writer (its
     # transactions and the connection its one-statement batch keeps).
     engine = make_engine(
-        settings.sqlalchemy_url, pool_size=max(8, settings.threadpool_size // 2) + 2
+        settings.sqlalchemy_url,
+        pool_size=max(8, settings.threadpool_size // 2) + 2,
+        paging=SqlitePaging(cache_mib=settings.sqlite_cache_mib, mmap_mib=settings.sqlite_mmap_mib),
     )
     if current_revision(engine) is None:
         engine.dispose()

@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     audit_checkpoint_every: int = Field(default=1000, ge=1)
     audit_checkpoint_seconds: float = Field(default=30.0, gt=0)
 
+    # SQLite's page cache per connection and its memory-mapped reads, shared by every
+    # connection of the process through the OS page cache (0: no mmap). A large database
+    # read at random through SQLite's default 2 MB cache pays a system call per page.
+    sqlite_cache_mib: int = Field(default=8, ge=1, le=4096)
+    sqlite_mmap_mib: int = Field(default=1024, ge=0, le=65_536)
+
     # HTTP.
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     threadpool_size: int = Field(default=64, ge=4, le=1024)

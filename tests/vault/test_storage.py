@@ -10,6 +10,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import select, text
 
+from vault.runtime import open_runtime
+from vault.settings import Settings
 from vault.storage.engine import make_engine, unit_of_work
 from vault.storage.migrate import current_revision, head_revision
 from vault.storage.models import Base, Tenant
@@ -35,8 +37,25 @@ def test_sqlite_pragmas(sqlite_template, tmp_path) -> None:
             assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
             assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
             assert conn.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
+            assert conn.execute(text("PRAGMA cache_size")).scalar() == -8 * 1024
+            assert conn.execute(text("PRAGMA mmap_size")).scalar() == 1024 * 1024 * 1024
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # PostgreSQL has no such pragmas
+def test_sqlite_paging_follows_the_settings(
+    settings: Settings, bootstrap: object, clock: object
+) -> None:
+    """LINEVAULT_SQLITE_CACHE_MIB / _MMAP_MIB reach the connections of the runtime's pool."""
+    tuned = settings.model_copy(update={"sqlite_cache_mib": 3, "sqlite_mmap_mib": 0})
+    runtime = open_runtime(tuned, clock=clock, start_writer=False)  # type: ignore[arg-type]
+    try:
+        with runtime.engine.connect() as conn:
+            assert conn.execute(text("PRAGMA cache_size")).scalar() == -3 * 1024
+            assert conn.execute(text("PRAGMA mmap_size")).scalar() == 0
+    finally:
+        runtime.close()
 
 
 def test_utc_round_trip_and_naive_refused(db_url: str) -> None:
