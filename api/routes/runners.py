@@ -87,19 +87,22 @@ def _ts(value: datetime | None) -> str | None:
 # -- management ---------------------------------------------------------------------------
 
 
+def _secret_out(runner: Runner, client_secret: str) -> RunnerSecretOut:
+    return RunnerSecretOut(
+        id=runner.id,
+        name=runner.name,
+        client_id=runner.client_id,
+        client_secret=client_secret,
+        created_at=_ts(runner.created_at),
+    )
+
+
 @router.post("/v1/runners", status_code=201, response_model=RunnerSecretOut)
 def create_runner(body: RunnerCreate, user: CurrentUser, runners: Runners) -> RunnerSecretOut:
     """Register a runner; its client secret is in this response only."""
     authorize_platform(user, PlatformPermission.RUNNER_CREATE)
     created = runners.register(name=body.name)
-    runner = created.runner
-    return RunnerSecretOut(
-        id=runner.id,
-        name=runner.name,
-        client_id=runner.client_id,
-        client_secret=created.client_secret,
-        created_at=_ts(runner.created_at),
-    )
+    return _secret_out(created.runner, created.client_secret)
 
 
 @router.get("/v1/runners", response_model=RunnerList)
@@ -119,14 +122,7 @@ def rotate_runner_secret(runner_id: str, user: CurrentUser, runners: Runners) ->
     """A new client secret; the old secret and every token of the runner stop at once."""
     authorize_platform(user, PlatformPermission.RUNNER_ROTATE)
     rotated = runners.rotate_secret(runner_id)
-    runner = rotated.runner
-    return RunnerSecretOut(
-        id=runner.id,
-        name=runner.name,
-        client_id=runner.client_id,
-        client_secret=rotated.client_secret,
-        created_at=_ts(runner.created_at),
-    )
+    return _secret_out(rotated.runner, rotated.client_secret)
 
 
 @router.delete("/v1/runners/{runner_id}", status_code=204)

@@ -46,7 +46,7 @@ from vault.audit.chain import ChainHead, append_events, read_head
 from vault.audit.events import AuditEvent
 from vault.clock import Clock
 from vault.errors import AuditUnavailable
-from vault.storage.engine import SessionFactory, retry_on_disconnect
+from vault.storage.engine import SessionFactory, retry_on_disconnect, unit_of_work
 from vault.storage.epoch import read_epoch
 
 __all__ = [
@@ -258,29 +258,21 @@ class AuditWriter:
         unknown: list[dict[str, object]] | None,
     ) -> WriteResult:
         self._committing = False
-        session = self._sessions()
-        try:
+        with unit_of_work(self._sessions) as session:
             head = read_head(session, lock=True)
             epoch = read_epoch(session)
+            # The two early answers write nothing: leaving the block ends the transaction.
             if unknown and (head.seq, head.hash) == (unknown[-1]["seq"], unknown[-1]["hash"]):
-                session.rollback()
                 return WriteResult(unknown, epoch)
             if guard is not None and epoch != guard:
-                session.rollback()
                 return WriteResult(None, epoch)
             rows = append_events(session, events, now=self._clock.now(), head=head)
             for hook in self._hooks:
                 hook(session, events, rows)
-            self._committing = True
-            session.commit()
-            if self._fast is not None and rows:
-                self._fast.observe_head(ChainHead.after(rows))
-            return WriteResult(rows, epoch)
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
+            self._committing = True  # leaving the block sends COMMIT
+        if self._fast is not None and rows:
+            self._fast.observe_head(ChainHead.after(rows))
+        return WriteResult(rows, epoch)
 
     def _write_batch(self, events: list[AuditEvent], guard: int | None) -> WriteResult:
         unknown = None
@@ -354,15 +346,8 @@ class AuditWriter:
         (it takes the chain's lock and needs a writable database, like a batch does)."""
         self._busy_since = time.monotonic()
         try:
-            session = self._sessions()
-            try:
+            with unit_of_work(self._sessions) as session:
                 session.execute(_PROBE)
-                session.commit()
-            except BaseException:
-                session.rollback()
-                raise
-            finally:
-                session.close()
         except Exception as exc:
             log.warning("audit writer still failing: %s", type(exc).__name__)
             return
