@@ -41,7 +41,7 @@ from vault.identity.tenants import TenantService
 from vault.identity.users import UserService
 from vault.keys.rotation import TenantKeyService
 from vault.keys.service import tenant_key_service_for
-from vault.lines.service import LineService
+from vault.lines.service import LineService, line_service_for
 from vault.privacy.erasure import TenantEraser
 from vault.privacy.export import TenantExporter
 from vault.runners import GrantService, RunnerRegistry, TokenIssuer
@@ -160,13 +160,7 @@ CurrentUser = Annotated[UserPrincipal, Depends(current_user)]
 
 
 def _lines(runtime: Rt, db: Db) -> LineService:
-    return LineService(
-        db,
-        keyring=runtime.keyring,
-        system_keys=runtime.system_keys,
-        audit=runtime.audit,
-        clock=runtime.clock,
-    )
+    return line_service_for(runtime, db)
 
 
 def _grants(runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser) -> GrantService:

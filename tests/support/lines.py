@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from vault.audit.events import RequestContext
 from vault.authz import UserPrincipal
 from vault.ids import new_id
-from vault.lines.service import LineService
+from vault.lines.service import LineService, line_service_for
 from vault.runtime import Runtime
 from vault.storage.engine import unit_of_work
 from vault.storage.models import Tenant
@@ -89,10 +89,4 @@ def owner(tenant_id: str) -> UserPrincipal:
 
 
 def service(runtime: Runtime, session: Session) -> LineService:
-    return LineService(
-        session,
-        keyring=runtime.keyring,
-        system_keys=runtime.system_keys,
-        audit=runtime.audit,
-        clock=runtime.clock,
-    )
+    return line_service_for(runtime, session)

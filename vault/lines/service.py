@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -38,11 +38,15 @@ from vault.lines.guard import MfaCheck, failures_audited
 from vault.lines.schemas import ParsedCredential, parse_credential, parse_line_name, parse_line_type
 from vault.storage.models import Line, Tenant
 
+if TYPE_CHECKING:  # the runtime builds the services that use this module
+    from vault.runtime import Runtime
+
 __all__ = [
     "FINGERPRINT_PURPOSE",
     "LineService",
     "LineView",
     "fingerprint",
+    "line_service_for",
     "line_view",
     "load_tenant",
     "new_line",
@@ -414,3 +418,14 @@ class LineService:
                 },
             ),
         )
+
+
+def line_service_for(runtime: Runtime, session: Session) -> LineService:
+    """The line service of one request or command (the API's ``Lines``, tests, benches)."""
+    return LineService(
+        session,
+        keyring=runtime.keyring,
+        system_keys=runtime.system_keys,
+        audit=runtime.audit,
+        clock=runtime.clock,
+    )
