@@ -146,7 +146,12 @@ def readonly(engine: Engine) -> Engine:
 
 @contextmanager
 def unit_of_work(factory: SessionFactory) -> Iterator[Session]:
-    """One transaction: commit if the block finishes, roll back if it raises."""
+    """One transaction: commit if the block finishes, roll back if it raises.
+
+    The project's one unit of work. It is not ``sessionmaker.begin()``: services roll the
+    session back early (to drop SQLite's write lock before auditing a refusal) and go on
+    using it, which a ``begin()`` block refuses ("Can't operate on closed transaction").
+    """
     session = factory()
     try:
         yield session
