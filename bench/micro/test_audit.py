@@ -17,7 +17,6 @@ In-process, because the question is the chain itself:
 
 from __future__ import annotations
 
-import io
 import itertools
 import threading
 import time
@@ -27,9 +26,10 @@ from typing import Any
 import pytest
 
 from bench.micro.measure import OtherCpu, latency_ms
+from tests.support.audit import export_lines
 from vault.audit.chain import append_events
 from vault.audit.events import AuditEvent, RequestContext
-from vault.audit.export import verify_export, write_export
+from vault.audit.export import verify_export
 from vault.audit.store import verify_database
 from vault.runtime import Runtime
 from vault.storage.engine import unit_of_work
@@ -128,23 +128,6 @@ def chain(runtime_on_fresh_database: Callable[..., Runtime], pytestconfig: Any) 
     return runtime
 
 
-def _export(runtime: Runtime) -> list[str]:
-    checkpointer = runtime.audit.checkpointer
-    assert checkpointer is not None
-    buf = io.StringIO()
-    write_export(
-        buf,
-        engine=runtime.engine,
-        sessions=runtime.sessions,
-        checkpointer=checkpointer,
-        clock=runtime.clock,
-        event=AuditEvent(
-            action="audit.export", outcome="success", actor_type="system", actor_id="bench"
-        ),
-    )
-    return buf.getvalue().splitlines()
-
-
 def test_verify_database(benchmark: Any, other_cpu: OtherCpu, chain: Runtime) -> None:
     with other_cpu():
         result = benchmark.pedantic(verify_database, args=(chain.engine,))
@@ -158,12 +141,12 @@ def test_verify_database(benchmark: Any, other_cpu: OtherCpu, chain: Runtime) ->
 
 def test_write_export(benchmark: Any, other_cpu: OtherCpu, chain: Runtime) -> None:
     with other_cpu():
-        lines = benchmark.pedantic(_export, args=(chain,))
+        lines = benchmark.pedantic(export_lines, args=(chain,))
     benchmark.extra_info["lines"] = len(lines)
 
 
 def test_verify_export(benchmark: Any, other_cpu: OtherCpu, chain: Runtime) -> None:
-    lines = _export(chain)
+    lines = export_lines(chain)
     public_key = chain.system_keys.audit_public_key
     with other_cpu():
         check = benchmark.pedantic(verify_export, args=(lines,), kwargs={"public_key": public_key})
