@@ -56,13 +56,7 @@ def rotate_keys(
     keys: TenantKeys,
     body: RotateBody | None = None,
 ) -> JSONResponse:
-    code = body.mfa_code if body else None
-    view = keys.rotate_as(
-        user,
-        tenant_id,
-        context=ctx,
-        verify_mfa=lambda: runtime.authenticator.require_mfa(db, user, code, ctx),
-    )
+    view = keys.rotate_as(user, tenant_id, context=ctx)  # body.mfa_code: see api/deps.py
     worker: RewrapWorker | None = getattr(request.app.state, "rewrap_worker", None)
     if worker is not None:
         background.add_task(worker.submit, view.id)

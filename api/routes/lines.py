@@ -34,6 +34,7 @@ class CreateLineBody(BaseModel):
 class ReplaceCredentialBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     credential: dict[str, Any]
+    mfa_code: str | None = Field(default=None, max_length=32)
 
 
 class RevokeBody(BaseModel):
@@ -171,15 +172,13 @@ def revoke_line(
     tasks: BackgroundTasks,
     body: RevokeBody | None = None,
 ) -> dict[str, Any]:
-    body = body or RevokeBody()
-    code = body.mfa_code
+    body = body or RevokeBody()  # its mfa_code is read by the principal (api/deps.py)
     view = lines.revoke(
         user,
         tenant_id,
         line_id,
         reason=body.reason,
         context=ctx,
-        verify_mfa=lambda: runtime.authenticator.require_mfa(db, user, code, ctx),
     )
     tasks.add_task(scrub_after_shred, runtime.engine)  # runs after the commit
     return view.to_dict()

@@ -35,6 +35,7 @@ _FORM = "application/x-www-form-urlencoded"
 class RunnerCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200)
+    mfa_code: str | None = Field(default=None, max_length=32, description="sudo mode")
 
 
 class RunnerOut(BaseModel):
