@@ -100,9 +100,7 @@ def test_a_stale_session_can_do_no_sensitive_action(client: TestClient, scene: S
             assert "mfa_code" in problem["detail"] and "X-MFA-Code" in problem["detail"]
             assert "/v1/auth/step-up" in problem["detail"]
     # Nothing happened: the line still holds its secret, the tenant still exists.
-    line = client.get(
-        f"/v1/tenants/{scene.tenant_id}/lines/{scene.line_id}", headers=scene.stale()
-    )
+    line = client.get(f"/v1/tenants/{scene.tenant_id}/lines/{scene.line_id}", headers=scene.stale())
     assert line.status_code == 200 and line.json()["status"] == "active"
 
 

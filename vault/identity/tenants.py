@@ -37,6 +37,7 @@ from vault.errors import (
     MfaInvalid,
     MfaRequired,
     NotFound,
+    Unprocessable,
     VaultError,
 )
 from vault.ids import new_id
@@ -129,8 +130,10 @@ class TenantService:
             raise self._deny(denied, exc) from None
         cleaned = clean_display_name(name)
         if cleaned is None:
-            raise InvalidRequest(
-                "name must have 1 to 200 characters and no control characters", field="name"
+            raise Unprocessable(
+                "invalid value for: name (1-200 characters, no control, bidi or invisible"
+                " characters)",
+                field="name",
             )
         name = cleaned
         now = self._clock.now()

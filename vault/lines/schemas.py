@@ -132,7 +132,8 @@ def parse_line_name(value: object) -> str:
     name = clean_display_name(value)
     if name is None:
         raise Unprocessable(
-            "invalid value for: name (1-200 characters, no control characters)", field="name"
+            "invalid value for: name (1-200 characters, no control, bidi or invisible characters)",
+            field="name",
         )
     return name
 

@@ -22,7 +22,7 @@ from kms.crypto import constant_time_equal
 from vault.audit.events import RequestContext, sanitize
 from vault.audit.trail import AuditTrail
 from vault.clock import Clock
-from vault.errors import InvalidRequest, NotFound, Unauthenticated
+from vault.errors import NotFound, Unauthenticated, Unprocessable
 from vault.ids import new_id
 from vault.keys.system import SystemKeys
 from vault.runners.events import runner_event, token_event
@@ -61,8 +61,8 @@ def _clean_name(name: str) -> str:
     # The one rule for display names (vault/validation.py), as for tenants and lines.
     cleaned = clean_display_name(name)
     if cleaned is None:
-        raise InvalidRequest(
-            "a runner needs a name of 1 to 200 characters without control characters",
+        raise Unprocessable(
+            "invalid value for: name (1-200 characters, no control, bidi or invisible characters)",
             field="name",
         )
     return cleaned
