@@ -14,7 +14,7 @@ from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import Ctx, CurrentUser, Db, Rt, TenantKeys
+from api.deps import Ctx, CurrentUser, TenantKeys
 from vault.clock import rfc3339
 from vault.keys.rotation import RotationView
 from vault.keys.worker import RewrapWorker
@@ -49,8 +49,6 @@ def rotate_keys(
     *,
     request: Request,
     background: BackgroundTasks,
-    runtime: Rt,
-    db: Db,
     ctx: Ctx,
     user: CurrentUser,
     keys: TenantKeys,

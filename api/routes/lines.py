@@ -15,7 +15,7 @@ from fastapi import APIRouter, BackgroundTasks, Body, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import Ctx, CurrentUser, Db, Lines, Rt
+from api.deps import Ctx, CurrentUser, Lines, Rt
 from vault.lines.service import LineView
 from vault.privacy.scrub import scrub_after_shred
 
@@ -165,7 +165,6 @@ def revoke_line(
     line_id: str,
     *,
     runtime: Rt,
-    db: Db,
     ctx: Ctx,
     user: CurrentUser,
     lines: Lines,

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import Ctx, CurrentUser, Db, Rt, Users
+from api.deps import Ctx, CurrentUser, Rt, Users
 from vault.authz import require_second_factor
 
 __all__ = ["router"]
@@ -54,8 +54,6 @@ def me(user: CurrentUser, users: Users) -> dict[str, Any]:
 @router.post("/v1/me/totp")
 def begin_totp(
     *,
-    runtime: Rt,
-    db: Db,
     ctx: Ctx,
     user: CurrentUser,
     users: Users,

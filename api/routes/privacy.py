@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, BackgroundTasks, Header
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import Ctx, CurrentUser, Db, Rt, TenantErasure, TenantExport
+from api.deps import Ctx, CurrentUser, Rt, TenantErasure, TenantExport
 from vault.clock import rfc3339
 from vault.privacy.scrub import scrub_after_shred
 
@@ -38,7 +38,6 @@ def delete_tenant(
     tenant_id: str,
     *,
     runtime: Rt,
-    db: Db,
     ctx: Ctx,
     user: CurrentUser,
     erasure: TenantErasure,
@@ -54,8 +53,6 @@ def delete_tenant(
 def export_tenant(
     tenant_id: str,
     *,
-    runtime: Rt,
-    db: Db,
     ctx: Ctx,
     user: CurrentUser,
     export: TenantExport,
