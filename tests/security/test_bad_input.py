@@ -177,24 +177,24 @@ def test_nul_and_oversized_strings_in_bodies(client, admin_auth, runtime, name) 
 _DECEPTIVE = ["\u202e", "\u200b", "\ufeff", "\u0085", "\x1b", "\x9b", "\u2028", "\ue000"]
 
 
-@pytest.mark.parametrize("char", _DECEPTIVE, ids=lambda c: f"U+{ord(c):04X}")
 def test_names_refuse_bidi_invisible_and_control_characters(
-    client, admin_auth, tenant_id, runtime, char
+    client, admin_auth, tenant_id, runtime
 ) -> None:
     before = _counts(runtime)
-    for path, body in [
-        ("/v1/tenants", {"name": f"Acme{char}gpj.exe"}),
-        (
-            f"/v1/tenants/{tenant_id}/lines",
-            {"type": "widget", "name": f"x{char}", "credential": {}},
-        ),
-        ("/v1/runners", {"name": f"{char}runner"}),
-    ]:
-        r = client.post(path, json=body, headers=admin_auth)
-        _assert_problem_4xx(r)
-        assert r.status_code == 422, (path, r.text)
-        assert "name" in r.json()["detail"], r.text
-        assert char not in r.text
+    for char in _DECEPTIVE:
+        for path, body in [
+            ("/v1/tenants", {"name": f"Acme{char}gpj.exe"}),
+            (
+                f"/v1/tenants/{tenant_id}/lines",
+                {"type": "widget", "name": f"x{char}", "credential": {}},
+            ),
+            ("/v1/runners", {"name": f"{char}runner"}),
+        ]:
+            r = client.post(path, json=body, headers=admin_auth)
+            _assert_problem_4xx(r)
+            assert r.status_code == 422, (path, hex(ord(char)), r.text)
+            assert "name" in r.json()["detail"], r.text
+            assert char not in r.text
     assert _counts(runtime) == before
 
 
