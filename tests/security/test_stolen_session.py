@@ -99,6 +99,30 @@ def test_a_stale_session_can_do_no_sensitive_action(client: TestClient, scene: S
             # The detail names both ways out.
             assert "mfa_code" in problem["detail"] and "X-MFA-Code" in problem["detail"]
             assert "/v1/auth/step-up" in problem["detail"]
+    # Each refusal is in the audit trail, denied, with its reason.
+    with unit_of_work(scene.runtime.sessions) as session:
+        denied = {
+            action
+            for action, reason in session.execute(
+                select(AuditEventRow.action, AuditEventRow.reason).where(
+                    AuditEventRow.outcome == "denied"
+                )
+            )
+            if reason and "mfa_required" in reason
+        }
+    assert {
+        "runner.create",
+        "runner.rotate_secret",
+        "runner.disable",
+        "grant.create",
+        "grant.delete",
+        "user.create",
+        "member.add",
+        "credential.replace",
+        "credential.revoke",
+        "tenant.delete",
+        "tenant.export",
+    } <= denied, denied
     # Nothing happened: the line still holds its secret, the tenant still exists.
     line = client.get(f"/v1/tenants/{scene.tenant_id}/lines/{scene.line_id}", headers=scene.stale())
     assert line.status_code == 200 and line.json()["status"] == "active"
