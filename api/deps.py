@@ -17,14 +17,20 @@ work. Long-lived services (``runtime.authenticator``, ``runtime.factor_changes``
 session in a read-only transaction and, at most once a minute per session, refreshes its
 idle clock in a short write transaction of its own: declare it before (or instead of)
 any custom dependency that already queries the request's ``Db`` session, since on SQLite
-an open write transaction in ``Db`` would make that refresh wait for the lock. A per-request
-second factor is ``runtime.authenticator.require_mfa``, which consumes the code in the
-caller's ``Db`` transaction: call it before the route's own changes.
+an open write transaction in ``Db`` would make that refresh wait for the lock.
+
+Sudo mode: the principal carries ``second_factor``, which verifies the request's own
+one-time code (``mfa_code`` in a JSON body, or the ``X-MFA-Code`` header, for a DELETE
+without a body) with ``runtime.authenticator.require_mfa`` in the request's ``Db``
+transaction, at most once per request. Routes never call it: ``vault.authz`` does,
+for every permission row whose "needs MFA" column says so.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -147,10 +153,53 @@ class _SessionToken(SecurityBase):
         return credentials_for("bearer", request.headers.get("authorization"))
 
 
+async def _request_mfa_code(request: Request) -> str | None:
+    """The one-time code this request brings: ``X-MFA-Code``, else the JSON body's
+    ``mfa_code`` (FastAPI has already read and cached the body of a route that takes one)."""
+    header = request.headers.get("x-mfa-code")
+    if header:
+        return header[:32]
+    if "json" not in request.headers.get("content-type", ""):
+        return None
+    try:
+        body = json.loads(await request.body() or b"null")
+    except ValueError:
+        return None
+    code = body.get("mfa_code") if isinstance(body, dict) else None
+    return code[:32] if isinstance(code, str) else None
+
+
+class _SecondFactor:
+    """Checks the request's code once, in the request's unit of work; later asks pass."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        db: Session,
+        ctx: RequestContext,
+        principal: UserPrincipal,
+        code: str | None,
+    ) -> None:
+        self._runtime, self._db, self._ctx = runtime, db, ctx
+        self._principal, self._code = principal, code
+        self._passed = False
+
+    def __call__(self) -> None:
+        if self._passed:
+            return
+        self._runtime.authenticator.require_mfa(self._db, self._principal, self._code, self._ctx)
+        self._passed = True
+
+
 def current_user(
-    runtime: Rt, ctx: Ctx, token: Annotated[str | None, Depends(_SessionToken())]
+    runtime: Rt,
+    ctx: Ctx,
+    db: Db,
+    token: Annotated[str | None, Depends(_SessionToken())],
+    code: Annotated[str | None, Depends(_request_mfa_code)],
 ) -> UserPrincipal:
-    return runtime.authenticator.authenticate(token, ctx=ctx)
+    user = runtime.authenticator.authenticate(token, ctx=ctx)
+    return replace(user, second_factor=_SecondFactor(runtime, db, ctx, user, code))
 
 
 CurrentUser = Annotated[UserPrincipal, Depends(current_user)]

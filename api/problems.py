@@ -41,7 +41,7 @@ PROBLEM_TABLE: Mapping[type[Exception], tuple[int, str, str]] = {
     e.Unauthenticated: (401, "unauthenticated", "Authentication required"),
     e.MfaInvalid: (401, "mfa_invalid", "Second factor not accepted"),
     e.Forbidden: (403, "forbidden", "Forbidden"),
-    e.MfaRequired: (403, "mfa_required", "Fresh second factor required"),
+    e.MfaRequired: (403, "mfa_required", "Fresh second factor required"),  # detail: errors.py
     e.NotFound: (404, "not_found", "Not found"),
     e.Conflict: (409, "conflict", "Conflict"),
     e.Revoked: (410, "revoked", "Revoked"),
@@ -113,6 +113,8 @@ def _validation_detail(exc: RequestValidationError) -> tuple[str, list[dict[str,
     fields: list[dict[str, str]] = []
     for err in exc.errors():
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        if err.get("type") == "extra_forbidden" and loc:
+            loc[-1] = "<unknown>"  # the key is the client's text: a pasted secret, maybe
         fields.append(
             {"field": ".".join(loc) or "body", "problem": str(err.get("type", "invalid"))}
         )

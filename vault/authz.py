@@ -7,23 +7,33 @@ person with no role in a tenant gets ``NotFound`` (the tenant's resources are no
 revealed), a member without the permission gets ``Forbidden``. Platform admins act as a
 tenant owner everywhere; platform auditors as a tenant auditor everywhere.
 
+Each row also says whether it needs a fresh second factor ("sudo mode", the
+``*_NEEDS_MFA`` columns): a sensitive action answers ``MfaRequired`` unless the session
+is MFA-fresh or the request itself carries a valid unused TOTP code, checked through the
+principal's ``second_factor`` (the API builds it from ``mfa_code`` / ``X-MFA-Code``).
+The check runs after the role check, so a stranger still gets 404 and a member without
+the permission 403 rather than a hint to bring a code; a stolen session past its
+freshness therefore cannot register a runner, grant it lines and fetch them.
+
 Runners have no role: what they may do is the runner row below, and which lines they
 may do it to is their grants'.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
-from vault.errors import Forbidden, NotFound
+from vault.errors import Forbidden, MfaRequired, NotFound
 
 __all__ = [
+    "PLATFORM_NEEDS_MFA",
     "PLATFORM_PERMISSIONS",
     "PLATFORM_ROLES",
     "RUNNER_PERMISSIONS",
+    "TENANT_NEEDS_MFA",
     "TENANT_PERMISSIONS",
     "TENANT_ROLES",
     "Permission",
@@ -34,7 +44,10 @@ __all__ = [
     "authorize_platform",
     "can_assign_role",
     "effective_role",
+    "member_permission",
+    "needs_mfa",
     "platform_allows",
+    "require_second_factor",
 ]
 
 TENANT_ROLES = ("owner", "admin", "member", "auditor")
@@ -47,8 +60,10 @@ class Permission(StrEnum):
     TENANT_EXPORT = "tenant.export"
     MEMBER_READ = "member.read"
     MEMBER_WRITE = "member.write"
+    MEMBER_WRITE_MANAGER = "member.write_manager"
     LINE_READ = "line.read"
     LINE_WRITE = "line.write"
+    LINE_REPLACE = "line.replace"
     LINE_REVOKE = "line.revoke"
     GRANT_READ = "grant.read"
     GRANT_WRITE = "grant.write"
@@ -66,14 +81,37 @@ TENANT_PERMISSIONS: Mapping[Permission, frozenset[str]] = {
     Permission.TENANT_EXPORT: frozenset({"owner"}),
     Permission.MEMBER_READ: _MANAGERS,
     Permission.MEMBER_WRITE: _MANAGERS,
+    Permission.MEMBER_WRITE_MANAGER: _MANAGERS,
     Permission.LINE_READ: _ALL,
     Permission.LINE_WRITE: _MANAGERS,
+    Permission.LINE_REPLACE: _MANAGERS,
     Permission.LINE_REVOKE: _MANAGERS,
     Permission.GRANT_READ: _MANAGERS | {"auditor"},
     Permission.GRANT_WRITE: _MANAGERS,
     Permission.KEY_READ: _MANAGERS | {"auditor"},
     Permission.KEY_ROTATE: _MANAGERS,
     Permission.AUDIT_READ: frozenset({"owner", "auditor"}),
+}
+
+
+# The "needs MFA" column of the tenant table: every row states it (tests check that no
+# row is left undecided). Irreversible or access-widening actions need it.
+TENANT_NEEDS_MFA: Mapping[Permission, bool] = {
+    Permission.TENANT_READ: False,
+    Permission.TENANT_DELETE: True,
+    Permission.TENANT_EXPORT: True,
+    Permission.MEMBER_READ: False,
+    Permission.MEMBER_WRITE: False,  # adding/changing a plain member or auditor
+    Permission.MEMBER_WRITE_MANAGER: True,  # making, changing or unmaking an owner/admin
+    Permission.LINE_READ: False,
+    Permission.LINE_WRITE: False,
+    Permission.LINE_REPLACE: True,
+    Permission.LINE_REVOKE: True,
+    Permission.GRANT_READ: False,
+    Permission.GRANT_WRITE: True,
+    Permission.KEY_READ: False,
+    Permission.KEY_ROTATE: True,
+    Permission.AUDIT_READ: False,
 }
 
 
@@ -104,6 +142,19 @@ PLATFORM_PERMISSIONS: Mapping[PlatformPermission, frozenset[str]] = {
     PlatformPermission.RUNNER_DISABLE: _PLATFORM_ADMIN,
     PlatformPermission.AUDIT_READ_ALL: _PLATFORM_READERS,
     PlatformPermission.AUDIT_VERIFY: _PLATFORM_READERS,
+}
+
+# The "needs MFA" column of the platform table.
+PLATFORM_NEEDS_MFA: Mapping[PlatformPermission, bool] = {
+    PlatformPermission.TENANT_CREATE: False,
+    PlatformPermission.TENANT_LIST_ALL: False,
+    PlatformPermission.USER_CREATE: True,
+    PlatformPermission.RUNNER_CREATE: True,
+    PlatformPermission.RUNNER_READ: False,
+    PlatformPermission.RUNNER_ROTATE: True,
+    PlatformPermission.RUNNER_DISABLE: True,
+    PlatformPermission.AUDIT_READ_ALL: False,
+    PlatformPermission.AUDIT_VERIFY: False,
 }
 
 
@@ -138,6 +189,9 @@ class UserPrincipal:
     session_id: str
     mfa_fresh: bool
     tenant_roles: Mapping[str, str] = field(default_factory=dict)
+    # Verifies the request's own one-time code (raises MfaRequired / MfaInvalid); set by
+    # the API per request, None where no code can come with the request.
+    second_factor: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
 
 def effective_role(principal: UserPrincipal, tenant_id: str) -> str | None:
@@ -156,7 +210,32 @@ def authorize(principal: UserPrincipal, tenant_id: str, permission: Permission) 
         raise NotFound()
     if role not in TENANT_PERMISSIONS.get(permission, _NOBODY):
         raise Forbidden()
+    if needs_mfa(permission):
+        require_second_factor(principal)
     return role
+
+
+def needs_mfa(permission: Permission | PlatformPermission) -> bool:
+    """The row's "needs MFA" column; a row without a decision needs it (deny by default)."""
+    if isinstance(permission, PlatformPermission):
+        return PLATFORM_NEEDS_MFA.get(permission, True)
+    return TENANT_NEEDS_MFA.get(permission, True)
+
+
+def require_second_factor(principal: UserPrincipal) -> None:
+    """Pass if the session is MFA-fresh or the request's own code verifies; else raise."""
+    if principal.mfa_fresh:
+        return
+    if principal.second_factor is None:
+        raise MfaRequired()
+    principal.second_factor()
+
+
+def member_permission(*, new_role: str | None, current_role: str | None) -> Permission:
+    """The row for changing a membership: touching an owner or admin needs MFA."""
+    if {new_role, current_role} & _MANAGERS:
+        return Permission.MEMBER_WRITE_MANAGER
+    return Permission.MEMBER_WRITE
 
 
 def platform_allows(principal: UserPrincipal, permission: PlatformPermission) -> bool:
@@ -168,6 +247,8 @@ def authorize_platform(principal: UserPrincipal, permission: PlatformPermission)
     """Return the user if their platform role carries ``permission``; else ``Forbidden``."""
     if not platform_allows(principal, permission):
         raise Forbidden()
+    if needs_mfa(permission):
+        require_second_factor(principal)
     return principal
 
 

@@ -63,7 +63,11 @@ class Forbidden(VaultError):
 
 
 class MfaRequired(VaultError):
-    default_detail = "this action needs a fresh second factor"
+    default_detail = (
+        "this action needs a fresh second factor: send a current TOTP code as mfa_code in"
+        " the JSON body (or the X-MFA-Code header when there is no body), or make the"
+        " session MFA-fresh first with POST /v1/auth/step-up"
+    )
 
 
 class NotFound(VaultError):

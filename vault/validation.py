@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 __all__ = ["DISPLAY_NAME_MAX", "ID_MAX_LENGTH", "ID_PATTERN", "clean_display_name", "is_valid_id"]
 
 DISPLAY_NAME_MAX = 200
-_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+# Control (Cc, C0 and C1 alike), format (Cf: bidi overrides such as U+202E, zero-width
+# U+200B, BOM U+FEFF), line/paragraph separators, private-use and unassigned characters:
+# each can make a name display as something it is not, or forge lines in logs.
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp", "Co", "Cn"})
 
 # Every id is opaque and server-made (vault.ids.new_id: a short prefix, "_" and 32 hex
 # digits). Text longer than this or made of other characters cannot name a row, so the
@@ -28,11 +32,15 @@ def clean_display_name(value: object) -> str | None:
     """The trimmed name, or None when it is not 1-200 characters of printable text.
 
     Control characters (NUL above all, which PostgreSQL refuses in text) would also let a
-    name forge lines in logs and terminals, so they are refused everywhere alike.
+    name forge lines in logs and terminals, and bidi or invisible characters make it read
+    as another name, so they are refused everywhere alike: before trimming, since
+    ``str.strip`` would silently drop some of them (U+0085, U+2028).
     """
     if not isinstance(value, str):
         return None
+    if any(unicodedata.category(ch) in _FORBIDDEN_CATEGORIES for ch in value):
+        return None
     name = value.strip()
-    if not name or len(name) > DISPLAY_NAME_MAX or _FORBIDDEN.search(name):
+    if not name or len(name) > DISPLAY_NAME_MAX:
         return None
     return name

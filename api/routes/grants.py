@@ -22,6 +22,7 @@ class GrantCreate(BaseModel):
         max_length=1000,
         description='["*"] for every line of the tenant (present and future), or line ids.',
     )
+    mfa_code: str | None = Field(default=None, max_length=32, description="sudo mode")
 
 
 class GrantOut(BaseModel):

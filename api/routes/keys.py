@@ -14,7 +14,7 @@ from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import Ctx, CurrentUser, Db, Rt, TenantKeys
+from api.deps import Ctx, CurrentUser, TenantKeys
 from vault.clock import rfc3339
 from vault.keys.rotation import RotationView
 from vault.keys.worker import RewrapWorker
@@ -49,20 +49,12 @@ def rotate_keys(
     *,
     request: Request,
     background: BackgroundTasks,
-    runtime: Rt,
-    db: Db,
     ctx: Ctx,
     user: CurrentUser,
     keys: TenantKeys,
     body: RotateBody | None = None,
 ) -> JSONResponse:
-    code = body.mfa_code if body else None
-    view = keys.rotate_as(
-        user,
-        tenant_id,
-        context=ctx,
-        verify_mfa=lambda: runtime.authenticator.require_mfa(db, user, code, ctx),
-    )
+    view = keys.rotate_as(user, tenant_id, context=ctx)  # body.mfa_code: see api/deps.py
     worker: RewrapWorker | None = getattr(request.app.state, "rewrap_worker", None)
     if worker is not None:
         background.add_task(worker.submit, view.id)

@@ -15,7 +15,7 @@ from fastapi import APIRouter, BackgroundTasks, Body, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import Ctx, CurrentUser, Db, Lines, Rt
+from api.deps import Ctx, CurrentUser, Lines, Rt
 from vault.lines.service import LineView
 from vault.privacy.scrub import scrub_after_shred
 
@@ -34,6 +34,7 @@ class CreateLineBody(BaseModel):
 class ReplaceCredentialBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     credential: dict[str, Any]
+    mfa_code: str | None = Field(default=None, max_length=32)
 
 
 class RevokeBody(BaseModel):
@@ -164,22 +165,19 @@ def revoke_line(
     line_id: str,
     *,
     runtime: Rt,
-    db: Db,
     ctx: Ctx,
     user: CurrentUser,
     lines: Lines,
     tasks: BackgroundTasks,
     body: RevokeBody | None = None,
 ) -> dict[str, Any]:
-    body = body or RevokeBody()
-    code = body.mfa_code
+    body = body or RevokeBody()  # its mfa_code is read by the principal (api/deps.py)
     view = lines.revoke(
         user,
         tenant_id,
         line_id,
         reason=body.reason,
         context=ctx,
-        verify_mfa=lambda: runtime.authenticator.require_mfa(db, user, code, ctx),
     )
     tasks.add_task(scrub_after_shred, runtime.engine)  # runs after the commit
     return view.to_dict()

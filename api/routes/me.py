@@ -7,7 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import Ctx, CurrentUser, Db, Rt, Users
+from api.deps import Ctx, CurrentUser, Rt, Users
+from vault.authz import require_second_factor
 
 __all__ = ["router"]
 
@@ -34,6 +35,7 @@ class NewUserBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     email: str = Field(min_length=3, max_length=320)
     platform_role: str | None = None
+    mfa_code: str | None = Field(default=None, max_length=32, description="sudo mode")
 
 
 @router.get("/v1/me")
@@ -52,15 +54,13 @@ def me(user: CurrentUser, users: Users) -> dict[str, Any]:
 @router.post("/v1/me/totp")
 def begin_totp(
     *,
-    runtime: Rt,
-    db: Db,
     ctx: Ctx,
     user: CurrentUser,
     users: Users,
     body: TotpBeginBody | None = None,
 ) -> dict[str, Any]:
     if users.is_enrolled(user.user_id):  # replacing a factor needs the current one
-        runtime.authenticator.require_mfa(db, user, body.mfa_code if body else None, ctx)
+        require_second_factor(user)  # body.mfa_code, read by the principal (api/deps.py)
     secret, uri = users.begin_totp(user_id=user.user_id, ctx=ctx)
     return {"secret": secret, "otpauth_uri": uri}
 

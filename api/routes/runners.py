@@ -35,6 +35,7 @@ _FORM = "application/x-www-form-urlencoded"
 class RunnerCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200)
+    mfa_code: str | None = Field(default=None, max_length=32, description="sudo mode")
 
 
 class RunnerOut(BaseModel):
@@ -100,7 +101,7 @@ def _secret_out(runner: Runner, client_secret: str) -> RunnerSecretOut:
 @router.post("/v1/runners", status_code=201, response_model=RunnerSecretOut)
 def create_runner(body: RunnerCreate, user: CurrentUser, runners: Runners) -> RunnerSecretOut:
     """Register a runner; its client secret is in this response only."""
-    authorize_platform(user, PlatformPermission.RUNNER_CREATE)
+    runners.authorize(user, PlatformPermission.RUNNER_CREATE, "runner.create")
     created = runners.register(name=body.name)
     return _secret_out(created.runner, created.client_secret)
 
@@ -120,7 +121,7 @@ def get_runner(runner_id: str, user: CurrentUser, runners: Runners) -> RunnerOut
 @router.post("/v1/runners/{runner_id}/rotate-secret", response_model=RunnerSecretOut)
 def rotate_runner_secret(runner_id: str, user: CurrentUser, runners: Runners) -> RunnerSecretOut:
     """A new client secret; the old secret and every token of the runner stop at once."""
-    authorize_platform(user, PlatformPermission.RUNNER_ROTATE)
+    runners.authorize(user, PlatformPermission.RUNNER_ROTATE, "runner.rotate_secret", runner_id)
     rotated = runners.rotate_secret(runner_id)
     return _secret_out(rotated.runner, rotated.client_secret)
 
@@ -128,7 +129,7 @@ def rotate_runner_secret(runner_id: str, user: CurrentUser, runners: Runners) ->
 @router.delete("/v1/runners/{runner_id}", status_code=204)
 def disable_runner(runner_id: str, user: CurrentUser, runners: Runners) -> Response:
     """Disable a runner: its tokens stop working at once, its secret is refused."""
-    authorize_platform(user, PlatformPermission.RUNNER_DISABLE)
+    runners.authorize(user, PlatformPermission.RUNNER_DISABLE, "runner.disable", runner_id)
     runners.disable(runner_id)
     return Response(status_code=204)
 

@@ -30,6 +30,7 @@ class MemberBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user_id: str = Field(min_length=1, max_length=40)
     role: str = Field(min_length=1, max_length=16)
+    mfa_code: str | None = Field(default=None, max_length=32, description="sudo mode")
 
 
 def _member(view: MemberView) -> dict[str, Any]:

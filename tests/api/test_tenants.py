@@ -65,7 +65,7 @@ def test_admin_cannot_make_owners_owner_can(runtime: Runtime, client: TestClient
     assert refused.status_code == 403  # an admin cannot demote an owner
     added = client.post(url, json={"user_id": target.id, "role": "member"}, headers=as_admin)
     assert added.status_code == 201 and added.json()["role"] == "member"
-    as_owner = bearer(new_session(runtime, owner.id))
+    as_owner = bearer(new_session(runtime, owner.id, mfa_fresh=True))  # owners: sudo mode
     promoted = client.post(url, json={"user_id": target.id, "role": "owner"}, headers=as_owner)
     assert promoted.status_code == 200 and promoted.json()["role"] == "owner"
     bad_role = client.post(url, json={"user_id": target.id, "role": "god"}, headers=as_owner)
@@ -82,7 +82,7 @@ def test_admin_cannot_make_owners_owner_can(runtime: Runtime, client: TestClient
 
 def test_create_user_over_http(runtime: Runtime, client: TestClient) -> None:
     admin = make_user(runtime, "ua@example.test", platform_role="admin")
-    token = bearer(new_session(runtime, admin.id))
+    token = bearer(new_session(runtime, admin.id, mfa_fresh=True))
     made = client.post(
         "/v1/users", json={"email": "New@Example.test", "platform_role": "auditor"}, headers=token
     )
@@ -144,3 +144,75 @@ def test_cli_users_create_and_reset_mfa(tmp_path: Path, db_url: str) -> None:
         ("user.mfa_reset", "system"),
     ]
     assert enrolled is False
+
+
+def test_the_last_owner_cannot_demote_themselves(runtime: Runtime, client: TestClient) -> None:
+    owner = make_user(runtime, "solo@example.test")
+    tenant = make_tenant(runtime, "Solo")
+    add_membership(runtime, tenant, owner.id, "owner")
+    fresh = bearer(new_session(runtime, owner.id, mfa_fresh=True))
+    for role in ("admin", "member", "auditor"):
+        r = client.post(
+            f"/v1/tenants/{tenant}/members", json={"user_id": owner.id, "role": role}, headers=fresh
+        )
+        assert (r.status_code, r.json()["code"]) == (409, "conflict"), r.text
+    with unit_of_work(runtime.sessions) as session:
+        assert session.get(Membership, (tenant, owner.id)).role == "owner"  # type: ignore[union-attr]
+        last = session.execute(
+            select(AuditEventRow).order_by(AuditEventRow.seq.desc()).limit(1)
+        ).scalar_one()
+        assert (last.action, last.outcome) == ("member.update", "error")
+    # With a second owner, the first may step down.
+    other = make_user(runtime, "second@example.test")
+    made = client.post(
+        f"/v1/tenants/{tenant}/members", json={"user_id": other.id, "role": "owner"}, headers=fresh
+    )
+    assert made.status_code == 201, made.text
+    down = client.post(
+        f"/v1/tenants/{tenant}/members", json={"user_id": owner.id, "role": "admin"}, headers=fresh
+    )
+    assert down.status_code == 200, down.text
+
+
+def test_adding_a_member_reveals_nothing_about_outsiders(
+    runtime: Runtime, client: TestClient
+) -> None:
+    owner = make_user(runtime, "own@example.test")
+    tenant, elsewhere = make_tenant(runtime, "Mine"), make_tenant(runtime, "Theirs")
+    add_membership(runtime, tenant, owner.id, "owner")
+    outsider = make_user(runtime, "secret-identity@example.test")
+    add_membership(runtime, elsewhere, outsider.id, "member")
+    loner = make_user(runtime, "loner@example.test")  # in no tenant at all
+    headers = bearer(new_session(runtime, owner.id))
+    for user in (outsider, loner):
+        r = client.post(
+            f"/v1/tenants/{tenant}/members",
+            json={"user_id": user.id, "role": "member"},
+            headers=headers,
+        )
+        assert r.status_code == 201, r.text
+        assert r.json()["email"] is None and user.email not in r.text
+    unknown = client.post(
+        f"/v1/tenants/{tenant}/members",
+        json={"user_id": "usr_" + "0" * 32, "role": "member"},
+        headers=headers,
+    )
+    assert unknown.status_code == 400 and "@" not in unknown.text
+    # Once a colleague, the email is theirs to see (GET .../members shows it anyway).
+    colleague = make_user(runtime, "colleague@example.test")
+    add_membership(runtime, tenant, colleague.id, "member")
+    again = client.post(
+        f"/v1/tenants/{tenant}/members",
+        json={"user_id": colleague.id, "role": "auditor"},
+        headers=headers,
+    )
+    assert again.json()["email"] == "colleague@example.test"
+    # A platform admin sees it.
+    admin = make_user(runtime, "pa@example.test", platform_role="admin")
+    stranger = make_user(runtime, "stranger2@example.test")
+    seen = client.post(
+        f"/v1/tenants/{tenant}/members",
+        json={"user_id": stranger.id, "role": "member"},
+        headers=bearer(new_session(runtime, admin.id)),
+    )
+    assert seen.json()["email"] == "stranger2@example.test"

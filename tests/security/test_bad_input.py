@@ -170,3 +170,48 @@ def test_nul_and_oversized_strings_in_bodies(client, admin_auth, runtime, name) 
     r = client.post("/v1/tenants", json={"name": name}, headers=admin_auth)
     _assert_problem_4xx(r)
     assert _counts(runtime) == before
+
+
+# Bidi overrides, zero-width and invisible characters, C0/C1 controls, separators and
+# private-use characters: each would make a name read as another one.
+_DECEPTIVE = ["\u202e", "\u200b", "\ufeff", "\u0085", "\x1b", "\x9b", "\u2028", "\ue000"]
+
+
+def test_names_refuse_bidi_invisible_and_control_characters(
+    client, admin_auth, tenant_id, runtime
+) -> None:
+    before = _counts(runtime)
+    for char in _DECEPTIVE:
+        for path, body in [
+            ("/v1/tenants", {"name": f"Acme{char}gpj.exe"}),
+            (
+                f"/v1/tenants/{tenant_id}/lines",
+                {"type": "widget", "name": f"x{char}", "credential": {}},
+            ),
+            ("/v1/runners", {"name": f"{char}runner"}),
+        ]:
+            r = client.post(path, json=body, headers=admin_auth)
+            _assert_problem_4xx(r)
+            assert r.status_code == 422, (path, hex(ord(char)), r.text)
+            assert "name" in r.json()["detail"], r.text
+            assert char not in r.text
+    assert _counts(runtime) == before
+
+
+def test_unknown_keys_are_reported_without_their_text(client, admin_auth, tenant_id) -> None:
+    pasted = "CorrectHorseBatteryStaple42"
+    for path, body in [
+        ("/v1/tenants", {"name": "ok", pasted: 1}),
+        (
+            f"/v1/tenants/{tenant_id}/lines",
+            {"type": "widget", "name": "w", "credential": {}, pasted: 1},
+        ),
+        (
+            f"/v1/tenants/{tenant_id}/lines",
+            {"type": "widget", "name": "w", "credential": {pasted: "x"}},
+        ),
+    ]:
+        r = client.post(path, json=body, headers=admin_auth)
+        assert r.status_code == 422, r.text
+        assert pasted not in r.text
+        assert "unknown" in r.text  # still says what was wrong

@@ -102,7 +102,7 @@ def test_planted_secrets_never_leak(
             "PUT",
             f"{base}/{ids['telegram']}/credential",
             json={"credential": cred},
-            headers=headers,
+            headers=fresh,  # replacing needs MFA (sudo mode)
         )
         assert r.status_code == 200
     # Mistakes that carry secrets: malformed, unknown field, wrong type, secret as a key.
@@ -125,7 +125,7 @@ def test_planted_secrets_never_leak(
         "PUT",
         f"{base}/{ids['instagram']}/credential",
         json={"credential": {"access_token": leaky, "x": leaky}},
-        headers=headers,
+        headers=fresh,
     )
     assert r.status_code == 422
     # Reads by every role, the expiry filter, the export, revocation, deletion.

@@ -417,3 +417,85 @@ def test_every_route_reads_the_permission_table(
             if bool(read) == ((method, path) in WITHOUT_A_ROW):
                 wrong.append(f"{method} {path}: read {sorted(read) or 'no row'}")
     assert not wrong, "\n".join(wrong)
+
+
+# The "needs MFA" column, route by route: True when an otherwise-allowed caller with a
+# stale session (past its MFA freshness, no code) gets 403 mfa_required; False when that
+# session works; a string says why the question does not arise. A route without a
+# decision fails the test, so a new route cannot leave sudo mode out unnoticed.
+_NO_SESSION = "n/a: no session decides (public, or credentials in the request)"
+NEEDS_MFA: dict[tuple[str, str], bool | str] = {
+    **dict.fromkeys(
+        [k for k, why in WITHOUT_A_ROW.items() if str(why).startswith("public")], _NO_SESSION
+    ),
+    ("POST", "/v1/auth/step-up"): "n/a: the step-up is how a session becomes fresh",
+    ("POST", "/v1/me/totp/confirm"): "n/a: the code in the body decides",
+    ("DELETE", "/v1/runner/token"): _NO_SESSION,
+    ("GET", "/v1/tenants/{tenant_id}/lines/{line_id}/credential"): "n/a: runners only",
+    ("POST", "/v1/auth/logout"): False,
+    ("GET", "/v1/me"): False,
+    ("POST", "/v1/me/totp"): False,  # first enrolment; re-enrolment: tests/api/test_sessions
+    ("POST", "/v1/me/password"): False,
+    ("POST", "/v1/users"): True,
+    ("POST", "/v1/tenants"): False,
+    ("GET", "/v1/tenants"): False,
+    ("GET", "/v1/tenants/{tenant_id}/members"): False,
+    # A plain member here; owner/admin members: tests/security/test_stolen_session.py.
+    ("POST", "/v1/tenants/{tenant_id}/members"): False,
+    ("POST", "/v1/tenants/{tenant_id}/lines"): False,
+    ("GET", "/v1/tenants/{tenant_id}/lines"): False,
+    ("GET", "/v1/tenants/{tenant_id}/lines/{line_id}"): False,
+    ("PUT", "/v1/tenants/{tenant_id}/lines/{line_id}/credential"): True,
+    ("POST", "/v1/tenants/{tenant_id}/lines/{line_id}/revoke"): True,
+    ("DELETE", "/v1/tenants/{tenant_id}"): True,
+    ("GET", "/v1/tenants/{tenant_id}/export"): True,
+    ("GET", "/v1/audit/events"): False,
+    ("GET", "/v1/audit/verify"): False,
+    ("POST", "/v1/tenants/{tenant_id}/keys/rotate"): True,
+    ("GET", "/v1/tenants/{tenant_id}/keys"): False,
+    ("POST", "/v1/runners"): True,
+    ("GET", "/v1/runners"): False,
+    ("GET", "/v1/runners/{runner_id}"): False,
+    ("POST", "/v1/runners/{runner_id}/rotate-secret"): True,
+    ("DELETE", "/v1/runners/{runner_id}"): True,
+    ("POST", "/v1/tenants/{tenant_id}/grants"): True,
+    ("GET", "/v1/tenants/{tenant_id}/grants"): False,
+    ("DELETE", "/v1/tenants/{tenant_id}/grants/{grant_id}"): True,
+}
+
+
+def test_every_permission_row_decides_mfa() -> None:
+    assert set(authz.TENANT_NEEDS_MFA) == set(authz.Permission)
+    assert set(authz.PLATFORM_NEEDS_MFA) == set(authz.PlatformPermission)
+
+
+def test_every_route_has_an_mfa_decision_that_holds(client: TestClient, world: World) -> None:
+    """A platform admin (allowed on every session route) with a stale session."""
+    wrong: list[str] = []
+    for path, methods in app_routes(client.app.routes):  # type: ignore[attr-defined]
+        for method in sorted(methods - {"HEAD", "OPTIONS"}):
+            decision = NEEDS_MFA.get((method, path))
+            if decision is None:
+                wrong.append(f"{method} {path}: no MFA decision")
+                continue
+            if isinstance(decision, str):
+                continue
+            spec = EXPECTATIONS[(method, path)]
+            params = spec["params"](world) if spec["params"] is not None else {}
+            url = path.format(**{**path_params(world), **params})
+            body = spec["body"](world) if spec["body"] else None
+            stale = _headers(world, "platform_admin", fresh=False)
+            response = client.request(method, url, json=body, headers=stale)
+            allowed = spec["expected"].get("platform_admin", spec["expected"].get(_ALL))
+            if decision and (response.status_code, _code(response)) != (403, "mfa_required"):
+                wrong.append(f"{method} {path}: stale session got {response.status_code}")
+            if not decision and response.status_code != allowed:
+                wrong.append(f"{method} {path}: stale session got {response.status_code}")
+    assert not wrong, "\n".join(wrong)
+
+
+def _code(response: Any) -> str | None:
+    if response.headers.get("content-type", "").startswith("application/problem+json"):
+        code = response.json().get("code")
+        return code if isinstance(code, str) else None
+    return None

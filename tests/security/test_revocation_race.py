@@ -12,7 +12,6 @@ from sqlalchemy import select
 
 from tests.support.lines import CTX, make_tenant, owner, planted, service, uow
 from vault.keys.keyring import KeyRing
-from vault.lines.guard import no_mfa_check
 from vault.runtime import Runtime
 from vault.storage.models import Line
 
@@ -100,9 +99,7 @@ def test_no_read_after_revoke_commit_sees_the_secret(runtime: Runtime) -> None:
     while any(len(r.log) < READS_BEFORE for r in readers) and time.monotonic() < deadline:
         time.sleep(0.005)
     with uow(runtime) as session:
-        service(runtime, session).revoke(
-            owner(tenant), tenant, line_id, reason="race", context=CTX, verify_mfa=no_mfa_check
-        )
+        service(runtime, session).revoke(owner(tenant), tenant, line_id, reason="race", context=CTX)
     committed_at.append(time.monotonic())
     while any(r.after < READS_AFTER for r in readers) and time.monotonic() < deadline:
         time.sleep(0.005)

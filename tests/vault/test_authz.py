@@ -128,3 +128,47 @@ def test_platform_rows(permission: PlatformPermission) -> None:
         assert not platform_allows(who, permission)
         with pytest.raises(Forbidden):
             authorize_platform(who, permission)
+
+
+def test_the_mfa_column_is_enforced_after_the_role_check() -> None:
+    """A stale session meets MfaRequired on a sensitive row, only after 404/403; the
+    request's own second factor is asked, and an undecided row needs MFA."""
+    import dataclasses
+
+    from vault.errors import MfaRequired
+
+    stale = dataclasses.replace(person(role="owner"), mfa_fresh=False)
+    assert authorize(stale, TENANT, Permission.LINE_READ) == "owner"  # no MFA needed
+    with pytest.raises(MfaRequired):
+        authorize(stale, TENANT, Permission.LINE_REVOKE)
+    with pytest.raises(NotFound):  # a stranger hears nothing about MFA
+        authorize(dataclasses.replace(stale, tenant_roles={}), TENANT, Permission.LINE_REVOKE)
+    with pytest.raises(Forbidden):
+        member = dataclasses.replace(stale, tenant_roles={TENANT: "member"})
+        authorize(member, TENANT, Permission.LINE_REVOKE)
+    asked: list[str] = []
+    with_code = dataclasses.replace(stale, second_factor=lambda: asked.append("code"))
+    authorize(with_code, TENANT, Permission.GRANT_WRITE)
+    assert asked == ["code"]
+    admin = dataclasses.replace(person(platform_role="admin"), mfa_fresh=False)
+    with pytest.raises(MfaRequired):
+        authorize_platform(admin, PlatformPermission.RUNNER_CREATE)
+    assert authorize_platform(admin, PlatformPermission.RUNNER_READ) is admin
+    assert authz.needs_mfa("no.such.row") is True  # type: ignore[arg-type]
+
+
+def test_member_changes_touching_owners_or_admins_need_mfa() -> None:
+    from vault.authz import member_permission
+
+    plain = Permission.MEMBER_WRITE
+    manager = Permission.MEMBER_WRITE_MANAGER
+    assert member_permission(new_role="member", current_role=None) is plain
+    assert member_permission(new_role="auditor", current_role="member") is plain
+    for new, current in (
+        ("owner", None),
+        ("admin", None),
+        ("member", "admin"),
+        ("auditor", "owner"),
+    ):
+        assert member_permission(new_role=new, current_role=current) is manager
+    assert authz.TENANT_NEEDS_MFA[manager] and not authz.TENANT_NEEDS_MFA[plain]

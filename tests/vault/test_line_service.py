@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from datetime import timedelta
@@ -13,7 +14,6 @@ from kms.errors import DecryptionError
 from tests.support.lines import CTX, make_tenant, owner, planted, service, uow, user
 from vault.errors import Conflict, Forbidden, NotFound, Unprocessable
 from vault.keys.keyring import KeyRing
-from vault.lines.guard import no_mfa_check
 from vault.lines.schemas import LINE_TYPES
 from vault.runtime import Runtime
 from vault.storage.models import AuditEventRow, Kek, Line
@@ -204,7 +204,6 @@ def test_revoke_shreds_and_is_idempotent(runtime: Runtime) -> None:
             view.id,
             reason="token leaked\nin a ticket",
             context=CTX,
-            verify_mfa=no_mfa_check,
         )
     assert revoked.status == "revoked" and revoked.revoked_at is not None
     assert revoked.version == 1 and revoked.fingerprint == view.fingerprint
@@ -216,7 +215,7 @@ def test_revoke_shreds_and_is_idempotent(runtime: Runtime) -> None:
     runtime.clock.advance(5)  # type: ignore[attr-defined]
     with uow(runtime) as session:
         again = service(runtime, session).revoke(
-            principal, tenant, view.id, reason=None, context=CTX, verify_mfa=no_mfa_check
+            principal, tenant, view.id, reason=None, context=CTX
         )
     assert again.to_dict() == revoked.to_dict()
     revokes = events(runtime, "credential.revoke")
@@ -226,9 +225,7 @@ def test_revoke_shreds_and_is_idempotent(runtime: Runtime) -> None:
             principal, tenant, view.id, credential=planted("messenger"), context=CTX
         )
     with uow(runtime) as session, pytest.raises(Unprocessable):
-        service(runtime, session).revoke(
-            principal, tenant, view.id, reason="x" * 501, context=CTX, verify_mfa=no_mfa_check
-        )
+        service(runtime, session).revoke(principal, tenant, view.id, reason="x" * 501, context=CTX)
 
 
 def test_roles_and_tenant_isolation(runtime: Runtime) -> None:
@@ -256,7 +253,7 @@ def test_roles_and_tenant_isolation(runtime: Runtime) -> None:
             with pytest.raises(Forbidden):
                 svc.create(who, tenant, line_type="widget", name="W", credential={}, context=CTX)
             with pytest.raises(Forbidden):
-                svc.revoke(who, tenant, view.id, reason=None, context=CTX, verify_mfa=no_mfa_check)
+                svc.revoke(who, tenant, view.id, reason=None, context=CTX)
             with pytest.raises(Forbidden):
                 svc.replace(who, tenant, view.id, credential={}, context=CTX)
         with pytest.raises(NotFound):
@@ -267,7 +264,7 @@ def test_roles_and_tenant_isolation(runtime: Runtime) -> None:
         with pytest.raises(NotFound):
             svc.get(stranger, other, view.id)
         with pytest.raises(NotFound):
-            svc.revoke(stranger, other, view.id, reason=None, context=CTX, verify_mfa=no_mfa_check)
+            svc.revoke(stranger, other, view.id, reason=None, context=CTX)
         # A platform admin on a tenant that does not exist.
         with pytest.raises(NotFound):
             svc.list(platform_admin, "tnt_missing")
@@ -306,9 +303,7 @@ def test_expiry_metadata_and_window(runtime: Runtime) -> None:
             context=CTX,
         )
     with uow(runtime) as session:
-        service(runtime, session).revoke(
-            principal, tenant, gone.id, reason=None, context=CTX, verify_mfa=no_mfa_check
-        )
+        service(runtime, session).revoke(principal, tenant, gone.id, reason=None, context=CTX)
     assert soon.expires_at is not None
     assert soon.to_dict()["expires_at"] == (now + timedelta(days=2)).replace(
         microsecond=0
@@ -386,20 +381,20 @@ def test_failures_are_audited_and_mfa_is_checked_after_access(runtime: Runtime) 
             context=CTX,
         )
 
-    def needs_mfa() -> None:
-        raise MfaRequired()
-
     bad = {"bot_token": "123:short-SECRETISH"}
     cases = [
         (user({}), NotFound, "denied", "not_found"),
         (user({tenant: "member"}), Forbidden, "denied", "forbidden"),
-        (owner(tenant), MfaRequired, "denied", "mfa_required"),
+        (
+            dataclasses.replace(owner(tenant), mfa_fresh=False),
+            MfaRequired,
+            "denied",
+            "mfa_required",
+        ),
     ]
     for who, error, outcome, reason in cases:
         with uow(runtime) as session, pytest.raises(error):
-            service(runtime, session).revoke(
-                who, tenant, view.id, reason=None, context=CTX, verify_mfa=needs_mfa
-            )
+            service(runtime, session).revoke(who, tenant, view.id, reason=None, context=CTX)
         last = events(runtime)[-1]
         assert (last.action, last.outcome, last.reason) == ("credential.revoke", outcome, reason)
     with uow(runtime) as session, pytest.raises(Unprocessable):

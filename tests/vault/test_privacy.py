@@ -14,7 +14,6 @@ from tests.support.lines import CTX, make_tenant, owner, planted, service, uow, 
 from vault.errors import Forbidden, NotFound
 from vault.ids import new_id
 from vault.keys.keyring import KeyRing, kek_ad
-from vault.lines.guard import no_mfa_check
 from vault.privacy.erasure import TenantEraser
 from vault.privacy.export import EXPORT_FORMAT, TenantExporter
 from vault.runtime import Runtime, open_runtime
@@ -107,7 +106,7 @@ def erase(runtime: Runtime, principal, tenant: str):  # type: ignore[no-untyped-
     with uow(runtime) as session:
         return TenantEraser(
             session, kek_cache=runtime.keyring.cache, audit=runtime.audit, clock=runtime.clock
-        ).delete(principal, tenant, context=CTX, verify_mfa=no_mfa_check)
+        ).delete(principal, tenant, context=CTX)
 
 
 def test_tenant_deletion_shreds_every_key_and_keeps_the_audit(
@@ -240,13 +239,13 @@ def test_export_has_metadata_and_no_secrets(runtime: Runtime) -> None:
         line_id = session.execute(select(Line.id).where(Line.tenant_id == tenant)).scalars().first()
         assert line_id is not None
         service(runtime, session).revoke(
-            owner(tenant), tenant, line_id, reason="rotate", context=CTX, verify_mfa=no_mfa_check
+            owner(tenant), tenant, line_id, reason="rotate", context=CTX
         )
 
     def export(principal):  # type: ignore[no-untyped-def]
         with uow(runtime) as session:
             return TenantExporter(session, audit=runtime.audit, clock=runtime.clock).export(
-                principal, tenant, context=CTX, verify_mfa=no_mfa_check
+                principal, tenant, context=CTX
             )
 
     with pytest.raises(Forbidden):

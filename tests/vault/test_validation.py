@@ -34,3 +34,26 @@ def test_the_pattern_embeds() -> None:
     assert match is not None
     assert match.group(1) == "lin_1"
     assert path.match("/x/" + "a" * (ID_MAX_LENGTH + 1) + "/y") is None
+
+
+def test_display_names_refuse_every_deceptive_category() -> None:
+    from vault.validation import clean_display_name
+
+    for char in (
+        "\u202e",
+        "\u2066",
+        "\u200b",
+        "\u200d",
+        "\ufeff",
+        "\u0085",
+        "\x00",
+        "\x9f",
+        "\u2028",
+        "\u2029",
+        "\ue000",
+        "\U000f0000",
+        "\u0378",
+    ):
+        assert clean_display_name(f"name{char}") is None, hex(ord(char))
+        assert clean_display_name(f"{char}name") is None, hex(ord(char))
+    assert clean_display_name("  Café Ünïcode 名前 ") == "Café Ünïcode 名前"

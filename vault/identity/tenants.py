@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vault.audit.events import Actor, AuditEvent, Outcome, RequestContext
@@ -26,10 +26,20 @@ from vault.authz import (
     authorize_platform,
     can_assign_role,
     effective_role,
+    member_permission,
     platform_allows,
 )
 from vault.clock import Clock
-from vault.errors import Forbidden, InvalidRequest, NotFound, VaultError
+from vault.errors import (
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    MfaInvalid,
+    MfaRequired,
+    NotFound,
+    Unprocessable,
+    VaultError,
+)
 from vault.ids import new_id
 from vault.keys.keyring import KeyRing
 from vault.storage.models import Membership, Tenant, User
@@ -50,7 +60,7 @@ class TenantView:
 class MemberView:
     tenant_id: str
     user_id: str
-    email: str
+    email: str | None
     role: str
     created_at: datetime
 
@@ -120,8 +130,10 @@ class TenantService:
             raise self._deny(denied, exc) from None
         cleaned = clean_display_name(name)
         if cleaned is None:
-            raise InvalidRequest(
-                "name must have 1 to 200 characters and no control characters", field="name"
+            raise Unprocessable(
+                "invalid value for: name (1-200 characters, no control, bidi or invisible"
+                " characters)",
+                field="name",
             )
         name = cleaned
         now = self._clock.now()
@@ -173,14 +185,15 @@ class TenantService:
             role = authorize(principal, tenant_id, permission)
             self._live_tenant(tenant_id)
             return role
-        except (NotFound, Forbidden) as exc:
+        except (NotFound, Forbidden, MfaRequired, MfaInvalid) as exc:
+            why = {MfaRequired: "mfa_required", MfaInvalid: "mfa_invalid"}.get(type(exc), "refused")
             denied = self._event(
                 action,
                 "denied",
                 principal,
                 tenant_id=tenant_id,
                 resource=("tenant", tenant_id),
-                reason=f"{permission.value} refused",
+                reason=f"{permission.value} {why}",
             )
             raise self._deny(denied, exc) from None
 
@@ -199,7 +212,12 @@ class TenantService:
     def set_member(
         self, principal: UserPrincipal, tenant_id: str, *, user_id: str, role: str
     ) -> tuple[MemberView, bool]:
-        """Add ``user_id`` with ``role`` (or change their role); True when newly added."""
+        """Add ``user_id`` with ``role`` (or change their role); True when newly added.
+
+        Touching an owner or admin needs MFA (the table's ``member.write_manager`` row),
+        checked after the role rules so a plain member hears 403, not "bring a code".
+        The last owner cannot be demoted (409), whoever asks.
+        """
         actor_role = self._authorized(principal, tenant_id, Permission.MEMBER_WRITE, "member.add")
         if role not in TENANT_ROLES:
             raise InvalidRequest("role must be owner, admin, member or auditor", field="role")
@@ -218,6 +236,11 @@ class TenantService:
                 reason=f"a tenant {actor_role} may not assign {role}",
             )
             raise self._deny(denied, Forbidden("only an owner may assign or change the owner role"))
+        permission = member_permission(new_role=role, current_role=current)
+        self._authorized(principal, tenant_id, permission, "member.add")
+        if current == "owner" and role != "owner":
+            self._keep_an_owner(principal, tenant_id, user_id)
+        visible = self._may_see_user(principal, user_id)
         now = self._clock.now()
         if existing is None:
             existing = Membership(tenant_id=tenant_id, user_id=user_id, role=role, created_at=now)
@@ -237,5 +260,39 @@ class TenantService:
                 reason=change,
             ),
         )
-        view = MemberView(tenant_id, user_id, user.email, role, existing.created_at)
+        email = user.email if visible else None
+        view = MemberView(tenant_id, user_id, email, role, existing.created_at)
         return view, current is None
+
+    def _keep_an_owner(self, principal: UserPrincipal, tenant_id: str, user_id: str) -> None:
+        """Refuse (409, audited) to demote the tenant's last owner."""
+        owners = self._session.execute(
+            select(func.count())
+            .select_from(Membership)
+            .where(Membership.tenant_id == tenant_id, Membership.role == "owner")
+        ).scalar_one()
+        if owners <= 1:
+            refused = self._event(
+                "member.update",
+                "error",
+                principal,
+                tenant_id=tenant_id,
+                resource=("user", user_id),
+                reason="conflict: last owner",
+            )
+            raise self._deny(refused, Conflict("a tenant must keep at least one owner"))
+
+    def _may_see_user(self, principal: UserPrincipal, user_id: str) -> bool:
+        """Only a platform admin, or someone sharing a tenant with the user, learns their
+        email: adding an id must not reveal who an outsider is."""
+        if principal.platform_role == "admin" or user_id == principal.user_id:
+            return True
+        shared = self._session.execute(
+            select(Membership.user_id)
+            .where(
+                Membership.user_id == user_id,
+                Membership.tenant_id.in_(list(principal.tenant_roles)),
+            )
+            .limit(1)
+        ).first()
+        return shared is not None

@@ -18,7 +18,7 @@ from vault.audit.events import Actor, AuditEvent, RequestContext
 from vault.audit.trail import AuditTrail
 from vault.authz import PlatformPermission, UserPrincipal, authorize_platform
 from vault.clock import Clock
-from vault.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from vault.errors import Conflict, Forbidden, InvalidRequest, MfaInvalid, MfaRequired, NotFound
 from vault.identity.passwords import Passwords, generate_password
 from vault.identity.recovery import RecoveryCodes
 from vault.identity.sessions import SessionStore
@@ -157,7 +157,7 @@ class UserService:
         """``create`` on behalf of a signed-in user, who must be a platform admin."""
         try:
             authorize_platform(principal, PlatformPermission.USER_CREATE)
-        except Forbidden:
+        except (Forbidden, MfaRequired, MfaInvalid) as exc:
             self._session.rollback()
             self._audit.emit(
                 AuditEvent.by(
@@ -165,7 +165,11 @@ class UserService:
                     "user.create",
                     "denied",
                     resource_type="user",
-                    reason="platform admin required",
+                    reason="platform admin required"
+                    if isinstance(exc, Forbidden)
+                    else "mfa_required"
+                    if isinstance(exc, MfaRequired)
+                    else "mfa_invalid",
                     context=ctx,
                 )
             )

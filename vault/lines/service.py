@@ -34,7 +34,7 @@ from vault.keys.keyring import KeyRing
 from vault.keys.shred import shred_line_credential
 from vault.keys.system import SystemKeys
 from vault.lines.expiry import parse_window
-from vault.lines.guard import MfaCheck, failures_audited
+from vault.lines.guard import failures_audited
 from vault.lines.schemas import ParsedCredential, parse_credential, parse_line_name, parse_line_type
 from vault.storage.models import Line, Tenant
 
@@ -297,7 +297,7 @@ class LineService:
         A revoked line stays revoked (409): revocation is terminal, create a new line.
         """
         with self._guard("credential.replace", principal, tenant_id, ("line", line_id), context):
-            authorize(principal, tenant_id, Permission.LINE_WRITE)
+            authorize(principal, tenant_id, Permission.LINE_REPLACE)
             tenant = load_tenant(self._session, tenant_id, share_lock=True)
             line = self._line(tenant_id, line_id, lock=True)
             parsed = parse_credential(line.type, credential)
@@ -325,13 +325,13 @@ class LineService:
         *,
         reason: str | None,
         context: RequestContext,
-        verify_mfa: MfaCheck,
     ) -> LineView:
         """Destroy the secret and its DEK and mark the line revoked, in one transaction.
 
-        ``verify_mfa`` runs after the access checks, so a stranger still gets 404 and a
-        member 403 rather than a hint to bring a second factor. Revoking a revoked line
-        is idempotent: 200 with the same metadata, and an event saying so.
+        The table's MFA column is checked after the access checks (``authorize``), so a
+        stranger still gets 404 and a member 403 rather than a hint to bring a code.
+        Revoking a revoked line is idempotent: 200 with the same metadata, and an event
+        saying so.
         """
         with self._guard("credential.revoke", principal, tenant_id, ("line", line_id), context):
             authorize(principal, tenant_id, Permission.LINE_REVOKE)
@@ -341,7 +341,6 @@ class LineService:
                 raise Unprocessable(
                     f"invalid value for: reason (at most {MAX_REASON} characters)", field="reason"
                 )
-            verify_mfa()
         if line.status == "revoked":
             self._record("credential.revoke", principal, line, context, reason="already_revoked")
             return line_view(line)

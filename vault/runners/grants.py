@@ -22,6 +22,7 @@ from vault.authz import Permission, UserPrincipal, authorize
 from vault.clock import Clock
 from vault.errors import InvalidRequest, NotFound
 from vault.ids import new_id
+from vault.lines.guard import failures_audited
 from vault.runners.events import grant_event
 from vault.storage.models import Grant, GrantLine, Line, Runner, Tenant
 
@@ -58,15 +59,29 @@ class GrantService:
         self._principal = principal
         self._context = context
 
-    def _tenant(self, tenant_id: str, permission: Permission) -> Tenant:
-        authorize(self._principal, tenant_id, permission)
+    def _tenant(self, tenant_id: str, permission: Permission, action: str | None = None) -> Tenant:
+        """Authorize; a refused change (``action``) is audited, sudo-mode refusals too."""
+        if action is None:
+            authorize(self._principal, tenant_id, permission)
+        else:
+            with failures_audited(
+                self._session,
+                self._audit,
+                action=action,
+                principal=self._principal,
+                tenant_id=tenant_id,
+                resource_type="tenant",
+                resource_id=tenant_id,
+                context=self._context,
+            ):
+                authorize(self._principal, tenant_id, permission)
         tenant = self._session.get(Tenant, tenant_id)
         if tenant is None or tenant.deleted_at is not None:
             raise NotFound()
         return tenant
 
     def create(self, tenant_id: str, *, runner_id: str, lines: Sequence[str]) -> GrantView:
-        self._tenant(tenant_id, Permission.GRANT_WRITE)
+        self._tenant(tenant_id, Permission.GRANT_WRITE, "grant.create")
         runner = self._session.get(Runner, runner_id)
         if runner is None or runner.disabled_at is not None:
             raise InvalidRequest("no such active runner", field="runner_id")
@@ -125,7 +140,7 @@ class GrantService:
         ]
 
     def delete(self, tenant_id: str, grant_id: str) -> None:
-        self._tenant(tenant_id, Permission.GRANT_WRITE)
+        self._tenant(tenant_id, Permission.GRANT_WRITE, "grant.delete")
         grant = self._session.get(Grant, grant_id)
         if grant is None or grant.tenant_id != tenant_id:
             raise NotFound("no such grant")

@@ -21,10 +21,12 @@ from sqlalchemy.orm import Session
 from kms.crypto import constant_time_equal
 from vault.audit.events import RequestContext, sanitize
 from vault.audit.trail import AuditTrail
+from vault.authz import PlatformPermission, UserPrincipal, authorize_platform
 from vault.clock import Clock
-from vault.errors import InvalidRequest, NotFound, Unauthenticated
+from vault.errors import NotFound, Unauthenticated, Unprocessable
 from vault.ids import new_id
 from vault.keys.system import SystemKeys
+from vault.lines.guard import failures_audited
 from vault.runners.events import runner_event, token_event
 from vault.runners.secrets import new_client_secret, new_runner_token, secret_hash, token_hash
 from vault.storage.models import Runner, RunnerToken
@@ -61,8 +63,8 @@ def _clean_name(name: str) -> str:
     # The one rule for display names (vault/validation.py), as for tenants and lines.
     cleaned = clean_display_name(name)
     if cleaned is None:
-        raise InvalidRequest(
-            "a runner needs a name of 1 to 200 characters without control characters",
+        raise Unprocessable(
+            "invalid value for: name (1-200 characters, no control, bidi or invisible characters)",
             field="name",
         )
     return cleaned
@@ -99,6 +101,26 @@ class RunnerRegistry:
                 details=details,
             ),
         )
+
+    def authorize(
+        self,
+        principal: UserPrincipal,
+        permission: PlatformPermission,
+        action: str,
+        runner_id: str | None = None,
+    ) -> None:
+        """``authorize_platform``; a refusal (forbidden, sudo mode) is audited as denied."""
+        with failures_audited(
+            self._session,
+            self._audit,
+            action=action,
+            principal=principal,
+            tenant_id=None,
+            resource_type="runner",
+            resource_id=runner_id,
+            context=self._context,
+        ):
+            authorize_platform(principal, permission)
 
     def register(self, *, name: str) -> NewRunner:
         now = self._clock.now()
