@@ -133,6 +133,7 @@ def _authenticator(runtime: Runtime) -> Authenticator:
         throttler=Throttler(
             free_failures=settings.throttle_free_failures,
             max_delay_seconds=settings.throttle_max_delay_seconds,
+            first_delay_seconds=settings.throttle_first_delay_seconds,
         ),
         recovery=RecoveryCodes(system_keys=runtime.system_keys),
         mfa_token_ttl_seconds=settings.mfa_token_ttl_seconds,
@@ -184,7 +185,10 @@ def open_runtime(
         provider=provider,
         keyring=keyring,
         system_keys=system_keys,
-        passwords=Passwords(),
+        passwords=Passwords(
+            memory_budget_mib=settings.argon2_memory_budget_mib,
+            wait_seconds=settings.argon2_wait_seconds,
+        ),
         audit_writer=writer,
         audit=audit,
         usage=usage,
