@@ -80,7 +80,7 @@ class Authenticator:
     def password_keys(self, email: str, ctx: RequestContext) -> list[str]:
         # The account key is a keyed hash of the address: unknown addresses are throttled
         # exactly like known ones, and the table never lists who tried what.
-        tag = self._keys.mac("throttle-email", email.strip().lower().encode()).hex()[:32]
+        tag = self._keys.reference("throttle-email", email.strip().lower())
         return [f"pw:acct:{tag}", f"pw:ip:{ctx.ip or '-'}"]
 
     @staticmethod

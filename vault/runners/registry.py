@@ -19,14 +19,21 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from kms.crypto import constant_time_equal
-from vault.audit.events import RequestContext, sanitize
+from vault.audit.events import RequestContext
 from vault.audit.trail import AuditTrail
 from vault.clock import Clock
 from vault.errors import InvalidRequest, NotFound, Unauthenticated
 from vault.ids import new_id
 from vault.keys.system import SystemKeys
 from vault.runners.events import runner_event, token_event
-from vault.runners.secrets import new_client_secret, new_runner_token, secret_hash, token_hash
+from vault.runners.secrets import (
+    client_id_for_audit,
+    new_client_id,
+    new_client_secret,
+    new_runner_token,
+    secret_hash,
+    token_hash,
+)
 from vault.storage.models import Runner, RunnerToken
 from vault.validation import clean_display_name
 
@@ -107,7 +114,7 @@ class RunnerRegistry:
         runner = Runner(
             id=runner_id,
             name=_clean_name(name),
-            client_id=new_id("rnc"),
+            client_id=new_client_id(),
             secret_hash=secret_hash(self._keys, runner_id=runner_id, secret=secret),
             created_at=now,
         )
@@ -245,7 +252,7 @@ class TokenIssuer:
                 runner_id,
                 context,
                 reason=reason,
-                details={"client_id": sanitize(client_id, 64)} if client_id else None,
+                details=client_id_for_audit(self._keys, client_id) if client_id else None,
             )
         )
 
