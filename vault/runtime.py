@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from kms import KeyProvider, LocalKmsConfig, Pkcs11KmsConfig, initialize_provider, open_provider
 from vault.audit.checkpoints import Checkpointer
 from vault.audit.fastbatch import PgFastBatch
+from vault.audit.flood import FailureFlood
 from vault.audit.service import AuditReader
 from vault.audit.trail import AuditTrail
 from vault.audit.writer import AuditWriter
@@ -93,6 +94,7 @@ class Runtime:
     audit: AuditTrail
     usage: UsageCounter
     fetcher: CredentialFetcher
+    flood: FailureFlood
     # The long-lived services, made from the parts above with the runtime itself.
     authenticator: Authenticator = field(init=False)
     factor_changes: FactorChanges = field(init=False)
@@ -109,6 +111,7 @@ class Runtime:
         self.audit_reader = AuditReader(engine=self.engine, audit=self.audit)
 
     def close(self) -> None:
+        self.flood.stop()
         self.audit_writer.stop()
         self.audit_writer.dispose()
         self.provider.close()
@@ -137,6 +140,7 @@ def _authenticator(runtime: Runtime) -> Authenticator:
         ),
         recovery=RecoveryCodes(system_keys=runtime.system_keys),
         mfa_token_ttl_seconds=settings.mfa_token_ttl_seconds,
+        flood=runtime.flood,
     )
 
 
@@ -164,6 +168,13 @@ def open_runtime(
         system_keys=system_keys,
         usage=usage,
     )
+    flood = FailureFlood(
+        sessions=sessions,
+        audit=audit,
+        clock=clock,
+        window_seconds=settings.unauth_window_seconds,
+        limit=settings.unauth_failures_per_window,
+    )
     fetcher = CredentialFetcher(
         engine=engine,
         keyring=keyring,
@@ -175,6 +186,7 @@ def open_runtime(
         rate_limit_per_minute=settings.runner_rate_limit_per_minute,
         lease_ttl_seconds=settings.lease_ttl_seconds,
         cache_size=settings.fetch_cache_size,
+        flood=flood,
     )
     runtime = Runtime(
         settings=settings,
@@ -193,9 +205,11 @@ def open_runtime(
         audit=audit,
         usage=usage,
         fetcher=fetcher,
+        flood=flood,
     )
     if start_writer:
         writer.start()
+        flood.start()
     return runtime
 
 

@@ -19,13 +19,18 @@ from contextlib import contextmanager
 from sqlalchemy.orm import Session
 
 from vault.audit.events import Actor, AuditEvent, Outcome, RequestContext
+from vault.audit.flood import FailureFlood
 from vault.audit.trail import AuditTrail
 from vault.clock import Clock
 from vault.errors import RateLimited
 from vault.identity.throttle import Reservation, Throttler
 from vault.storage.engine import SessionFactory, unit_of_work
 
-__all__ = ["Attempts", "Denied", "auth_event"]
+__all__ = ["PRE_SESSION", "Attempts", "Denied", "auth_event"]
+
+# Attempts made before any session exists: their refusals are unauthenticated failures,
+# limited and aggregated per client address (vault.audit.flood).
+PRE_SESSION = frozenset({"auth.login", "auth.mfa", "auth.session"})
 
 
 class Denied(Exception):
@@ -74,12 +79,27 @@ class Attempts:
     """The throttle, deny and record steps around the caller's verification."""
 
     def __init__(
-        self, *, sessions: SessionFactory, clock: Clock, audit: AuditTrail, throttler: Throttler
+        self,
+        *,
+        sessions: SessionFactory,
+        clock: Clock,
+        audit: AuditTrail,
+        throttler: Throttler,
+        flood: FailureFlood | None = None,
     ) -> None:
         self._sessions = sessions
         self._clock = clock
         self._audit = audit
         self._throttler = throttler
+        self._flood = flood
+
+    def record_denial(self, event: AuditEvent, ctx: RequestContext) -> None:
+        """Audit a refusal durably; one made before any session exists goes through the
+        per-address flood limit (it may raise ``RateLimited`` instead)."""
+        if self._flood is not None and event.action in PRE_SESSION:
+            self._flood.record(event, ctx)
+        else:
+            self._audit.emit(event)
 
     def reserve(
         self,
@@ -100,8 +120,9 @@ class Attempts:
         try:
             return self._throttler.reserve(session, keys, now=self._clock.now())
         except RateLimited as exc:
-            self._audit.emit(
-                auth_event(action, "denied", actor_id=actor_id, reason="rate limited", ctx=ctx)
+            self.record_denial(
+                auth_event(action, "denied", actor_id=actor_id, reason="rate limited", ctx=ctx),
+                ctx,
             )
             raise exc from None
 
@@ -119,16 +140,13 @@ class Attempts:
 
     def deny(self, action: str, denied: Denied, ctx: RequestContext) -> Exception:
         """Count the failure and audit it in one short transaction; returns the error to raise."""
-        now = self._clock.now()
-        with unit_of_work(self._sessions) as session:
-            if denied.keys:
-                self._throttler.fail(session, denied.keys, now=now)
-            self._audit.record(
-                session,
-                auth_event(
-                    action, "denied", actor_id=denied.actor_id, reason=denied.reason, ctx=ctx
-                ),
-            )
+        if denied.keys:
+            with unit_of_work(self._sessions) as session:
+                self._throttler.fail(session, denied.keys, now=self._clock.now())
+        self.record_denial(
+            auth_event(action, "denied", actor_id=denied.actor_id, reason=denied.reason, ctx=ctx),
+            ctx,
+        )
         return denied.error
 
     def accept(

@@ -4,8 +4,10 @@ Unlike ordinary domain services, these flows own their short transactions, for t
 reasons: a failed attempt must leave its throttle counter and audit event behind even
 though the request fails (so they are written in a transaction of their own), and the
 argon2 work must not run while holding a write transaction (on SQLite that is the
-database lock). Every attempt, successful or not, leaves one ``auth.*`` audit event;
-none carries the password, code or token.
+database lock). Every attempt, successful or not, leaves one ``auth.*`` audit event,
+except that refusals made before any session exists are unauthenticated failures:
+after an address's first in a window they are counted into one aggregated event
+(``vault.audit.flood``). None carries the password, code or token.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from vault.audit.events import RequestContext
+from vault.audit.flood import FailureFlood
 from vault.audit.trail import AuditTrail
 from vault.authz import UserPrincipal
 from vault.clock import Clock
@@ -61,6 +64,7 @@ class Authenticator:
         throttler: Throttler,
         recovery: RecoveryCodes,
         mfa_token_ttl_seconds: int,
+        flood: FailureFlood | None = None,
     ) -> None:
         self._sessions = sessions
         self._audit = audit
@@ -70,7 +74,9 @@ class Authenticator:
         self._keys = system_keys
         self.store = store
         self.recovery = recovery
-        self.attempts = Attempts(sessions=sessions, clock=clock, audit=audit, throttler=throttler)
+        self.attempts = Attempts(
+            sessions=sessions, clock=clock, audit=audit, throttler=throttler, flood=flood
+        )
         self._mfa_ttl = mfa_token_ttl_seconds
         self._count_lock = threading.Lock()
         self.totp_checks = 0  # codes evaluated (exposed on /metrics)
@@ -248,8 +254,8 @@ class Authenticator:
                 resolved = self.store.resolve(session, token, now=now)
         if resolved is None:
             reason = "invalid or expired session token" if token else "no session token"
-            self._audit.emit(
-                auth_event("auth.session", "denied", actor_id=None, reason=reason, ctx=ctx)
+            self.attempts.record_denial(
+                auth_event("auth.session", "denied", actor_id=None, reason=reason, ctx=ctx), ctx
             )
             raise Unauthenticated()
         if self.store.needs_touch(resolved, now=now):

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from kms.crypto import constant_time_equal
 from vault.audit.events import RequestContext
+from vault.audit.flood import FailureFlood
 from vault.audit.trail import AuditTrail
 from vault.clock import Clock
 from vault.errors import InvalidRequest, NotFound, Unauthenticated
@@ -176,12 +177,14 @@ class TokenIssuer:
         audit: AuditTrail,
         clock: Clock,
         ttl_seconds: int,
+        flood: FailureFlood | None = None,
     ) -> None:
         self._session = session
         self._keys = system_keys
         self._audit = audit
         self._clock = clock
         self._ttl = ttl_seconds
+        self._flood = flood
 
     def issue(self, *, client_id: str, client_secret: str, context: RequestContext) -> IssuedToken:
         """Check the client and mint a token; a failure is audited durably and raised.
@@ -244,17 +247,21 @@ class TokenIssuer:
         runner_id: str | None = None,
         client_id: str | None = None,
     ) -> None:
-        """Durably record a refused token request (its own transaction) before answering."""
-        self._audit.emit(
-            token_event(
-                "runner.token",
-                "denied",
-                runner_id,
-                context,
-                reason=reason,
-                details=client_id_for_audit(self._keys, client_id) if client_id else None,
-            )
+        """Durably record a refused token request (its own transaction) before answering:
+        an unauthenticated failure, limited and aggregated per address (``RateLimited``
+        past the limit)."""
+        event = token_event(
+            "runner.token",
+            "denied",
+            runner_id,
+            context,
+            reason=reason,
+            details=client_id_for_audit(self._keys, client_id) if client_id else None,
         )
+        if self._flood is not None:
+            self._flood.record(event, context)
+        else:
+            self._audit.emit(event)
 
     def revoke(self, token: str, *, context: RequestContext) -> bool:
         """Delete one token (the runner logging out); True when it existed."""
