@@ -168,13 +168,7 @@ def open_runtime(
         system_keys=system_keys,
         usage=usage,
     )
-    flood = FailureFlood(
-        sessions=sessions,
-        audit=audit,
-        clock=clock,
-        window_seconds=settings.unauth_window_seconds,
-        limit=settings.unauth_failures_per_window,
-    )
+    flood = FailureFlood(sessions=sessions, audit=audit, clock=clock, **_flood_limits(settings))
     fetcher = CredentialFetcher(
         engine=engine,
         keyring=keyring,
@@ -197,10 +191,7 @@ def open_runtime(
         provider=provider,
         keyring=keyring,
         system_keys=system_keys,
-        passwords=Passwords(
-            memory_budget_mib=settings.argon2_memory_budget_mib,
-            wait_seconds=settings.argon2_wait_seconds,
-        ),
+        passwords=_passwords(settings),
         audit_writer=writer,
         audit=audit,
         usage=usage,
@@ -211,6 +202,20 @@ def open_runtime(
         writer.start()
         flood.start()
     return runtime
+
+
+def _passwords(settings: Settings) -> Passwords:
+    return Passwords(
+        memory_budget_mib=settings.argon2_memory_budget_mib,
+        wait_seconds=settings.argon2_wait_seconds,
+    )
+
+
+def _flood_limits(settings: Settings) -> dict[str, int]:
+    return {
+        "window_seconds": settings.unauth_window_seconds,
+        "limit": settings.unauth_failures_per_window,
+    }
 
 
 def _open_engine(settings: Settings) -> Engine:
