@@ -285,8 +285,8 @@ def test_runner_secret_guessing_gets_one_uniform_answer(
         assert shape(response) == first
 
     # 200 more wrong guesses from one address: past the per-address limit of
-    # unauthenticated failures they get 429 (and are not even checked against the
-    # stored hash), yet no lockout: the right secret still works, from there too.
+    # unauthenticated failures they get 429 (and no audit event of their own), yet no
+    # lockout: the right secret still works, from there too.
     limit = runtime.settings.unauth_failures_per_window
     statuses = [_token(client, client_id, wrong).status_code for _ in range(200)]
     assert set(statuses[: limit - len(attempts)]) == {401}
