@@ -215,6 +215,7 @@ def _flood_limits(settings: Settings) -> dict[str, int]:
     return {
         "window_seconds": settings.unauth_window_seconds,
         "limit": settings.unauth_failures_per_window,
+        "audited": settings.unauth_audited_per_window,
     }
 
 

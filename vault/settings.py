@@ -55,9 +55,11 @@ class Settings(BaseSettings):
     argon2_wait_seconds: float = Field(default=2.0, ge=0, le=60)
     # Failed unauthenticated requests (bad bearer tokens, bad runner client credentials,
     # failed logins) per client address and window: past the limit they get 429, and
-    # after the first of a window they are audited as one aggregated event per window.
+    # after the first (unauth_audited_per_window) of a window they are audited as one
+    # aggregated event per address and window.
     unauth_window_seconds: int = Field(default=60, ge=1, le=3600)
     unauth_failures_per_window: int = Field(default=60, ge=1)
+    unauth_audited_per_window: int = Field(default=1, ge=1)
 
     # Runners.
     runner_token_ttl_seconds: int = Field(default=300, gt=0, le=86_400)

@@ -41,7 +41,9 @@ from sqlalchemy.engine import make_url
 from tests.support.lines import planted
 from tests.support.server import LINEVAULT, Admin, ServerProcess, running_server
 
-LOG_ENV = {"LINEVAULT_LOG_LEVEL": "debug"}
+# Every unauthenticated failure audited in full (not aggregated after the first), so the
+# sweep sees what each one would record.
+LOG_ENV = {"LINEVAULT_LOG_LEVEL": "debug", "LINEVAULT_UNAUTH_AUDITED_PER_WINDOW": "1000"}
 
 
 class Codes:

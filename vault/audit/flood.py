@@ -6,7 +6,8 @@ write hundreds a second. Every such failure now counts in a per-address window, 
 ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING`` statement on the ``throttles`` table
 (key ``src:<address>:<window>``), so every server process shares the count:
 
-- the first failure of an address in a window is audited in full, as before;
+- the first ``audited`` failures of an address in a window (1 by default) are audited in
+  full, as before;
 - the repeats are audited as ONE ``auth.failures`` event per address per window, with
   their count, once the window has closed (:meth:`FailureFlood.sweep`; claiming a closed
   window deletes its row with ``DELETE ... RETURNING``, so exactly one process writes it);
@@ -48,7 +49,9 @@ class FailureFlood:
         clock: Clock,
         window_seconds: int,
         limit: int,
+        audited: int = 1,
     ) -> None:
+        self._audited = audited
         self._sessions = sessions
         self._audit = audit
         self._clock = clock
@@ -59,11 +62,12 @@ class FailureFlood:
 
     def record(self, event: AuditEvent, context: RequestContext) -> None:
         """Count one unauthenticated failure of ``context.ip``; audit it in full if it is
-        the address's first in this window; raise ``RateLimited`` past the limit."""
+        among the address's first ``audited`` in this window; raise ``RateLimited`` past
+        the limit."""
         now = self._clock.now()
         window = int(now.timestamp()) // self._window
         count = self._count(f"{_PREFIX}{context.ip or '-'}:{window}", now, window)
-        if count == 1:
+        if count <= self._audited:
             self._audit.emit(event)
         if count > self._limit:
             ends = (window + 1) * self._window
@@ -95,10 +99,10 @@ class FailureFlood:
             ).all()
         written = 0
         for key, failures, ends in closed:
-            if failures <= 1:
+            if failures <= self._audited:
                 continue
             source = key[len(_PREFIX) :].rsplit(":", 1)[0]
-            self._audit.emit(self._aggregate(source, failures - 1, ends or now))
+            self._audit.emit(self._aggregate(source, failures - self._audited, ends or now))
             written += 1
         return written
 
