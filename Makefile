@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SRC    := vault kms api tests bench
 
-.PHONY: run test lint typecheck layers pytest wrk bench-fetch bench-fetch-scale bench-keys bench-audit soak clean
+.PHONY: run test lint typecheck layers pytest wrk bench-fetch bench-fetch-scale bench-keys bench-audit bench-login-rss soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,9 @@ bench-keys: $(VENV)/.installed-bench
 
 bench-audit: $(VENV)/.installed-bench
 	$(BIN)/pytest bench/micro/test_audit.py
+
+bench-login-rss: $(VENV)/.installed-dev
+	$(BIN)/python bench/http/login_rss.py --budget-mib 256 --logins 64
 
 soak: $(VENV)/.installed-bench
 	$(BIN)/python bench/http/soak.py --minutes 10 --db postgres --json-out bench/results/soak.json

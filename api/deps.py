@@ -234,6 +234,7 @@ def _runner_tokens(runtime: Rt, db: Db) -> TokenIssuer:
         audit=runtime.audit,
         clock=runtime.clock,
         ttl_seconds=runtime.settings.runner_token_ttl_seconds,
+        flood=runtime.flood,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 
 __all__ = ["Metrics"]
 
@@ -17,6 +18,8 @@ class Metrics:
         self._hist: dict[str, list[int]] = defaultdict(lambda: [0] * (len(_BUCKETS) + 1))
         self._sum: dict[str, float] = defaultdict(float)
         self._counters: dict[str, int] = defaultdict(int)
+        # Counters kept elsewhere (the domain's), read when scraped: name -> (help, read).
+        self._sources: dict[str, tuple[str, Callable[[], int]]] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -33,6 +36,11 @@ class Metrics:
     def inc(self, name: str, amount: int = 1) -> None:
         with self._lock:
             self._counters[name] += amount
+
+    def count_from(self, name: str, help_text: str, read: Callable[[], int]) -> None:
+        """Expose a counter the domain keeps (e.g. argon2 verifications) as ``linevault_<name>``."""
+        with self._lock:
+            self._sources[name] = (help_text, read)
 
     def render(self) -> str:
         lines = [
@@ -72,4 +80,9 @@ class Metrics:
             for name, value in sorted(self._counters.items()):
                 lines.append(f"# TYPE linevault_{name} counter")
                 lines.append(f"linevault_{name} {value}")
+            sources = sorted(self._sources.items())
+        for name, (help_text, read) in sources:
+            lines.append(f"# HELP linevault_{name} {help_text}")
+            lines.append(f"# TYPE linevault_{name} counter")
+            lines.append(f"linevault_{name} {read()}")
         return "\n".join(lines) + "\n"

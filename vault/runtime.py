@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from kms import KeyProvider, LocalKmsConfig, Pkcs11KmsConfig, initialize_provider, open_provider
 from vault.audit.checkpoints import Checkpointer
 from vault.audit.fastbatch import PgFastBatch
+from vault.audit.flood import FailureFlood
 from vault.audit.service import AuditReader
 from vault.audit.trail import AuditTrail
 from vault.audit.writer import AuditWriter
@@ -93,6 +94,7 @@ class Runtime:
     audit: AuditTrail
     usage: UsageCounter
     fetcher: CredentialFetcher
+    flood: FailureFlood
     # The long-lived services, made from the parts above with the runtime itself.
     authenticator: Authenticator = field(init=False)
     factor_changes: FactorChanges = field(init=False)
@@ -109,6 +111,7 @@ class Runtime:
         self.audit_reader = AuditReader(engine=self.engine, audit=self.audit)
 
     def close(self) -> None:
+        self.flood.stop()
         self.audit_writer.stop()
         self.audit_writer.dispose()
         self.provider.close()
@@ -133,9 +136,11 @@ def _authenticator(runtime: Runtime) -> Authenticator:
         throttler=Throttler(
             free_failures=settings.throttle_free_failures,
             max_delay_seconds=settings.throttle_max_delay_seconds,
+            first_delay_seconds=settings.throttle_first_delay_seconds,
         ),
         recovery=RecoveryCodes(system_keys=runtime.system_keys),
         mfa_token_ttl_seconds=settings.mfa_token_ttl_seconds,
+        flood=runtime.flood,
     )
 
 
@@ -163,6 +168,7 @@ def open_runtime(
         system_keys=system_keys,
         usage=usage,
     )
+    flood = FailureFlood(sessions=sessions, audit=audit, clock=clock, **_flood_limits(settings))
     fetcher = CredentialFetcher(
         engine=engine,
         keyring=keyring,
@@ -174,6 +180,7 @@ def open_runtime(
         rate_limit_per_minute=settings.runner_rate_limit_per_minute,
         lease_ttl_seconds=settings.lease_ttl_seconds,
         cache_size=settings.fetch_cache_size,
+        flood=flood,
     )
     runtime = Runtime(
         settings=settings,
@@ -184,15 +191,32 @@ def open_runtime(
         provider=provider,
         keyring=keyring,
         system_keys=system_keys,
-        passwords=Passwords(),
+        passwords=_passwords(settings),
         audit_writer=writer,
         audit=audit,
         usage=usage,
         fetcher=fetcher,
+        flood=flood,
     )
     if start_writer:
         writer.start()
+        flood.start()
     return runtime
+
+
+def _passwords(settings: Settings) -> Passwords:
+    return Passwords(
+        memory_budget_mib=settings.argon2_memory_budget_mib,
+        wait_seconds=settings.argon2_wait_seconds,
+    )
+
+
+def _flood_limits(settings: Settings) -> dict[str, int]:
+    return {
+        "window_seconds": settings.unauth_window_seconds,
+        "limit": settings.unauth_failures_per_window,
+        "audited": settings.unauth_audited_per_window,
+    }
 
 
 def _open_engine(settings: Settings) -> Engine:

@@ -47,6 +47,19 @@ class Settings(BaseSettings):
     mfa_token_ttl_seconds: int = Field(default=300, gt=0)
     throttle_free_failures: int = Field(default=5, ge=1)
     throttle_max_delay_seconds: int = Field(default=900, ge=1)
+    # The block after the last free failure; each further failure doubles it (to the max).
+    throttle_first_delay_seconds: int = Field(default=1, ge=1)
+    # argon2 runs at once at most budget / argon2's memory cost (19 MiB): 256 MiB -> 13;
+    # a login that finds no slot within the wait is refused with 429.
+    argon2_memory_budget_mib: int = Field(default=256, ge=19)
+    argon2_wait_seconds: float = Field(default=2.0, ge=0, le=60)
+    # Failed unauthenticated requests (bad bearer tokens, bad runner client credentials,
+    # failed logins) per client address and window: past the limit they get 429, and
+    # after the first (unauth_audited_per_window) of a window they are audited as one
+    # aggregated event per address and window.
+    unauth_window_seconds: int = Field(default=60, ge=1, le=3600)
+    unauth_failures_per_window: int = Field(default=60, ge=1)
+    unauth_audited_per_window: int = Field(default=1, ge=1)
 
     # Runners.
     runner_token_ttl_seconds: int = Field(default=300, gt=0, le=86_400)
@@ -70,6 +83,10 @@ class Settings(BaseSettings):
     sqlite_mmap_mib: int = Field(default=1024, ge=0, le=65_536)
 
     # HTTP.
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (comma-separated
+    # addresses or networks, as uvicorn's forwarded_allow_ips). Unset: the headers are
+    # ignored and the TCP peer is the client address, loopback included.
+    trusted_proxies: str | None = None
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     threadpool_size: int = Field(default=64, ge=4, le=1024)
 

@@ -118,6 +118,11 @@ def serve_command(
         log_config=None,
         server_header=False,
         timeout_graceful_shutdown=10,
+        # X-Forwarded-* only from the proxies named in LINEVAULT_TRUSTED_PROXIES; uvicorn
+        # would otherwise believe them from loopback, letting any local client spoof the
+        # address the audit trail and the per-address throttle use.
+        proxy_headers=settings.trusted_proxies is not None,
+        forwarded_allow_ips=settings.trusted_proxies or "",
     )
 
 

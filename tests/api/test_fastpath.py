@@ -68,8 +68,13 @@ def test_every_fetch_outcome_is_identical(
     revoke_line(runtime, setup["line"])
     _same(client.get(url(setup), headers=runner), route_client.get(url(setup), headers=runner))
     events = audit(runtime, "credential.fetch")
-    # Each request above, through either path, left exactly one fetch event.
-    assert len(events) == 2 * (len(cases) + 1)
+    # Each request above with a valid token, through either path, left exactly one fetch
+    # event; the four without one are unauthenticated failures from one address: the
+    # first is recorded in full, the rest aggregated (vault.audit.flood).
+    unauthenticated = [e for e in events if e.reason == "invalid_token"]
+    assert len(unauthenticated) == 1
+    events = [e for e in events if e.reason != "invalid_token"]
+    assert len(events) == 2 * (len(cases) - 2 + 1)
     fast_events, slow_events = events[0::2], events[1::2]
     for f, s in zip(fast_events, slow_events, strict=True):
         assert (f.outcome, f.reason, f.actor_type, f.resource_id) == (

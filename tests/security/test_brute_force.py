@@ -15,6 +15,7 @@ must do is answer every kind of wrong client identically, so nothing can be lear
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -195,7 +196,9 @@ def test_totp_guessing_is_counted_across_every_endpoint_that_takes_a_code(
             .scalars()
             .all()
         )
-    assert sum(1 for r in rows if r.outcome == "denied" and r.reason == "rate limited") >= 4
+    # (Refusals made before any session exists, /v1/auth/mfa here, are counted per address
+    # and aggregated after the first: see test_unauth_flood.py.)
+    assert sum(1 for r in rows if r.outcome == "denied" and r.reason == "rate limited") >= 3
     assert not any(right in str(vars(r)) for r in rows)
 
 
@@ -236,7 +239,7 @@ def _token(c: TestClient, client_id: str, secret: str, *, basic: bool = False) -
 
 
 def test_runner_secret_guessing_gets_one_uniform_answer(
-    runtime: Runtime, client: TestClient
+    runtime: Runtime, client: TestClient, clock: FixedClock
 ) -> None:
     """Unknown client, wrong secret, another runner's secret, a disabled runner, no secret:
     the same status, body and headers, so a guess reveals nothing, not even which client
@@ -281,19 +284,34 @@ def test_runner_secret_guessing_gets_one_uniform_answer(
     for response in attempts[1:]:
         assert shape(response) == first
 
-    for _ in range(200):
-        assert _token(client, client_id, wrong).status_code == 401
+    # 200 more wrong guesses from one address: past the per-address limit of
+    # unauthenticated failures they get 429 (and no audit event of their own), yet no
+    # lockout: the right secret still works, from there too.
+    limit = runtime.settings.unauth_failures_per_window
+    statuses = [_token(client, client_id, wrong).status_code for _ in range(200)]
+    assert set(statuses[: limit - len(attempts)]) == {401}
+    assert statuses[-1] == 429 and set(statuses) == {401, 429}
     ok = _token(client, client_id, secret)
     assert ok.status_code == 200, ok.text
-    # Every failure was audited as a denied runner.token, without the presented secret.
+    # The address's first failure was audited in full; the rest as ONE aggregated event
+    # for the window, with their count, once the window has closed.
+    clock.advance(runtime.settings.unauth_window_seconds)
+    assert runtime.flood.sweep() == 1
     with unit_of_work(runtime.sessions) as db:
         rows = (
-            db.execute(select(AuditEventRow).where(AuditEventRow.action == "runner.token"))
+            db.execute(
+                select(AuditEventRow).where(
+                    AuditEventRow.action.in_(["runner.token", "auth.failures"])
+                )
+            )
             .scalars()
             .all()
         )
-    denied = [r for r in rows if r.outcome == "denied"]
-    assert len(denied) >= 210
+    denied = [r for r in rows if r.outcome == "denied" and r.action == "runner.token"]
+    assert len(denied) == 1
+    (aggregate,) = [r for r in rows if r.action == "auth.failures"]
+    assert json.loads(aggregate.details or "{}")["count"] == len(attempts) + 200 - 1
+    assert aggregate.ip == "testclient"
     text = "\n".join(str(vars(r)) for r in rows)
     for value in (wrong, secret, other_secret, dead_secret, secret[:-1]):
         assert value not in text

@@ -21,6 +21,7 @@ text column, shredded envelopes leaving the SQLite files).
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 import re
 import secrets
@@ -40,7 +41,9 @@ from sqlalchemy.engine import make_url
 from tests.support.lines import planted
 from tests.support.server import LINEVAULT, Admin, ServerProcess, running_server
 
-LOG_ENV = {"LINEVAULT_LOG_LEVEL": "debug"}
+# Every unauthenticated failure audited in full (not aggregated after the first), so the
+# sweep sees what each one would record.
+LOG_ENV = {"LINEVAULT_LOG_LEVEL": "debug", "LINEVAULT_UNAUTH_AUDITED_PER_WINDOW": "1000"}
 
 
 class Codes:
@@ -91,6 +94,39 @@ class Sweep:
             assert value in response.text
             self.plant(value)
             self.allowed[value].add(index)
+
+
+def _token_field_swaps(s: Sweep, client_id: str, client_secret: str) -> None:
+    """Every way the token request's values can land in the wrong fields, by form and by
+    HTTP Basic: refused, and the secret recorded nowhere (a ``client_id`` without the
+    client id format is kept only as a keyed reference)."""
+    form = "application/x-www-form-urlencoded"
+    values = {
+        "grant_type": "client_credentials",
+        "client_id": client_id,
+        "client_secret": client_secret,
+    }
+    for order in itertools.permutations(values.values()):
+        fields = dict(zip(values, order, strict=True))
+        if fields == values:
+            continue
+        expect = 401 if fields["grant_type"] == "client_credentials" else 400
+        s.call("POST", "/v1/runner/token", data=fields, expect=expect)
+        del fields["client_secret"]  # the secret alone in a wrong field
+        if client_secret in fields.values():
+            s.call("POST", "/v1/runner/token", data=fields, expect=expect)
+
+    def basic(user: str, password: str, body: str = "grant_type=client_credentials") -> None:
+        raw = base64.b64encode(f"{user}:{password}".encode()).decode()
+        headers = {"Content-Type": form, "Authorization": f"Basic {raw}"}
+        expect = 401 if body == "grant_type=client_credentials" else 400
+        s.call("POST", "/v1/runner/token", content=body, headers=headers, expect=expect)
+
+    basic(client_secret, client_id)  # swapped
+    basic(client_secret, "")  # the secret as the user name, no password
+    basic(client_secret, client_secret)
+    basic(client_id, client_secret, body=f"grant_type={client_secret}")
+    basic(client_id, client_secret, body=f"grant_type=client_credentials&client_id={client_secret}")
 
 
 def _pg_dump(url: str) -> bytes:
@@ -208,6 +244,13 @@ def test_planted_secrets_appear_only_where_they_belong(
     s.call(
         "POST", "/v1/auth/login", json={"email": "owner@canary.test", "password": typo}, expect=401
     )
+    # The owner's email and password swapped: the password sits in the email field.
+    s.call(
+        "POST",
+        "/v1/auth/login",
+        json={"email": new_password, "password": "owner@canary.test"},
+        expect=401,
+    )
     s.call("POST", "/v1/auth/mfa", json={"mfa_token": typo, "code": "123456"}, expect=401)
     s.call("GET", "/v1/me", headers={"Authorization": f"Bearer {typo}"}, expect=401)
 
@@ -313,6 +356,7 @@ def test_planted_secrets_appear_only_where_they_belong(
         "X-Workflow-Id": "wf-1",
         "X-Run-Id": "run-1",
     }
+    _token_field_swaps(s, client_id, client_secret)
     for kind, line_id in lines.items():
         r = s.call(
             "GET",

@@ -113,6 +113,18 @@ def db_url(backend: str, request: pytest.FixtureRequest) -> Iterator[str]:
     yield url
 
 
+@pytest.fixture(name="settings")
+def _unlimited_settings(tmp_path: Path, db_url: str) -> Settings:
+    """Thousands of deliberate unauthenticated failures from one client address: the
+    per-address limit (tests/security/test_unauth_flood.py) would answer 429 to them."""
+    return Settings(  # type: ignore[call-arg]
+        data_dir=tmp_path / "var",
+        database_url=db_url,  # type: ignore[arg-type]
+        log_level="warning",
+        unauth_failures_per_window=10_000_000,
+    )
+
+
 @pytest.fixture
 def world(runtime: Runtime) -> World:
     tenant = make_tenant(runtime, "Fuzz")

@@ -287,6 +287,7 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
         database_url=db_url,  # type: ignore[arg-type]
         log_level="warning",
         throttle_free_failures=100_000,
+        unauth_failures_per_window=100_000,
     )
 
 

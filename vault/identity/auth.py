@@ -4,12 +4,15 @@ Unlike ordinary domain services, these flows own their short transactions, for t
 reasons: a failed attempt must leave its throttle counter and audit event behind even
 though the request fails (so they are written in a transaction of their own), and the
 argon2 work must not run while holding a write transaction (on SQLite that is the
-database lock). Every attempt, successful or not, leaves one ``auth.*`` audit event;
-none carries the password, code or token.
+database lock). Every attempt, successful or not, leaves one ``auth.*`` audit event,
+except that refusals made before any session exists are unauthenticated failures:
+after an address's first in a window they are counted into one aggregated event
+(``vault.audit.flood``). None carries the password, code or token.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -17,15 +20,16 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from vault.audit.events import RequestContext
+from vault.audit.flood import FailureFlood
 from vault.audit.trail import AuditTrail
 from vault.authz import UserPrincipal
 from vault.clock import Clock
-from vault.errors import MfaInvalid, MfaRequired, Unauthenticated
+from vault.errors import MfaInvalid, MfaRequired, RateLimited, Unauthenticated
 from vault.identity.attempts import Attempts, Denied, auth_event
 from vault.identity.passwords import Passwords
 from vault.identity.recovery import RecoveryCodes
 from vault.identity.sessions import IssuedSession, SessionStore
-from vault.identity.throttle import Throttler
+from vault.identity.throttle import Reservation, Throttler
 from vault.identity.totp import consume_step, match_step
 from vault.ids import new_id, new_token
 from vault.keys.system import SystemKeys
@@ -60,6 +64,7 @@ class Authenticator:
         throttler: Throttler,
         recovery: RecoveryCodes,
         mfa_token_ttl_seconds: int,
+        flood: FailureFlood | None = None,
     ) -> None:
         self._sessions = sessions
         self._audit = audit
@@ -69,25 +74,34 @@ class Authenticator:
         self._keys = system_keys
         self.store = store
         self.recovery = recovery
-        self.attempts = Attempts(sessions=sessions, clock=clock, audit=audit, throttler=throttler)
+        self.attempts = Attempts(
+            sessions=sessions, clock=clock, audit=audit, throttler=throttler, flood=flood
+        )
         self._mfa_ttl = mfa_token_ttl_seconds
+        self._count_lock = threading.Lock()
+        self.totp_checks = 0  # codes evaluated (exposed on /metrics)
 
     # -- helpers ----------------------------------------------------------------------
 
     def password_keys(self, email: str, ctx: RequestContext) -> list[str]:
         # The account key is a keyed hash of the address: unknown addresses are throttled
         # exactly like known ones, and the table never lists who tried what.
-        tag = self._keys.mac("throttle-email", email.strip().lower().encode()).hex()[:32]
+        tag = self._keys.reference("throttle-email", email.strip().lower())
         return [f"pw:acct:{tag}", f"pw:ip:{ctx.ip or '-'}"]
 
     @staticmethod
     def code_keys(user_id: str, ctx: RequestContext) -> list[str]:
         return [f"otp:acct:{user_id}", f"otp:ip:{ctx.ip or '-'}"]
 
+    def count_totp_check(self) -> None:
+        with self._count_lock:
+            self.totp_checks += 1
+
     def verify_code(
         self, session: Session, user: User, code: str, *, now: datetime, allow_recovery: bool
     ) -> str | None:
         """Check and consume a TOTP (or recovery) code; returns which kind matched."""
+        self.count_totp_check()
         if user.totp_enrolled and user.totp_secret_enc is not None:
             secret = self._keys.open_totp(user_id=user.id, envelope=user.totp_secret_enc)
             step = match_step(secret, code, now=now)
@@ -106,17 +120,16 @@ class Authenticator:
     def login(self, *, email: str, password: str, ctx: RequestContext) -> LoginResult:
         now = self.clock.now()
         keys = self.password_keys(email, ctx)
+        reservation = self.attempts.reserved(keys, "auth.login", None, ctx)
         with unit_of_work(self.readonly_sessions) as session:
-            self.attempts.throttle(session, keys, "auth.login", None, ctx)
             user = session.execute(
                 select(User).where(User.email == email.strip().lower())
             ).scalar_one_or_none()
         # Same argon2 work whether or not the account exists (a dummy hash otherwise).
-        good = self._passwords.verify(user.password_hash if user else None, password)
+        good = self.verify_password(reservation, user.password_hash if user else None, password)
         if user is None or not good or user.disabled_at is not None:
             denied = Denied(
                 "wrong email or password",
-                keys=keys,
                 actor_id=user.id if user else None,
                 error=Unauthenticated("the email or password is not correct"),
             )
@@ -132,13 +145,20 @@ class Authenticator:
                 token = self._challenge(session, user.id, now=now)
                 reason = "password accepted; second factor required"
                 self.attempts.accept(
-                    session, keys, "auth.login", actor_id=user.id, reason=reason, ctx=ctx
+                    session,
+                    keys,
+                    reservation,
+                    "auth.login",
+                    actor_id=user.id,
+                    reason=reason,
+                    ctx=ctx,
                 )
                 return LoginResult(mfa_token=token)
             issued = self.store.create(session, user_id=user.id, now=now, mfa_fresh=False)
             self.attempts.accept(
                 session,
                 keys,
+                reservation,
                 "auth.login",
                 actor_id=user.id,
                 reason="password accepted",
@@ -146,6 +166,17 @@ class Authenticator:
                 session_id=issued.session_id,
             )
             return LoginResult(session=issued)
+
+    def verify_password(
+        self, reservation: Reservation, stored_hash: str | None, password: str
+    ) -> bool:
+        """argon2 within the memory budget; with no slot free, the attempt is given back
+        (it was never checked) and refused with 429."""
+        try:
+            return self._passwords.verify(stored_hash, password)
+        except RateLimited:
+            self.attempts.give_back(reservation)
+            raise
 
     def _challenge(self, session: Session, user_id: str, *, now: datetime) -> str:
         """A new MFA challenge for ``user_id``; returns its token (stored only as a MAC)."""
@@ -164,12 +195,15 @@ class Authenticator:
     def complete_mfa(self, *, mfa_token: str, code: str, ctx: RequestContext) -> IssuedSession:
         now = self.clock.now()
         with self.attempts.transaction("auth.mfa", ctx) as session:
-            challenge_id, user = self._open_challenge(session, mfa_token, now=now, ctx=ctx)
-            keys = self.code_keys(user.id, ctx)
-            self.attempts.throttle(session, keys, "auth.mfa", user.id, ctx)
+            challenge_id, user_id = self._open_challenge(session, mfa_token, now=now, ctx=ctx)
+        keys = self.code_keys(user_id, ctx)
+        reservation = self.attempts.reserved(keys, "auth.mfa", user_id, ctx)
+        with self.attempts.transaction("auth.mfa", ctx) as session:
+            user = session.get(User, user_id)
+            assert user is not None
             kind = self.verify_code(session, user, code, now=now, allow_recovery=True)
             if kind is None:
-                raise Denied("wrong or used code", keys=keys, actor_id=user.id, error=MfaInvalid())
+                raise Denied("wrong or used code", actor_id=user.id, error=MfaInvalid())
             claimed = session.execute(
                 update(MfaChallenge)
                 .where(MfaChallenge.id == challenge_id, MfaChallenge.used_at.is_(None))
@@ -177,13 +211,12 @@ class Authenticator:
                 .execution_options(synchronize_session=False)
             )
             if getattr(claimed, "rowcount", 0) != 1:
-                raise Denied(
-                    "mfa_token already used", keys=keys, actor_id=user.id, error=MfaInvalid()
-                )
+                raise Denied("mfa_token already used", actor_id=user.id, error=MfaInvalid())
             issued = self.store.create(session, user_id=user.id, now=now, mfa_fresh=True)
             self.attempts.accept(
                 session,
                 keys,
+                reservation,
                 "auth.mfa",
                 actor_id=user.id,
                 reason=f"{kind} accepted",
@@ -194,8 +227,8 @@ class Authenticator:
 
     def _open_challenge(
         self, session: Session, mfa_token: str, *, now: datetime, ctx: RequestContext
-    ) -> tuple[str, User]:
-        """The live challenge behind ``mfa_token`` and its user; Denied (by IP) otherwise."""
+    ) -> tuple[str, str]:
+        """The live challenge behind ``mfa_token`` and its user's id; Denied (by IP) otherwise."""
         challenge = session.execute(
             select(MfaChallenge).where(
                 MfaChallenge.token_hash == self._keys.mac("mfa-token", mfa_token.encode())
@@ -208,9 +241,7 @@ class Authenticator:
                 actor_id=None,
                 error=MfaInvalid("the mfa_token is not valid; log in again"),
             )
-        user = session.get(User, challenge.user_id)
-        assert user is not None
-        return challenge.id, user
+        return challenge.id, challenge.user_id
 
     # -- sessions ---------------------------------------------------------------------
 
@@ -223,8 +254,8 @@ class Authenticator:
                 resolved = self.store.resolve(session, token, now=now)
         if resolved is None:
             reason = "invalid or expired session token" if token else "no session token"
-            self._audit.emit(
-                auth_event("auth.session", "denied", actor_id=None, reason=reason, ctx=ctx)
+            self.attempts.record_denial(
+                auth_event("auth.session", "denied", actor_id=None, reason=reason, ctx=ctx), ctx
             )
             raise Unauthenticated()
         if self.store.needs_touch(resolved, now=now):
@@ -243,22 +274,28 @@ class Authenticator:
     def step_up(self, principal: UserPrincipal, *, code: str, ctx: RequestContext) -> datetime:
         now = self.clock.now()
         keys = self.code_keys(principal.user_id, ctx)
-        with self.attempts.transaction("auth.step_up", ctx) as session:
-            self.attempts.throttle(session, keys, "auth.step_up", principal.user_id, ctx)
+        with unit_of_work(self.readonly_sessions) as session:
             user = session.get(User, principal.user_id)
-            if user is None or not user.totp_enrolled:
-                raise Denied(
-                    "no second factor enrolled",
-                    keys=[],
-                    actor_id=principal.user_id,
-                    error=MfaInvalid("no second factor is enrolled for this account"),
-                )
-            if self.verify_code(session, user, code, now=now, allow_recovery=False) is None:
-                raise Denied("wrong or used code", keys=keys, actor_id=user.id, error=MfaInvalid())
+            enrolled = user is not None and user.totp_enrolled
+        if not enrolled:  # nothing to guess: refused before any reservation
+            denied = Denied(
+                "no second factor enrolled",
+                actor_id=principal.user_id,
+                error=MfaInvalid("no second factor is enrolled for this account"),
+            )
+            raise self.attempts.deny("auth.step_up", denied, ctx)
+        reservation = self.attempts.reserved(keys, "auth.step_up", principal.user_id, ctx)
+        with self.attempts.transaction("auth.step_up", ctx) as session:
+            user = session.get(User, principal.user_id)
+            if user is None or (
+                self.verify_code(session, user, code, now=now, allow_recovery=False) is None
+            ):
+                raise Denied("wrong or used code", actor_id=principal.user_id, error=MfaInvalid())
             until = self.store.mark_fresh(session, principal.session_id, now=now)
             self.attempts.accept(
                 session,
                 keys,
+                reservation,
                 "auth.step_up",
                 actor_id=user.id,
                 reason="totp accepted",
@@ -295,9 +332,12 @@ class Authenticator:
         """Pass if the session is MFA-fresh or ``mfa_code`` is a valid unused TOTP code.
 
         The code is consumed in the caller's transaction (it authorizes that request
-        only, and only if the request commits). On failure the caller's transaction is
-        rolled back here, before the throttle and audit writes, since the request is
-        failing anyway and, on SQLite, its write lock would block them.
+        only, and only if the request commits), and so is the attempt's reservation: it
+        holds the throttle rows (a row lock on PostgreSQL, the write lock on SQLite) until
+        the caller's transaction ends, so concurrent codes are counted one after another.
+        On failure the caller's transaction is committed here, with the reservation and
+        nothing else: callers call this before their own changes (after reads and locks
+        only), and a rollback would lose the count.
         """
         if principal.mfa_fresh:
             return
@@ -305,20 +345,23 @@ class Authenticator:
             raise MfaRequired()
         now = self.clock.now()
         keys = self.code_keys(principal.user_id, ctx)
-        self.attempts.throttle(session, keys, "auth.mfa_code", principal.user_id, ctx)
+        if session.new or session.dirty or session.deleted:
+            raise RuntimeError("require_mfa must run before the request's own changes")
+        reservation = self.attempts.reserve(session, keys, "auth.mfa_code", principal.user_id, ctx)
         user = session.get(User, principal.user_id)
         if (
             user is None
             or self.verify_code(session, user, mfa_code, now=now, allow_recovery=False) is None
         ):
-            session.rollback()
+            session.commit()  # the reservation, counted as the failure it is
             denied = Denied(
-                "wrong or used mfa_code", keys=keys, actor_id=principal.user_id, error=MfaInvalid()
+                "wrong or used mfa_code", actor_id=principal.user_id, error=MfaInvalid()
             )
             raise self.attempts.deny("auth.mfa_code", denied, ctx)
         self.attempts.accept(
             session,
             keys,
+            reservation,
             "auth.mfa_code",
             actor_id=user.id,
             reason="per-request totp accepted",

@@ -1,7 +1,8 @@
 """Changing an authentication factor: confirming a TOTP enrollment, changing a password.
 
 Both are attempts with a guessable input (a code, the current password), so they are
-throttled and audited like logins, in transactions of their own (see ``auth.py``). A
+reserved in the throttle, then checked and audited like logins, in transactions of their
+own (see ``auth.py`` and ``attempts.py``). A
 successful change ends every other session of the user (ASVS V7.4.3); the session that
 made the change, which just proved the factors, continues.
 """
@@ -19,6 +20,7 @@ from vault.errors import Conflict, InvalidRequest, MfaInvalid, Unauthenticated
 from vault.identity.attempts import Denied
 from vault.identity.auth import Authenticator
 from vault.identity.passwords import Passwords
+from vault.identity.throttle import Reservation
 from vault.identity.totp import match_step
 from vault.keys.system import SystemKeys
 from vault.storage.engine import SessionFactory, unit_of_work
@@ -52,16 +54,21 @@ class FactorChanges:
         now = self._auth.clock.now()
         keys = self._auth.code_keys(principal.user_id, ctx)
         action = "user.totp_confirm"
+        with unit_of_work(self._auth.readonly_sessions) as session:
+            user = session.get(User, principal.user_id)
+            if user is None or user.totp_pending_enc is None:  # nothing to guess
+                raise Conflict("no TOTP enrollment is pending: POST /v1/me/totp first")
+        reservation = self._attempts.reserved(keys, action, principal.user_id, ctx)
         with self._attempts.transaction(action, ctx) as session:
-            self._attempts.throttle(session, keys, action, principal.user_id, ctx)
             user = session.get(User, principal.user_id)
             if user is None or user.totp_pending_enc is None:
                 raise Conflict("no TOTP enrollment is pending: POST /v1/me/totp first")
             pending = user.totp_pending_enc
             secret = self._keys.open_totp(user_id=user.id, envelope=pending)
+            self._auth.count_totp_check()
             step = match_step(secret, code, now=now)
             if step is None:
-                raise Denied("wrong code", keys=keys, actor_id=user.id, error=MfaInvalid())
+                raise Denied("wrong code", actor_id=user.id, error=MfaInvalid())
             # Compare-and-set on the pending envelope: two racing confirms, one wins.
             # The step is recorded so this very code cannot be used again.
             result = session.execute(
@@ -77,9 +84,7 @@ class FactorChanges:
                 .execution_options(synchronize_session=False)
             )
             if getattr(result, "rowcount", 0) != 1:
-                raise Denied(
-                    "enrollment already confirmed", keys=keys, actor_id=user.id, error=MfaInvalid()
-                )
+                raise Denied("enrollment already confirmed", actor_id=user.id, error=MfaInvalid())
             codes = self._auth.recovery.issue(session, user_id=user.id)
             self._changed(
                 session,
@@ -87,6 +92,7 @@ class FactorChanges:
                 action=action,
                 what="second factor enrolled",
                 keys=keys,
+                reservation=reservation,
                 now=now,
                 ctx=ctx,
             )
@@ -102,14 +108,13 @@ class FactorChanges:
             )
         action = "user.password_change"
         keys = self._auth.password_keys(principal.email, ctx)
+        reservation = self._attempts.reserved(keys, action, principal.user_id, ctx)
         with unit_of_work(self._auth.readonly_sessions) as session:
-            self._attempts.throttle(session, keys, action, principal.user_id, ctx)
             user = session.get(User, principal.user_id)
             stored = user.password_hash if user else None
-        if not self._passwords.verify(stored, current):
+        if not self._auth.verify_password(reservation, stored, current):
             denied = Denied(
                 "wrong current password",
-                keys=keys,
                 actor_id=principal.user_id,
                 error=Unauthenticated("the current password is not correct"),
             )
@@ -128,6 +133,7 @@ class FactorChanges:
                 action=action,
                 what="password changed",
                 keys=keys,
+                reservation=reservation,
                 now=now,
                 ctx=ctx,
             )
@@ -140,6 +146,7 @@ class FactorChanges:
         action: str,
         what: str,
         keys: list[str],
+        reservation: Reservation,
         now: datetime,
         ctx: RequestContext,
     ) -> None:
@@ -150,6 +157,7 @@ class FactorChanges:
         self._attempts.accept(
             session,
             keys,
+            reservation,
             action,
             actor_id=principal.user_id,
             reason=f"{what}; {ended} other sessions ended",

@@ -44,6 +44,7 @@ from sqlalchemy.exc import DBAPIError
 from kms.crypto import hmac_sha256
 from kms.errors import KmsUnavailable
 from vault.audit.events import AuditEvent, RequestContext
+from vault.audit.flood import FailureFlood
 from vault.audit.trail import AuditTrail
 from vault.audit.writer import AuditWriter, StaleDecision
 from vault.clock import Clock
@@ -131,7 +132,9 @@ class CredentialFetcher:
         lease_ttl_seconds: int,
         audit_timeout: float = 10.0,
         cache_size: int = 10_000,
+        flood: FailureFlood | None = None,
     ) -> None:
+        self._flood = flood
         self._read = FetchRead(engine)
         self._keyring = keyring
         self._token_key = token_mac_key(system_keys)
@@ -174,6 +177,11 @@ class CredentialFetcher:
             except DBAPIError:
                 raise Unavailable("the database is unavailable") from None
         decision = self._fresh(row, params, now=now, context=context, ids=(tenant_id, line_id))
+        if self._flood is not None and isinstance(decision.error, Unauthenticated):
+            # An unauthenticated failure (no valid token): limited and aggregated per
+            # address. Only refusals come here; a valid token never does.
+            await asyncio.to_thread(self._flood.record, decision.event, context)
+            raise decision.error
         await self._durable(decision.event, None)
         return self._answer(decision)
 

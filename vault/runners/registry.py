@@ -19,7 +19,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from kms.crypto import constant_time_equal
-from vault.audit.events import RequestContext, sanitize
+from vault.audit.events import RequestContext
+from vault.audit.flood import FailureFlood
 from vault.audit.trail import AuditTrail
 from vault.authz import PlatformPermission, UserPrincipal, authorize_platform
 from vault.clock import Clock
@@ -28,7 +29,14 @@ from vault.ids import new_id
 from vault.keys.system import SystemKeys
 from vault.lines.guard import failures_audited
 from vault.runners.events import runner_event, token_event
-from vault.runners.secrets import new_client_secret, new_runner_token, secret_hash, token_hash
+from vault.runners.secrets import (
+    client_id_for_audit,
+    new_client_id,
+    new_client_secret,
+    new_runner_token,
+    secret_hash,
+    token_hash,
+)
 from vault.storage.models import Runner, RunnerToken
 from vault.validation import clean_display_name
 
@@ -129,7 +137,7 @@ class RunnerRegistry:
         runner = Runner(
             id=runner_id,
             name=_clean_name(name),
-            client_id=new_id("rnc"),
+            client_id=new_client_id(),
             secret_hash=secret_hash(self._keys, runner_id=runner_id, secret=secret),
             created_at=now,
         )
@@ -191,12 +199,14 @@ class TokenIssuer:
         audit: AuditTrail,
         clock: Clock,
         ttl_seconds: int,
+        flood: FailureFlood | None = None,
     ) -> None:
         self._session = session
         self._keys = system_keys
         self._audit = audit
         self._clock = clock
         self._ttl = ttl_seconds
+        self._flood = flood
 
     def issue(self, *, client_id: str, client_secret: str, context: RequestContext) -> IssuedToken:
         """Check the client and mint a token; a failure is audited durably and raised.
@@ -259,17 +269,21 @@ class TokenIssuer:
         runner_id: str | None = None,
         client_id: str | None = None,
     ) -> None:
-        """Durably record a refused token request (its own transaction) before answering."""
-        self._audit.emit(
-            token_event(
-                "runner.token",
-                "denied",
-                runner_id,
-                context,
-                reason=reason,
-                details={"client_id": sanitize(client_id, 64)} if client_id else None,
-            )
+        """Durably record a refused token request (its own transaction) before answering:
+        an unauthenticated failure, limited and aggregated per address (``RateLimited``
+        past the limit)."""
+        event = token_event(
+            "runner.token",
+            "denied",
+            runner_id,
+            context,
+            reason=reason,
+            details=client_id_for_audit(self._keys, client_id) if client_id else None,
         )
+        if self._flood is not None:
+            self._flood.record(event, context)
+        else:
+            self._audit.emit(event)
 
     def revoke(self, token: str, *, context: RequestContext) -> bool:
         """Delete one token (the runner logging out); True when it existed."""

@@ -9,14 +9,18 @@ leaked value and let the fetch path tell a runner token from a human session at 
 
 from __future__ import annotations
 
+import re
+
 from kms.crypto import hkdf_sha256
-from vault.ids import new_token
+from vault.ids import new_id, new_token
 from vault.keys.system import SystemKeys
 
 __all__ = [
+    "CLIENT_ID_PREFIX",
     "CLIENT_SECRET_PREFIX",
     "RUNNER_TOKEN_PREFIX",
     "TOKEN_PURPOSE",
+    "client_id_for_audit",
     "looks_like_runner_token",
     "new_client_secret",
     "new_runner_token",
@@ -25,10 +29,24 @@ __all__ = [
     "token_mac_key",
 ]
 
+CLIENT_ID_PREFIX = "rnc"
+_CLIENT_ID = re.compile(r"rnc_[0-9a-f]{32}")
 CLIENT_SECRET_PREFIX = "lvcs_"  # noqa: S105 (a prefix, not a secret)
 RUNNER_TOKEN_PREFIX = "lvrt_"  # noqa: S105
 _MAX_TOKEN_LENGTH = 256
 TOKEN_PURPOSE = "runner-token"  # noqa: S105 - a key label
+
+
+def new_client_id() -> str:
+    return new_id(CLIENT_ID_PREFIX)
+
+
+def client_id_for_audit(keys: SystemKeys, client_id: str) -> dict[str, str | int | bool | None]:
+    """How a presented ``client_id`` is recorded: as given when it has the client id
+    format, else only as a keyed reference (it may be the secret, swapped)."""
+    if _CLIENT_ID.fullmatch(client_id):
+        return {"client_id": client_id}
+    return {"client_ref": keys.reference("audit-client-id", client_id)}
 
 
 def new_client_secret() -> str:
