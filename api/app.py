@@ -22,7 +22,7 @@ from api.problems import install_problem_handlers
 from api.routes import ROUTERS
 from vault import __version__
 from vault.clock import Clock
-from vault.keys.service import rewrap_worker_for
+from vault.keys.service import rewrap_worker_for, rotation_scheduler_for
 from vault.runtime import Runtime, open_runtime
 from vault.settings import Settings
 
@@ -54,12 +54,17 @@ def create_app(
         worker.start()
         worker.resume_pending()
         app.state.rewrap_worker = worker
+        # Rotations requested by revocations and replacements (vault/keys/schedule.py).
+        scheduler = rotation_scheduler_for(app.state.runtime, worker)
+        scheduler.start(app.state.runtime.settings.revocation_rotation_poll_seconds)
+        app.state.rotation_scheduler = scheduler
         if freeze_gc:
             gc.collect()
             gc.freeze()
         try:
             yield
         finally:
+            scheduler.stop()
             worker.stop()
             app.state.rewrap_worker = None
             if owns_runtime and app.state.runtime is not None:
