@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 from sqlalchemy import text
 
 from tests.support.runners import (
@@ -20,6 +23,7 @@ from tests.support.runners import (
 from tests.vault.test_runners import events
 from vault.clock import FixedClock
 from vault.errors import NotFound
+from vault.keys.context import associated_data, grant_line_data, line_status_data
 from vault.keys.integrity import FULL_ACCESS, row_macs
 from vault.runtime import Runtime, open_runtime
 from vault.settings import Settings
@@ -31,7 +35,24 @@ GRANT = {
     "line_id": "ln_1",
     "access": FULL_ACCESS,
 }
+_GRANT_ORDER = ("grant_id", "tenant_id", "runner_id", "line_id", "access")
 LINE = {"line_id": "ln_1", "tenant_id": "tnt_1", "status": "active", "version": 3}
+
+
+ids = st.text(min_size=1, max_size=40)
+
+
+@examples(max_examples=200, deadline=None)
+@given(ids, ids, ids, ids, ids, st.integers(min_value=0, max_value=2**31))
+def test_fast_encoders_match_the_definition(
+    grant_id: str, tenant: str, runner: str, line: str, word: str, version: int
+) -> None:
+    assert grant_line_data(grant_id, tenant, runner, line, word) == associated_data(
+        "grant-line", grant=grant_id, tenant=tenant, runner=runner, line=line, access=word
+    )
+    assert line_status_data(line, tenant, word, version) == associated_data(
+        "line-status", line=line, tenant=tenant, status=word, version=version
+    )
 
 
 def test_every_bound_field_changes_the_mac(runtime: Runtime) -> None:
@@ -50,10 +71,15 @@ def test_every_bound_field_changes_the_mac(runtime: Runtime) -> None:
         ("version", 4),
     ):
         assert macs.line_status(**{**LINE, field: other}) != line, field  # type: ignore[arg-type]
-    # Two purposes, two keys: a line tag never passes as a grant tag.
-    assert macs.grant_key != macs.line_key
-    # Derived from the root-wrapped HMAC secret exactly as SystemKeys.mac derives.
-    assert macs.grant_key == runtime.system_keys.mac_key("grant-line-integrity")
+    # Derived from the root-wrapped HMAC secret as SystemKeys.mac derives, one key per
+    # purpose: a line tag never passes as a grant tag.
+    assert base == runtime.system_keys.mac(
+        "grant-line-integrity", grant_line_data(*(GRANT[k] for k in _GRANT_ORDER))
+    )
+    assert line == runtime.system_keys.mac(
+        "line-status-integrity", line_status_data("ln_1", "tnt_1", "active", 3)
+    )
+    assert macs.line_key.tag(b"m") != macs.grant_key.tag(b"m")
 
 
 def test_rows_from_before_the_migration_are_stamped_once_at_start(

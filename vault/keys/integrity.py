@@ -10,8 +10,9 @@ scheduled KEK rotation and anchors narrow that).
 
 The tags are HMAC-SHA256 (``kms.crypto``) under per-purpose keys derived once per
 process from the root-wrapped ``hmac`` system secret (:meth:`SystemKeys.mac_key`); the
-message is the project's injective field encoding (:func:`vault.keys.context.associated_data`).
-Checking one costs about a microsecond, so the fetch verifies on its one read.
+message is the project's injective field encoding (``associated_data`` in
+:mod:`vault.keys.context`, built by its fixed-shape encoders). Checking one costs a few
+microseconds, so the fetch verifies the rows of its one read in memory.
 
 Rows written before the MAC columns existed are stamped once, by the first process that
 opens the runtime after migration 0003d (:func:`backfill_macs`), because a migration
@@ -29,10 +30,10 @@ from functools import lru_cache
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from kms.crypto import constant_time_equal, hmac_sha256
+from kms.crypto import MacKey
 from vault.audit.events import Actor, AuditEvent, RequestContext
 from vault.audit.trail import AuditTrail
-from vault.keys.context import associated_data
+from vault.keys.context import grant_line_data, line_status_data
 from vault.keys.system import SystemKeys
 from vault.storage.engine import SessionFactory, unit_of_work
 from vault.storage.models import GrantLine, IntegrityState, Line
@@ -65,59 +66,35 @@ _SYSTEM = Actor("system", "linevault-integrity")
 class RowMacs:
     """The two derived keys and the tags they make; build with :func:`row_macs`."""
 
-    grant_key: bytes
-    line_key: bytes
+    grant_key: MacKey
+    line_key: MacKey
 
     def grant_line(
         self, *, grant_id: str, tenant_id: str, runner_id: str, line_id: str, access: str
     ) -> bytes:
-        message = associated_data(
-            "grant-line",
-            grant=grant_id,
-            tenant=tenant_id,
-            runner=runner_id,
-            line=line_id,
-            access=access,
-        )
-        return hmac_sha256(self.grant_key, message)
+        return self.grant_key.tag(grant_line_data(grant_id, tenant_id, runner_id, line_id, access))
 
     def line_status(self, *, line_id: str, tenant_id: str, status: str, version: int) -> bytes:
-        message = associated_data(
-            "line-status", line=line_id, tenant=tenant_id, status=status, version=version
-        )
-        return hmac_sha256(self.line_key, message)
+        return self.line_key.tag(line_status_data(line_id, tenant_id, status, version))
 
     def grant_line_ok(
         self, mac: bytes | None, *, grant_id: str, tenant_id: str, runner_id: str, line_id: str
     ) -> bool:
-        if mac is None:
-            return False
-        expected = self.grant_line(
-            grant_id=grant_id,
-            tenant_id=tenant_id,
-            runner_id=runner_id,
-            line_id=line_id,
-            access=FULL_ACCESS,
-        )
-        return constant_time_equal(bytes(mac), expected)
+        message = grant_line_data(grant_id, tenant_id, runner_id, line_id, FULL_ACCESS)
+        return self.grant_key.verify(message, mac)
 
     def line_status_ok(
         self, mac: bytes | None, *, line_id: str, tenant_id: str, status: str, version: int
     ) -> bool:
-        if mac is None:
-            return False
-        expected = self.line_status(
-            line_id=line_id, tenant_id=tenant_id, status=status, version=version
-        )
-        return constant_time_equal(bytes(mac), expected)
+        return self.line_key.verify(line_status_data(line_id, tenant_id, status, version), mac)
 
 
 @lru_cache(maxsize=8)
 def row_macs(system_keys: SystemKeys) -> RowMacs:
     """The process's row-MAC keys, derived once per set of system keys."""
     return RowMacs(
-        grant_key=system_keys.mac_key(_GRANT_PURPOSE),
-        line_key=system_keys.mac_key(_LINE_PURPOSE),
+        grant_key=MacKey(system_keys.mac_key(_GRANT_PURPOSE)),
+        line_key=MacKey(system_keys.mac_key(_LINE_PURPOSE)),
     )
 
 

@@ -9,7 +9,7 @@ group commit:
    authorization epoch (:class:`vault.storage.models.AuthzEpoch`). It runs on the
    process's one pool, in a thread (:class:`vault.runners.statement.FetchRead`). The
    grant entry and the line's status carry MACs under a root-derived key, checked in
-   memory (:mod:`vault.keys.integrity`, about a microsecond each): a row written by
+   memory (:mod:`vault.keys.integrity`, about 2 µs each): a row written by
    direct SQL without the key is refused like a missing grant, and recorded as an
    ``integrity.violation`` event (fresh reads only; a cached row was checked when read).
 2. The tenant KEK comes from the bounded in-memory cache (an HSM round trip on a miss),
