@@ -435,3 +435,27 @@ def test_a_line_status_flipped_by_sql_is_refused_with_an_integrity_event(
     )
     served = [e for e in events(runtime, "credential.fetch") if e.outcome == "success"]
     assert served == []
+
+
+def test_a_claim_that_fails_midway_leaves_the_request_for_the_next_tick(
+    runtime: Runtime, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim deletes the request and starts the rotation in one transaction: a
+    failure between the two (here: the rotation's start raising) undoes the delete."""
+    w = world(runtime)
+    revoke(runtime, w)
+    clock.advance(DELAY + 1)
+    scheduler = rotation_scheduler_for(runtime, rewrap_worker_for(runtime))
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("killed between the delete and the switch")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("vault.keys.schedule.TenantKeyService.rotate", broken)
+        with pytest.raises(RuntimeError):
+            scheduler.tick()
+    with uow(runtime) as session:
+        assert session.get(KeyRotationRequest, w["tenant"]) is not None
+        assert session.execute(select(KeyRotation)).first() is None
+    assert len(scheduler.tick()) == 1
+    assert kek_states(runtime, w["tenant"]) == {1: "retired", 2: "active"}
