@@ -22,11 +22,24 @@ from api.problems import install_problem_handlers
 from api.routes import ROUTERS
 from vault import __version__
 from vault.clock import Clock
-from vault.keys.service import rewrap_worker_for
+from vault.keys.schedule import RotationScheduler
+from vault.keys.service import rewrap_worker_for, rotation_scheduler_for
+from vault.keys.worker import RewrapWorker
 from vault.runtime import Runtime, open_runtime
 from vault.settings import Settings
 
 __all__ = ["create_app"]
+
+
+def _start_key_work(runtime: Runtime) -> tuple[RewrapWorker, RotationScheduler]:
+    """Key rotations: rewrap in the background, resuming any a crash left running, and
+    start the rotations revocations and replacements asked for (vault/keys/schedule.py)."""
+    worker = rewrap_worker_for(runtime)
+    worker.start()
+    worker.resume_pending()
+    scheduler = rotation_scheduler_for(runtime, worker)
+    scheduler.start(runtime.settings.revocation_rotation_poll_seconds)
+    return worker, scheduler
 
 
 def create_app(
@@ -49,11 +62,8 @@ def create_app(
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
         if app.state.runtime is None:
             app.state.runtime = open_runtime(settings, clock=clock)
-        # Key rotations: rewrap in the background, resuming any a crash left running.
         _count_checks(app.state.metrics, app.state.runtime)
-        worker = rewrap_worker_for(app.state.runtime)
-        worker.start()
-        worker.resume_pending()
+        worker, scheduler = _start_key_work(app.state.runtime)
         app.state.rewrap_worker = worker
         if freeze_gc:
             gc.collect()
@@ -61,6 +71,7 @@ def create_app(
         try:
             yield
         finally:
+            scheduler.stop()
             worker.stop()
             app.state.rewrap_worker = None
             if owns_runtime and app.state.runtime is not None:

@@ -45,6 +45,7 @@ from vault.errors import NotFound
 from vault.identity.service import user_service_for
 from vault.identity.tenants import TenantService
 from vault.identity.users import UserService
+from vault.keys.integrity import row_macs
 from vault.keys.rotation import TenantKeyService
 from vault.keys.service import tenant_key_service_for
 from vault.lines.service import LineService, line_service_for
@@ -213,7 +214,14 @@ def _lines(runtime: Rt, db: Db) -> LineService:
 
 
 def _grants(runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser) -> GrantService:
-    return GrantService(db, audit=runtime.audit, clock=runtime.clock, principal=user, context=ctx)
+    return GrantService(
+        db,
+        audit=runtime.audit,
+        clock=runtime.clock,
+        principal=user,
+        context=ctx,
+        macs=row_macs(runtime.system_keys),
+    )
 
 
 def _runners(runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser) -> RunnerRegistry:

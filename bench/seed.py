@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from vault.audit.events import RequestContext
 from vault.ids import new_id
+from vault.keys.integrity import FULL_ACCESS, row_macs
 from vault.lines.schemas import parse_credential
 from vault.lines.service import new_line
 from vault.runners import RunnerRegistry
@@ -140,8 +141,21 @@ def _seed_tenants(
                 "created_at": now,
             }
         )
+        mac = row_macs(runtime.system_keys).grant_line(
+            grant_id=grant_id,
+            tenant_id=tenant_id,
+            runner_id=runner_id,
+            line_id="*",
+            access=FULL_ACCESS,
+        )
         grant_line_rows.append(
-            {"grant_id": grant_id, "line_id": "*", "tenant_id": tenant_id, "runner_id": runner_id}
+            {
+                "grant_id": grant_id,
+                "line_id": "*",
+                "tenant_id": tenant_id,
+                "runner_id": runner_id,
+                "mac": mac,
+            }
         )
     for start in range(0, len(line_rows), CHUNK):
         session.execute(insert(Line), line_rows[start : start + CHUNK])

@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     kek_cache_size: int = Field(default=10_000, ge=0)
     kek_cache_ttl_seconds: float = Field(default=300.0, ge=0)
     rewrap_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    # Revoking or replacing a credential schedules a rotation of the tenant's KEK, at most
+    # this long after the first such change (debounced; docs/keys.md). Each server
+    # process checks for due rotations every ``revocation_rotation_poll_seconds``.
+    revocation_rotation_delay_seconds: float = Field(default=600.0, ge=0, le=86_400)
+    revocation_rotation_poll_seconds: float = Field(default=10.0, gt=0, le=3600)
 
     # Human sessions and second factor.
     session_idle_minutes: float = Field(default=30.0, gt=0)

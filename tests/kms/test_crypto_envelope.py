@@ -12,6 +12,7 @@ from kms.crypto import (
     KEY_BYTES,
     NONCE_BYTES,
     DecryptionError,
+    MacKey,
     SigningKey,
     constant_time_equal,
     envelope_key_version,
@@ -152,6 +153,56 @@ def test_hmac_and_compare() -> None:
     assert constant_time_equal(mac, bytes(mac))
     assert not constant_time_equal(mac, _flip(mac, 31))
     assert not constant_time_equal(mac, mac[:-1])
+
+
+# RFC 4231 test cases 1, 2, 3, 4, 6 and 7 (HMAC-SHA256): (key, data, tag).
+RFC4231 = [
+    (b"\x0b" * 20, b"Hi There", "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"),
+    (
+        b"Jefe",
+        b"what do ya want for nothing?",
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+    ),
+    (
+        b"\xaa" * 20,
+        b"\xdd" * 50,
+        "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe",
+    ),
+    (
+        bytes(range(1, 26)),
+        b"\xcd" * 50,
+        "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b",
+    ),
+    (
+        b"\xaa" * 131,
+        b"Test Using Larger Than Block-Size Key - Hash Key First",
+        "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+    ),
+    (
+        b"\xaa" * 131,
+        b"This is a test using a larger than block-size key and a larger than block-size "
+        b"data. The key needs to be hashed before being used by the HMAC algorithm.",
+        "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2",
+    ),
+]
+
+
+@pytest.mark.parametrize(("key", "data", "tag"), RFC4231)
+def test_prepared_mac_key_matches_rfc_4231(key: bytes, data: bytes, tag: str) -> None:
+    mac_key = MacKey(key)
+    assert mac_key.tag(data).hex() == tag == hmac_sha256(key, data).hex()
+    assert mac_key.verify(data, bytes.fromhex(tag))
+    assert not mac_key.verify(data, _flip(bytes.fromhex(tag), 0))
+    assert not mac_key.verify(data, None)
+    assert "aa" not in repr(mac_key) and "Jefe" not in repr(mac_key)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=0, max_size=100), st.binary(max_size=300))
+def test_prepared_mac_key_matches_hmac_sha256(key: bytes, data: bytes) -> None:
+    mac_key = MacKey(key)
+    assert mac_key.tag(data) == hmac_sha256(key, data)
+    assert mac_key.tag(data) == mac_key.tag(data)  # the prepared states are not consumed
 
 
 def test_signing_key_round_trip() -> None:

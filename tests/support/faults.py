@@ -110,6 +110,7 @@ def seed_tenant(runtime: Runtime, count: int) -> tuple[str, dict[str, bytes]]:
         count=count,
         now=now,
         payloads=(telegram_payload(n) for n in range(count)),
+        system_keys=runtime.system_keys,
     )
     return tenant_id, secrets
 

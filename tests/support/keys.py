@@ -18,7 +18,9 @@ from sqlalchemy.orm import Session
 from kms import KeyProvider
 from vault.ids import new_id
 from vault.keys.cache import KekCache
+from vault.keys.integrity import row_macs
 from vault.keys.keyring import KeyRing
+from vault.keys.system import SystemKeys
 from vault.storage.engine import SessionFactory, unit_of_work
 from vault.storage.models import Kek, Line, Tenant
 
@@ -45,8 +47,13 @@ def seed_lines(
     count: int,
     now: datetime,
     payloads: Iterable[bytes] | None = None,
+    system_keys: SystemKeys | None = None,
 ) -> dict[str, bytes]:
-    """``count`` telegram lines sealed under the tenant's active KEK: ``{line_id: plaintext}``."""
+    """``count`` telegram lines sealed under the tenant's active KEK: ``{line_id: plaintext}``.
+
+    With ``system_keys`` each line also gets the status MAC the lines service stamps, which
+    the credential fetch requires (vault/keys/integrity.py)."""
+    macs = row_macs(system_keys) if system_keys is not None else None
     out: dict[str, bytes] = {}
     source = iter(payloads) if payloads is not None else None
     with unit_of_work(sessions) as session:
@@ -76,6 +83,11 @@ def seed_lines(
                     ciphertext=sealed.ciphertext,
                     created_at=now,
                     updated_at=now,
+                    status_mac=None
+                    if macs is None
+                    else macs.line_status(
+                        line_id=line_id, tenant_id=tenant_id, status="active", version=1
+                    ),
                 )
             )
             out[line_id] = plaintext

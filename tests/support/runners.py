@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from vault.audit.events import RequestContext
 from vault.authz import UserPrincipal
 from vault.ids import new_id
+from vault.keys.integrity import row_macs
 from vault.runners import FetchedCredential, GrantService, RunnerRegistry, TokenIssuer
 from vault.runtime import Runtime
 from vault.storage.engine import unit_of_work
@@ -109,6 +110,9 @@ def make_line(
                 ciphertext=sealed.ciphertext,
                 created_at=now,
                 updated_at=now,
+                status_mac=row_macs(runtime.system_keys).line_status(
+                    line_id=line_id, tenant_id=tenant_id, status="active", version=1
+                ),
             )
         )
     return line_id
@@ -116,11 +120,22 @@ def make_line(
 
 def revoke_line(runtime: Runtime, line_id: str) -> None:
     with unit_of_work(runtime.sessions) as session:
+        line = session.get(Line, line_id)
+        assert line is not None
         session.execute(
             update(Line)
             .where(Line.id == line_id)
             .values(
-                status="revoked", wrapped_dek=None, ciphertext=None, revoked_at=runtime.clock.now()
+                status="revoked",
+                wrapped_dek=None,
+                ciphertext=None,
+                revoked_at=runtime.clock.now(),
+                status_mac=row_macs(runtime.system_keys).line_status(
+                    line_id=line_id,
+                    tenant_id=line.tenant_id,
+                    status="revoked",
+                    version=line.version,
+                ),
             )
         )
 
@@ -164,6 +179,7 @@ def grant(runtime: Runtime, tenant_id: str, runner_id: str, lines: list[str]) ->
                 clock=runtime.clock,
                 principal=admin_principal(runtime),
                 context=CTX,
+                macs=row_macs(runtime.system_keys),
             )
             .create(tenant_id, runner_id=runner_id, lines=lines)
             .id

@@ -34,6 +34,7 @@ from tests.vault.test_runners import RUN_CTX, events
 from vault.audit.store import verify_database
 from vault.audit.writer import StaleDecision
 from vault.errors import NotFound, Revoked, Unauthenticated
+from vault.keys.integrity import row_macs
 from vault.runners.fetch import fetch_statement
 from vault.runtime import Runtime, open_runtime
 from vault.settings import Settings
@@ -67,7 +68,19 @@ def world(runtime: Runtime) -> dict[str, str]:
     runner_id, client_id, secret = make_runner(runtime)
     grant_id = grant(runtime, tenant, runner_id, [line])
     token = issue_token(runtime, client_id, secret)
-    return {"tenant": tenant, "line": line, "runner": runner_id, "grant": grant_id, "token": token}
+    # What the lines service stamps when it revokes (a status change without it is an
+    # integrity violation, tests/security/test_insider.py).
+    revoked_mac = row_macs(runtime.system_keys).line_status(
+        line_id=line, tenant_id=tenant, status="revoked", version=1
+    )
+    return {
+        "tenant": tenant,
+        "line": line,
+        "runner": runner_id,
+        "grant": grant_id,
+        "token": token,
+        "revoked_mac": revoked_mac.hex(),
+    }
 
 
 @pytest.fixture
@@ -154,7 +167,11 @@ def _event_count(runtime: Runtime) -> int:
 
 REVOCATIONS: dict[str, tuple[Callable[[dict[str, str]], object], type[Exception]]] = {
     "line revoked": (
-        lambda w: update(Line).where(Line.id == w["line"]).values(status="revoked"),
+        lambda w: (
+            update(Line)
+            .where(Line.id == w["line"])
+            .values(status="revoked", status_mac=bytes.fromhex(w["revoked_mac"]))
+        ),
         Revoked,
     ),
     "grant deleted": (lambda w: delete(GrantLine), NotFound),

@@ -30,6 +30,7 @@ from vault.errors import (
     Revoked,
     Unauthenticated,
 )
+from vault.keys.integrity import row_macs
 from vault.runners import GrantService, RunnerRegistry, TokenIssuer
 from vault.runners.fetch import CredentialFetcher
 from vault.runners.secrets import token_hash
@@ -234,6 +235,7 @@ def test_grant_deletion_is_effective_on_the_next_fetch(runtime: Runtime, world) 
         GrantService(
             session, audit=runtime.audit, clock=runtime.clock,
             principal=admin_principal(runtime), context=CTX,
+            macs=row_macs(runtime.system_keys),
         ).delete(world["a"], world["grant"])  # fmt: skip
     with pytest.raises(NotFound):
         fetch(runtime, world["token"], world["a"], world["a1"])
@@ -325,6 +327,7 @@ def test_grant_validation(runtime: Runtime, world) -> None:
         service = GrantService(
             session, audit=runtime.audit, clock=runtime.clock,
             principal=admin_principal(runtime), context=CTX,
+            macs=row_macs(runtime.system_keys),
         )  # fmt: skip
         for lines in ([], ["*", world["a1"]], [world["b1"]], ["ln_missing"]):
             with pytest.raises(InvalidRequest) as info:

@@ -18,7 +18,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-__all__ = ["associated_data", "credential_data", "dek_data"]
+__all__ = [
+    "associated_data",
+    "credential_data",
+    "dek_data",
+    "grant_line_data",
+    "line_status_data",
+]
 
 _PREFIX = b"linevault/ad/v1"
 
@@ -37,6 +43,8 @@ def _item(name: str, value: str) -> bytes:
 
 _DEK_HEAD = _PREFIX + b"|" + _item("purpose", "credential-dek")
 _CRED_HEAD = _PREFIX + b"|" + _item("purpose", "credential")
+_GRANT_HEAD = _PREFIX + b"|" + _item("purpose", "grant-line")
+_STATUS_HEAD = _PREFIX + b"|" + _item("purpose", "line-status")
 
 
 @lru_cache(maxsize=16_384)  # hot lines' encodings are reused on every fetch
@@ -76,4 +84,51 @@ def credential_data(tenant_id: str, line_id: str, line_type: str, credential_ver
         t,
         len(ty),
         ty,
+    )
+
+
+@lru_cache(maxsize=16_384)  # hot grants and lines are checked again after each epoch move
+def grant_line_data(
+    grant_id: str, tenant_id: str, runner_id: str, line_id: str, access: str
+) -> bytes:
+    """``associated_data("grant-line", access=, grant=, line=, runner=, tenant=)``: what a
+    grant entry's MAC covers (checked on every fresh fetch decision)."""
+    a = access.encode()
+    g = grant_id.encode()
+    ln = line_id.encode()
+    r = runner_id.encode()
+    t = tenant_id.encode()
+    return b"%s|access=%d:%s|grant=%d:%s|line=%d:%s|runner=%d:%s|tenant=%d:%s" % (
+        _GRANT_HEAD,
+        len(a),
+        a,
+        len(g),
+        g,
+        len(ln),
+        ln,
+        len(r),
+        r,
+        len(t),
+        t,
+    )
+
+
+@lru_cache(maxsize=16_384)
+def line_status_data(line_id: str, tenant_id: str, status: str, version: int) -> bytes:
+    """``associated_data("line-status", line=, status=, tenant=, version=)``: what a line's
+    status MAC covers."""
+    ln = line_id.encode()
+    s = status.encode()
+    t = tenant_id.encode()
+    v = str(version).encode()
+    return b"%s|line=%d:%s|status=%d:%s|tenant=%d:%s|version=%d:%s" % (
+        _STATUS_HEAD,
+        len(ln),
+        ln,
+        len(s),
+        s,
+        len(t),
+        t,
+        len(v),
+        v,
     )

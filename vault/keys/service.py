@@ -10,10 +10,17 @@ from sqlalchemy.orm import Session
 from vault.keys.rewrap import Rewrapper
 from vault.keys.root_rotation import RootRotation
 from vault.keys.rotation import TenantKeyService
+from vault.keys.schedule import RotationScheduler
 from vault.keys.worker import RewrapWorker
 from vault.runtime import Runtime
 
-__all__ = ["rewrap_worker_for", "rewrapper_for", "root_rotation_for", "tenant_key_service_for"]
+__all__ = [
+    "rewrap_worker_for",
+    "rewrapper_for",
+    "root_rotation_for",
+    "rotation_scheduler_for",
+    "tenant_key_service_for",
+]
 
 
 def tenant_key_service_for(runtime: Runtime, session: Session) -> TenantKeyService:
@@ -44,3 +51,14 @@ def root_rotation_for(runtime: Runtime, *, batch_size: int | None = None) -> Roo
 
 def rewrap_worker_for(runtime: Runtime) -> RewrapWorker:
     return RewrapWorker(rewrapper_for(runtime), sessions=runtime.sessions)
+
+
+def rotation_scheduler_for(runtime: Runtime, worker: RewrapWorker) -> RotationScheduler:
+    """The revocation-driven rotations of this process, run by ``worker``."""
+    return RotationScheduler(
+        runtime.sessions,
+        keyring=runtime.keyring,
+        audit=runtime.audit,
+        clock=runtime.clock,
+        submit=worker.submit,
+    )

@@ -4,8 +4,11 @@ Each credential version is sealed through the key hierarchy (tenant KEK -> fresh
 AES-GCM) and only the current version is stored: replacing overwrites the envelope, so
 the previous version's DEK and ciphertext are gone when the transaction commits, and
 revoking destroys them (crypto-shredding) in the same transaction as the status change
-and its audit event. Humans get metadata only; this service never returns a stored
-secret, only a vault-generated one, once, at the moment it is made.
+and its audit event. Both also request a rotation of the tenant's KEK (debounced,
+``vault/keys/schedule.py``), so a copy of the old envelope written back into the
+database stops opening once the superseded KEK version is destroyed; and both stamp the
+line's status MAC (``vault/keys/integrity.py``). Humans get metadata only; this service
+never returns a stored secret, only a vault-generated one, once, at the moment it is made.
 
 Writers lock what they change: the line row (``FOR UPDATE``) so two replacements cannot
 both produce version N+1, and the tenant row (``FOR SHARE``) so a KEK rotation cannot
@@ -30,7 +33,9 @@ from vault.authz import Permission, UserPrincipal, authorize
 from vault.clock import Clock, rfc3339
 from vault.errors import Conflict, NotFound, Unprocessable
 from vault.ids import new_id
+from vault.keys.integrity import row_macs, stamp_line
 from vault.keys.keyring import KeyRing
+from vault.keys.schedule import request_rotation
 from vault.keys.shred import shred_line_credential
 from vault.keys.system import SystemKeys
 from vault.lines.expiry import parse_window
@@ -150,6 +155,7 @@ def seal_line(
     line.fingerprint = fingerprint(
         system_keys, tenant_id=line.tenant_id, plaintext=parsed.plaintext
     )
+    stamp_line(line, row_macs(system_keys))
 
 
 def new_line(
@@ -200,12 +206,14 @@ class LineService:
         system_keys: SystemKeys,
         audit: AuditTrail,
         clock: Clock,
+        rotation_delay: timedelta,
     ) -> None:
         self._session = session
         self._keyring = keyring
         self._system_keys = system_keys
         self._audit = audit
         self._clock = clock
+        self._rotation_delay = rotation_delay
 
     # -- reads ------------------------------------------------------------------------
 
@@ -314,6 +322,7 @@ class LineService:
             system_keys=self._system_keys,
         )
         self._session.flush()
+        self._request_rotation(tenant_id)
         self._record("credential.replace", principal, line, context)
         return line_view(line, generated=parsed.generated)
 
@@ -350,7 +359,9 @@ class LineService:
         line.revoked_at = now
         line.updated_at = now
         line.revoke_reason = sanitize(reason, MAX_REASON) if reason else None
+        stamp_line(line, row_macs(self._system_keys))
         self._session.flush()
+        self._request_rotation(tenant_id)
         self._record("credential.revoke", principal, line, context, reason=line.revoke_reason)
         return line_view(line)
 
@@ -383,6 +394,16 @@ class LineService:
         if line is None:
             raise NotFound()
         return line
+
+    def _request_rotation(self, tenant_id: str) -> None:
+        """The superseded envelope may survive in a copy of the database: schedule the
+        rotation that destroys the KEK version it is wrapped by (same transaction)."""
+        request_rotation(
+            self._session,
+            tenant_id=tenant_id,
+            now=self._clock.now(),
+            delay=self._rotation_delay,
+        )
 
     def _kek(self, tenant: Tenant) -> bytes:
         """The tenant's active KEK, its row held for this transaction (see ``load_kek``)."""
@@ -427,4 +448,5 @@ def line_service_for(runtime: Runtime, session: Session) -> LineService:
         system_keys=runtime.system_keys,
         audit=runtime.audit,
         clock=runtime.clock,
+        rotation_delay=timedelta(seconds=runtime.settings.revocation_rotation_delay_seconds),
     )

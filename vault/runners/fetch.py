@@ -4,10 +4,14 @@ A request costs at most one indexed SQL read, microseconds of crypto and one sha
 group commit:
 
 1. ONE Core ``SELECT`` keyed by the token's keyed hash joins the token and its runner,
-   the tenant, the line, the line's KEK version row, the grant (an ``EXISTS`` over
-   ``grant_lines`` on (runner, tenant, line-or-*)), this minute's usage counter and the
+   the tenant, the line, the line's KEK version row, the grant (the ``grant_lines``
+   entries on (runner, tenant, line-or-*)), this minute's usage counter and the
    authorization epoch (:class:`vault.storage.models.AuthzEpoch`). It runs on the
-   process's one pool, in a thread (:class:`vault.runners.statement.FetchRead`).
+   process's one pool, in a thread (:class:`vault.runners.statement.FetchRead`). The
+   grant entry and the line's status carry MACs under a root-derived key, checked in
+   memory (:mod:`vault.keys.integrity`, about 2 µs each): a row written by
+   direct SQL without the key is refused like a missing grant, and recorded as an
+   ``integrity.violation`` event (fresh reads only; a cached row was checked when read).
 2. The tenant KEK comes from the bounded in-memory cache (an HSM round trip on a miss),
    then the key ring opens the DEK and the secret (two AES-GCM opens).
 3. The ``credential.fetch`` event goes to the group-commit writer; the secret is returned
@@ -58,6 +62,7 @@ from vault.errors import (
     Unavailable,
     VaultError,
 )
+from vault.keys.integrity import integrity_event, row_macs
 from vault.keys.keyring import KeyRing
 from vault.keys.system import SystemKeys
 from vault.lines.expiry import fetch_expiry_reason
@@ -106,9 +111,18 @@ class _Decision:
     event: AuditEvent
     result: FetchedCredential | None = None
     error: VaultError | None = None
+    alarm: AuditEvent | None = None  # an integrity.violation, written before ``event``
 
 
 _INVALID_TOKEN = "a valid runner access token is required"  # noqa: S105
+# Audited reasons of a row that failed its MAC (refused as a missing grant would be).
+GRANT_TAMPERED = "grant_integrity"
+LINE_TAMPERED = "line_integrity"
+_TAMPERED = {GRANT_TAMPERED: "grant", LINE_TAMPERED: "line"}
+
+
+def _ignore(_seq: int | None, _error: BaseException | None) -> None:
+    """The alarm's outcome: the fetch event written after it fails closed for both."""
 
 
 class CredentialFetcher:
@@ -138,6 +152,7 @@ class CredentialFetcher:
         self._read = FetchRead(engine)
         self._keyring = keyring
         self._token_key = token_mac_key(system_keys)
+        self._macs = row_macs(system_keys)
         self._audit = audit
         self._writer = writer
         self._clock = clock
@@ -173,10 +188,12 @@ class CredentialFetcher:
                 except StaleDecision:
                     self._forget(params)
             try:
-                row = await asyncio.to_thread(self._read, params)
+                row = self._pick(await asyncio.to_thread(self._read, params))
             except DBAPIError:
                 raise Unavailable("the database is unavailable") from None
         decision = self._fresh(row, params, now=now, context=context, ids=(tenant_id, line_id))
+        if decision.alarm is not None:
+            self._writer.submit_callback(decision.alarm, _ignore)
         if self._flood is not None and isinstance(decision.error, Unauthenticated):
             # An unauthenticated failure (no valid token): limited and aggregated per
             # address. Only refusals come here; a valid token never does.
@@ -263,7 +280,7 @@ class CredentialFetcher:
     ) -> _Decision:
         window = params["window"] if params is not None else minute_window(now)
         decision = self._decide(
-            row, now=now, window=window, row_window=window, ids=ids, context=context
+            row, now=now, window=window, row_window=window, ids=ids, context=context, fresh=True
         )
         if decision.result is not None and params is not None and row.epoch is not None:
             self._cache.put(self._key(params), row, epoch=int(row.epoch), window=window)
@@ -271,6 +288,25 @@ class CredentialFetcher:
 
     def _forget(self, params: dict[str, Any]) -> None:
         self._cache.forget(self._key(params))
+
+    def _pick(self, rows: Any) -> Any:
+        """The read's row to decide on: with several grant entries, one whose MAC holds."""
+        if not rows:
+            return None
+        if len(rows) > 1:
+            for row in rows:
+                if self._grant_ok(row):
+                    return row
+        return rows[0]
+
+    def _grant_ok(self, row: Any) -> bool:
+        return self._macs.grant_line_ok(
+            row.grant_mac,
+            grant_id=row.grant_id,
+            tenant_id=row.tenant_id,
+            runner_id=row.runner_id,
+            line_id=row.grant_line,
+        )
 
     # -- one decision -------------------------------------------------------------------
 
@@ -302,17 +338,31 @@ class CredentialFetcher:
         row_window: int,
         ids: tuple[str, str],
         context: RequestContext,
+        fresh: bool = False,
     ) -> _Decision:
-        """The one decision, from a row read now or cached (None: no such token)."""
+        """The one decision, from a row read now or cached (None: no such token).
+
+        Only a ``fresh`` row's MACs are checked: a cached row was checked when it was
+        read, and any change to the rows it came from moves the epoch."""
         tenant_id, line_id = ids
-        refusal = self._refusal(row, now=now, window=window, row_window=row_window)
+        refusal = self._refusal(row, now=now, window=window, row_window=row_window, verify=fresh)
         if refusal is not None:
             reason, error = refusal
             runner_id = None if row is None else row.runner_id
             event = fetch_event(
                 runner_id, tenant_id, line_id, context, outcome="denied", reason=reason
             )
-            return _Decision(event=event, error=error)
+            alarm = None
+            if reason in _TAMPERED:
+                kind = _TAMPERED[reason]
+                alarm = integrity_event(
+                    runner_id=runner_id,
+                    tenant_id=tenant_id,
+                    resource=(kind, row.grant_id if kind == "grant" else line_id),
+                    reason=reason,
+                    context=context,
+                )
+            return _Decision(event=event, error=error, alarm=alarm)
         try:
             plaintext = self._open(row, tenant_id, line_id)
         except KmsUnavailable as exc:
@@ -328,8 +378,8 @@ class CredentialFetcher:
 
     # One return per refusal, in the order they are audited: a table of checks would cost
     # a closure call per check on the hot path.
-    def _refusal(  # noqa: PLR0911
-        self, row: Any, *, now: datetime, window: int, row_window: int
+    def _refusal(
+        self, row: Any, *, now: datetime, window: int, row_window: int, verify: bool
     ) -> tuple[str, VaultError] | None:
         """Why ``row`` allows no fetch now (the audited reason and the error), or None."""
         if row is None:
@@ -343,12 +393,28 @@ class CredentialFetcher:
             used = max(used, row.used)
         if used >= self._limit:
             return RATE_LIMITED, RateLimited(retry_after=math.ceil(60 - now.timestamp() % 60))
+        return self._access_refusal(row, verify=verify)
+
+    def _access_refusal(  # noqa: PLR0911
+        self, row: Any, *, verify: bool
+    ) -> tuple[str, VaultError] | None:
+        """The tenant, grant and line checks of :meth:`_refusal`, MACs first if ``verify``."""
         if row.tenant_id is None or row.tenant_deleted_at is not None:
             return "no_such_tenant", NotFound()
-        if not row.granted:
+        if row.grant_id is None:
             return "not_granted", NotFound()
+        if verify and not self._grant_ok(row):
+            return GRANT_TAMPERED, NotFound()
         if row.line_id is None:
             return "no_such_line", NotFound()
+        if verify and not self._macs.line_status_ok(
+            row.status_mac,
+            line_id=row.line_id,
+            tenant_id=row.tenant_id,
+            status=row.status,
+            version=row.version,
+        ):
+            return LINE_TAMPERED, NotFound()
         if (
             row.status != "active"
             or row.ciphertext is None

@@ -4,7 +4,9 @@ A grant is one row in ``grants`` plus one ``grant_lines`` row per line (or a sin
 ``"*"`` row for every line of the tenant, present and future). ``grant_lines`` carries
 (runner, tenant, line) so the fetch path answers "is this allowed?" with one indexed
 EXISTS inside its single query; deleting a grant cascades to its lines, so the next
-fetch in any server process sees it gone.
+fetch in any server process sees it gone. Each ``grant_lines`` row carries a MAC over
+(grant, tenant, runner, line, access) under a root-derived key
+(:mod:`vault.keys.integrity`): a row injected by direct SQL is refused by the fetch.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from vault.authz import Permission, UserPrincipal, authorize
 from vault.clock import Clock
 from vault.errors import InvalidRequest, NotFound
 from vault.ids import new_id
+from vault.keys.integrity import RowMacs, stamp_grant_line
 from vault.lines.guard import failures_audited
 from vault.runners.events import grant_event
 from vault.storage.models import Grant, GrantLine, Line, Runner, Tenant
@@ -52,8 +55,10 @@ class GrantService:
         clock: Clock,
         principal: UserPrincipal,
         context: RequestContext,
+        macs: RowMacs,
     ) -> None:
         self._session = session
+        self._macs = macs
         self._audit = audit
         self._clock = clock
         self._principal = principal
@@ -110,10 +115,13 @@ class GrantService:
         )
         self._session.add(grant)
         self._session.flush()
-        self._session.add_all(
+        rows = [
             GrantLine(grant_id=grant.id, line_id=line, tenant_id=tenant_id, runner_id=runner_id)
             for line in wanted
-        )
+        ]
+        for row in rows:
+            stamp_grant_line(row, self._macs)
+        self._session.add_all(rows)
         self._session.flush()
         self._record("grant.create", grant, lines=len(wanted), all_lines=all_lines)
         return GrantView(grant.id, tenant_id, runner_id, wanted, grant.created_at)

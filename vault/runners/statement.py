@@ -1,8 +1,9 @@
 """The one SQL read of the credential fetch, and how it runs.
 
 Keyed by the token's keyed hash, it joins the token and its runner, the tenant, the line,
-the line's KEK version row, the grant (an ``EXISTS`` over ``grant_lines`` on (runner,
-tenant, line-or-*)), this minute's usage counter and the authorization epoch. Every table
+the line's KEK version row, the grant (the ``grant_lines`` rows on (runner, tenant,
+line-or-*), with their MACs, so more than one result row when several grants match),
+this minute's usage counter and the authorization epoch. Every table
 it reads must move the epoch when changed (migration 0002; pinned by
 tests/vault/test_authz_epoch.py), or a cached decision could outlive a revocation.
 
@@ -18,7 +19,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, and_, bindparam, exists, literal, or_, select
+from sqlalchemy import Engine, Table, and_, bindparam, literal, or_, select
 
 from vault.storage.engine import is_sqlite, readonly, retry_on_disconnect
 from vault.storage.models import (
@@ -55,19 +56,12 @@ def decode_credential(plaintext: bytes) -> dict[str, Any]:
 def fetch_statement() -> Any:
     """The single read of the fetch path (parameters: token_hash, tenant_id, line_id, window).
 
-    Every table it reads must move the authorization epoch when changed (migration 0002;
-    pinned by tests/vault/test_authz_epoch.py)."""
+    One row per matching grant entry (none matching: one row with ``grant_id`` NULL); the
+    fetch checks each entry's MAC (:mod:`vault.keys.integrity`). Every table it reads
+    must move the authorization epoch when changed (migration 0002; pinned by
+    tests/vault/test_authz_epoch.py)."""
     tenant_id = bindparam("tenant_id", type_=_T.c.id.type)
     line_id = bindparam("line_id", type_=_L.c.id.type)
-    granted = (
-        exists()
-        .where(
-            _G.c.runner_id == _RT.c.runner_id,
-            _G.c.tenant_id == tenant_id,
-            or_(_G.c.line_id == line_id, _G.c.line_id == literal("*")),
-        )
-        .label("granted")
-    )
     return (
         select(
             _RT.c.runner_id,
@@ -83,11 +77,14 @@ def fetch_statement() -> Any:
             _L.c.wrapped_dek,
             _L.c.ciphertext,
             _L.c.expires_at.label("line_expires_at"),
+            _L.c.status_mac,
             _K.c.state.label("kek_state"),
             _K.c.root_key_id,
             _K.c.wrapped.label("kek_wrapped"),
             _U.c.count.label("used"),
-            granted,
+            _G.c.grant_id,
+            _G.c.line_id.label("grant_line"),
+            _G.c.mac.label("grant_mac"),
             select(_E.c.n).where(_E.c.id == 1).scalar_subquery().label("epoch"),
         )
         .select_from(_RT)
@@ -96,12 +93,20 @@ def fetch_statement() -> Any:
         .outerjoin(_L, and_(_L.c.id == line_id, _L.c.tenant_id == tenant_id))
         .outerjoin(_K, and_(_K.c.tenant_id == tenant_id, _K.c.version == _L.c.kek_version))
         .outerjoin(_U, and_(_U.c.runner_id == _RT.c.runner_id, _U.c.window == bindparam("window")))
+        .outerjoin(
+            _G,
+            and_(
+                _G.c.runner_id == _RT.c.runner_id,
+                _G.c.tenant_id == tenant_id,
+                or_(_G.c.line_id == line_id, _G.c.line_id == literal("*")),
+            ),
+        )
         .where(_RT.c.token_hash == bindparam("token_hash"))
     )
 
 
 class FetchRead:
-    """The fetch's read: one row (attribute access by column label) or None."""
+    """The fetch's read: its rows (attribute access by column label); empty: no token."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = (
@@ -117,4 +122,4 @@ class FetchRead:
 
     def _once(self, params: Mapping[str, Any]) -> Any:
         with self._engine.connect() as conn:
-            return conn.execute(self._statement, dict(params)).first()
+            return conn.execute(self._statement, dict(params)).all()

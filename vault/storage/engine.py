@@ -1,6 +1,8 @@
 """Engines and sessions, with the same transactional behaviour on SQLite and PostgreSQL.
 
-SQLite: WAL journal, foreign keys on, a busy timeout, ``synchronous=FULL`` (a committed
+SQLite: the database file private to its owner (0600, created so before SQLite opens
+it; SQLite gives its ``-wal`` and ``-shm`` files the database file's mode), WAL journal,
+foreign keys on, a busy timeout, ``synchronous=FULL`` (a committed
 audit event must survive power loss), and ``BEGIN IMMEDIATE`` for every transaction
 that may write, so two writers queue on the database lock instead of failing late with
 a stale snapshot. Read-only work uses :func:`readonly` to keep a deferred ``BEGIN``.
@@ -20,6 +22,7 @@ process comes from it, the API's sessions, the fetch's read and the audit writer
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +38,7 @@ __all__ = [
     "SqlitePaging",
     "is_sqlite",
     "make_engine",
+    "make_private",
     "normalize_url",
     "readonly",
     "retry_on_disconnect",
@@ -71,6 +75,8 @@ def make_engine(url: str, *, pool_size: int = 20, paging: SqlitePaging | None = 
     url = normalize_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:" and "mode=memory" not in url:
+            make_private(parsed.database)
         engine = create_engine(
             url,
             connect_args={"timeout": 30, "check_same_thread": False},
@@ -87,6 +93,28 @@ def make_engine(url: str, *, pool_size: int = 20, paging: SqlitePaging | None = 
         pool_pre_ping=True,
         pool_recycle=1800,
     )
+
+
+_SIDE_FILES = ("", "-wal", "-shm", "-journal")
+
+
+def make_private(database: str) -> None:
+    """Create the SQLite file 0600 if missing; take group/other access off it and its
+    side files if present (a copy or an older version may have made them 0644).
+
+    The credentials inside are encrypted, but metadata, audit trail and wrapped keys are
+    nobody else's business on a shared host.
+    """
+    fd = os.open(database, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    for suffix in _SIDE_FILES:
+        path = database + suffix
+        try:
+            mode = os.stat(path).st_mode & 0o777
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            os.chmod(path, mode & 0o700)
 
 
 def _configure_sqlite(engine: Engine, paging: SqlitePaging) -> None:

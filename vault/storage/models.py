@@ -34,8 +34,10 @@ __all__ = [
     "Base",
     "Grant",
     "GrantLine",
+    "IntegrityState",
     "Kek",
     "KeyRotation",
+    "KeyRotationRequest",
     "Line",
     "Membership",
     "MfaChallenge",
@@ -109,6 +111,27 @@ class KeyRotation(Base):
     rewrapped: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class KeyRotationRequest(Base):
+    """A tenant whose KEK must be rotated because a credential was revoked or replaced.
+
+    Debounced: the first request sets ``due_at``, later ones keep it. A server's scheduler
+    deletes the row and starts the rotation in one transaction (``vault/keys/schedule.py``).
+    """
+
+    __tablename__ = "key_rotation_requests"
+    tenant_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class IntegrityState(Base):
+    """One row: when rows older than their MAC columns were stamped (``None``: not yet)."""
+
+    __tablename__ = "integrity_state"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    macs_backfilled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 # --- tenants, users ---------------------------------------------------------------------
@@ -220,6 +243,9 @@ class Line(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoke_reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    # HMAC over (id, tenant, status, version) under a root-derived key
+    # (vault/keys/integrity.py): a status flipped by direct SQL is refused by the fetch.
+    status_mac: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 # --- runners and grants -----------------------------------------------------------------
@@ -266,6 +292,9 @@ class GrantLine(Base):
     line_id: Mapped[str] = mapped_column(ID, primary_key=True)  # a line id or "*"
     tenant_id: Mapped[str] = mapped_column(ID)
     runner_id: Mapped[str] = mapped_column(ID)
+    # HMAC over (grant, tenant, runner, line, access) under a root-derived key
+    # (vault/keys/integrity.py): an injected or edited row is refused by the fetch.
+    mac: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class RunnerUsage(Base):
