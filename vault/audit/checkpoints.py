@@ -283,9 +283,9 @@ class Checkpointer:
         chain must follow, event by event, from the newest validly signed checkpoint
         (none: only the first event, signed at bootstrap), no checkpoint this process
         saw may have vanished, and the unsigned events written before this transaction
-        must be what this checkpointer leaves unsigned: fewer than ``every``, the first
-        of them less than ``seconds`` after that checkpoint by event time. Reads at most
-        the unsigned tail.
+        must be what this checkpointer leaves unsigned: fewer than ``every``, each less
+        than ``seconds`` after that checkpoint by event time. Reads at most the unsigned
+        tail.
         """
         row = session.execute(
             select(_CP.c.seq, _CP.c.hash, _CP.c.ts, _CP.c.key_id, _CP.c.signature)
@@ -322,8 +322,14 @@ class Checkpointer:
         earlier = batch_start - 1 - newest.seq
         if earlier >= self._every:
             return f"{earlier} events after seq {newest.seq} were left unsigned"
-        if earlier > 0 and parse_ts(rows[0][_TS]) - parse_ts(newest.ts) >= self._period:
-            return f"the event after seq {newest.seq} was left unsigned too long"
+        if earlier > 0:
+            stamped = max(str(r[_TS]) for r in rows[:earlier])
+            try:
+                late = parse_ts(stamped) - parse_ts(newest.ts) >= self._period
+            except ValueError:
+                return "an unsigned event has a malformed timestamp"
+            if late:
+                return f"events after seq {newest.seq} were left unsigned too long"
         return None
 
     def _due(self, seq: int, now: datetime, last: tuple[int, datetime]) -> bool:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from kms.crypto import verify_signature
@@ -122,7 +123,7 @@ class ChainVerifier:
         self._first: int | None = None
         self._last_seq = 0
         self._last_hash = GENESIS_HASH
-        self._last_ts = ""
+        self._tail_ts = ""
         self._start_hash = GENESIS_HASH
         self._prune: str | None = None
         self._bad: _Bad | None = None
@@ -153,17 +154,23 @@ class ChainVerifier:
         )
 
     def _consume(self, rows: Iterable[Sequence[Any]]) -> None:
+        it = iter(rows)
+        first = next(it, None)
+        if first is None:
+            return
+        self._start(first[_SEQ], first[_PREV])
+        self._follow(chain((first,), it), first[_SEQ], first[_PREV])
+
+    def _follow(self, rows: Iterable[Sequence[Any]], expected: int, prev: str) -> None:
+        """The hot loop. Also notes the newest ``ts`` among the events after the newest
+        checkpoint (the unsigned tail, for :meth:`_check_tail`)."""
         by_seq = self._by_seq
-        expected = None
-        prev = ""
+        tail_from = self._checkpoints[-1].seq if self._checkpoints else 0
         count = 0
-        last_ts = ""
+        tail_ts = ""
         try:
             for row in rows:
                 seq = row[_SEQ]
-                if expected is None:
-                    self._start(seq, row[_PREV])
-                    expected, prev = seq, row[_PREV]
                 if seq != expected:
                     if seq > expected:
                         raise _Bad(expected, f"event {expected} is missing (next is {seq})")
@@ -175,18 +182,19 @@ class ChainVerifier:
                     raise _Bad(seq, f"event {seq} was modified (hash mismatch)")
                 signed = by_seq.get(seq)
                 if signed is not None and signed != stored:
-                    raise _Bad(seq, f"event {seq} differs from the signed checkpoint")
+                    raise _Bad(seq, f"event {seq} differs from its signed checkpoint or anchor")
                 if row[_ACTION] == "audit.prune" and row[_OUTCOME] == "success":
                     self._prune = row[_DETAILS]
+                if seq > tail_from:
+                    tail_ts = max(tail_ts, row[_TS])
                 prev = stored
                 expected = seq + 1
                 count += 1
-                last_ts = row[_TS]
         finally:
             self._count = count
             if count:
-                self._last_seq, self._last_hash = expected - 1 if expected else 0, prev
-        self._last_ts = last_ts
+                self._last_seq, self._last_hash = expected - 1, prev
+        self._tail_ts = tail_ts
 
     def _start(self, seq: int, prev_hash: str) -> None:
         self._first = seq
@@ -266,7 +274,9 @@ class ChainVerifier:
             )
 
     def _check_tail(self) -> None:
-        """The head may run only so far past its newest signed checkpoint."""
+        """The head may run only so far past its newest signed checkpoint: by count, and
+        by the newest event time in the unsigned tail (the checkpointer signs every event
+        stamped ``audit_checkpoint_seconds`` after the last checkpoint)."""
         policy, last = self._tail, self._last_seq
         if policy is None or not self._count:
             return
@@ -283,9 +293,9 @@ class ChainVerifier:
         if behind <= 0:
             return
         try:
-            lag = (parse_ts(self._last_ts) - parse_ts(newest.ts)).total_seconds()
+            lag = (parse_ts(self._tail_ts) - parse_ts(newest.ts)).total_seconds()
         except ValueError:
-            raise _Bad(last, f"event {last} has a malformed timestamp") from None
+            raise _Bad(newest.seq + 1, "an unsigned event has a malformed timestamp") from None
         if lag > policy.max_seconds:
             raise _Bad(
                 newest.seq + 1,
