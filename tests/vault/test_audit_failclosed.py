@@ -12,7 +12,7 @@ from sqlalchemy import Engine, func, select, text
 
 from tests.support.audit import sample_event, verify_chain
 from vault.audit.events import RequestContext
-from vault.audit.service import AuditReader, EventFilter
+from vault.audit.service import EventFilter
 from vault.authz import UserPrincipal
 from vault.errors import AuditUnavailable
 from vault.runtime import Runtime
@@ -91,7 +91,7 @@ def test_state_change_rolls_back_with_its_event(runtime: Runtime) -> None:
 
 def test_audit_read_returns_nothing_when_its_event_cannot_be_written(runtime: Runtime) -> None:
     runtime.audit.emit(sample_event(4))
-    reader = AuditReader(engine=runtime.engine, audit=runtime.audit)
+    reader = runtime.audit_reader
     admin = UserPrincipal(
         user_id="usr_admin", email="a@x", platform_role="admin", session_id="s", mfa_fresh=True
     )
