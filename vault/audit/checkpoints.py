@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import event, insert, select
 from sqlalchemy.orm import Session
 
 from kms.crypto import SigningKey, verify_signature
@@ -52,6 +52,12 @@ _CP = AuditCheckpoint.__table__
 _EV = AuditEventRow.__table__
 _SORTED_COLUMNS = [_EV.c[name] for name in SORTED_FIELDS] + [_EV.c.hash]
 _TS = SORTED_FIELDS.index("ts")
+_HIGH = "linevault.audit.checkpoint_high"
+_LISTENING = "linevault.audit.checkpoint_listening"
+
+
+def _forget_high(session: Session) -> None:
+    session.info.pop(_HIGH, None)
 
 
 def checkpoint_message(*, seq: int, hash: str, ts: str) -> bytes:
@@ -259,7 +265,7 @@ class Checkpointer:
         )
         if self._anchors is not None:
             self._anchors.after_commit(session, record)
-        self._high = max(self._high, seq)
+        self._note_high(session, seq, record.ts)
         return record
 
     def _write_or_log(
@@ -332,6 +338,21 @@ class Checkpointer:
                 return f"events after seq {newest.seq} were left unsigned too long"
         return None
 
+    def _note_high(self, session: Session, seq: int, ts: str) -> None:
+        """Raise the high-water mark once ``session`` commits (a rolled-back checkpoint
+        never existed)."""
+        if not session.info.get(_LISTENING):
+            session.info[_LISTENING] = True
+            event.listen(session, "after_commit", self._committed)
+            event.listen(session, "after_rollback", _forget_high)
+        session.info[_HIGH] = max(session.info.get(_HIGH, (0, ts)), (seq, ts))
+
+    def _committed(self, session: Session) -> None:
+        high = session.info.pop(_HIGH, None)
+        if high is not None and high[0] > self._high:
+            self._high = high[0]
+            self._hint = (high[0], parse_ts(high[1]))
+
     def _due(self, seq: int, now: datetime, last: tuple[int, datetime]) -> bool:
         return seq - last[0] >= self._every or now - last[1] >= self._period
 
@@ -342,6 +363,10 @@ class Checkpointer:
         if row is None:
             return None
         latest = (int(row.seq), parse_ts(str(row.ts)))
-        self._hint = latest
-        self._high = max(self._high, latest[0])
+        # Only what is committed becomes a hint or the high-water mark: a checkpoint of
+        # this transaction may still roll back, and a hint newer than the database would
+        # stop this process from signing (an unsigned tail past the verifier's limit).
+        if _HIGH not in session.info:
+            self._hint = latest
+            self._high = max(self._high, latest[0])
         return latest
