@@ -34,7 +34,8 @@ from tests.support.identity import bearer, make_user, new_session
 from vault.audit.chain import format_ts
 from vault.audit.checkpoints import checkpoint_message, parse_ts
 from vault.audit.export import verify_export
-from vault.runtime import Runtime
+from vault.clock import FixedClock
+from vault.runtime import Runtime, open_runtime
 from vault.settings import Settings
 
 N_EVENTS = 40
@@ -217,6 +218,37 @@ def test_rewritten_chain_is_caught(
     assert refused.exit_code == 1 and "TAMPERED" in refused.output, refused.output
     assert not out.exists()
     assert not verify_chain(chain, anchors=anchors).ok  # nothing signed it meanwhile
+
+
+@pytest.mark.parametrize("name", sorted(MANIPULATIONS))
+def test_later_signatures_do_not_launder_it(
+    chain: Runtime, settings: Settings, clock: FixedClock, name: str
+) -> None:
+    """A process that starts after the manipulation (no memory of what it signed before)
+    keeps writing events, enough for several checkpoints to be due: the checkpointer
+    refuses to sign the rewritten chain, so it still fails verification."""
+    manipulate, problem = MANIPULATIONS[name]
+    manipulate(chain)
+    later = open_runtime(settings, clock=clock)
+    try:
+        fill_chain(later, 3 * settings.audit_checkpoint_every)
+    finally:
+        later.close()
+    result = verify_chain(chain, anchors=None if problem else settings.audit_anchor_dir)
+    assert not result.ok, result
+
+
+def test_a_running_server_notices_its_checkpoints_vanish(
+    chain: Runtime, settings: Settings
+) -> None:
+    """The tail cut back to an older checkpoint while the server runs: it remembers the
+    newer checkpoint it signed and signs nothing more, so the unsigned tail outgrows the
+    lag and plain verification fails too."""
+    drop_tail_within_lag(chain)
+    assert verify_chain(chain).ok
+    fill_chain(chain, 2 * settings.audit_max_unsigned_events)
+    result = verify_chain(chain)
+    assert not result.ok and "past its newest signed checkpoint" in (result.problem or "")
 
 
 def test_intact_chain_passes_everywhere(

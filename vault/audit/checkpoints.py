@@ -52,12 +52,12 @@ _CP = AuditCheckpoint.__table__
 _EV = AuditEventRow.__table__
 _SORTED_COLUMNS = [_EV.c[name] for name in SORTED_FIELDS] + [_EV.c.hash]
 _TS = SORTED_FIELDS.index("ts")
-_HIGH = "linevault.audit.checkpoint_high"
+_SIGNED = "linevault.audit.checkpoint_signed"
 _LISTENING = "linevault.audit.checkpoint_listening"
 
 
-def _forget_high(session: Session) -> None:
-    session.info.pop(_HIGH, None)
+def _forget_signed(session: Session) -> None:
+    session.info.pop(_SIGNED, None)
 
 
 def checkpoint_message(*, seq: int, hash: str, ts: str) -> bytes:
@@ -139,9 +139,6 @@ class Checkpointer:
         self._every = every
         self._period = timedelta(seconds=seconds)
         self._hint: tuple[int, datetime] | None = None
-        # The newest checkpoint seq this process signed or read: the database showing an
-        # older one means checkpoints were deleted (prune never deletes the newest).
-        self._high = 0
 
     @property
     def public_key(self) -> bytes:
@@ -265,7 +262,7 @@ class Checkpointer:
         )
         if self._anchors is not None:
             self._anchors.after_commit(session, record)
-        self._note_high(session, seq, record.ts)
+        self._note_signed(session, seq, record.ts)
         return record
 
     def _write_or_log(
@@ -287,8 +284,8 @@ class Checkpointer:
 
         Signing a chain rewritten in the database would launder the forgery, so the
         chain must follow, event by event, from the newest validly signed checkpoint
-        (none: only the first event, signed at bootstrap), no checkpoint this process
-        saw may have vanished, and the unsigned events written before this transaction
+        (none: only the first event, signed at bootstrap), and the unsigned events
+        written before this transaction
         must be what this checkpointer leaves unsigned: fewer than ``every``, each less
         than ``seconds`` after that checkpoint by event time. Reads at most the unsigned
         tail.
@@ -303,8 +300,6 @@ class Checkpointer:
         newest = CheckpointRecord(
             int(row.seq), str(row.hash), str(row.ts), str(row.key_id), bytes(row.signature)
         )
-        if newest.seq < self._high:
-            return f"signed checkpoints after seq {newest.seq} were deleted"
         if not newest.valid_for(self.public_key):
             return f"the checkpoint at seq {newest.seq} has an invalid signature"
         if newest.seq >= seq:  # an older seq (a prune anchor): the caller verified it
@@ -338,20 +333,19 @@ class Checkpointer:
                 return f"events after seq {newest.seq} were left unsigned too long"
         return None
 
-    def _note_high(self, session: Session, seq: int, ts: str) -> None:
-        """Raise the high-water mark once ``session`` commits (a rolled-back checkpoint
-        never existed)."""
+    def _note_signed(self, session: Session, seq: int, ts: str) -> None:
+        """Make the checkpoint the hint once ``session`` commits (a rolled-back one never
+        existed)."""
         if not session.info.get(_LISTENING):
             session.info[_LISTENING] = True
             event.listen(session, "after_commit", self._committed)
-            event.listen(session, "after_rollback", _forget_high)
-        session.info[_HIGH] = max(session.info.get(_HIGH, (0, ts)), (seq, ts))
+            event.listen(session, "after_rollback", _forget_signed)
+        session.info[_SIGNED] = max(session.info.get(_SIGNED, (0, ts)), (seq, ts))
 
     def _committed(self, session: Session) -> None:
-        high = session.info.pop(_HIGH, None)
-        if high is not None and high[0] > self._high:
-            self._high = high[0]
-            self._hint = (high[0], parse_ts(high[1]))
+        signed = session.info.pop(_SIGNED, None)
+        if signed is not None and (self._hint is None or signed[0] > self._hint[0]):
+            self._hint = (signed[0], parse_ts(signed[1]))
 
     def _due(self, seq: int, now: datetime, last: tuple[int, datetime]) -> bool:
         return seq - last[0] >= self._every or now - last[1] >= self._period
@@ -363,10 +357,9 @@ class Checkpointer:
         if row is None:
             return None
         latest = (int(row.seq), parse_ts(str(row.ts)))
-        # Only what is committed becomes a hint or the high-water mark: a checkpoint of
-        # this transaction may still roll back, and a hint newer than the database would
-        # stop this process from signing (an unsigned tail past the verifier's limit).
-        if _HIGH not in session.info:
+        # Only what is committed becomes the hint: a checkpoint of this transaction may
+        # still roll back, and a hint newer than the database would stop this process
+        # from signing (an unsigned tail past the verifier's limit).
+        if _SIGNED not in session.info:
             self._hint = latest
-            self._high = max(self._high, latest[0])
         return latest
