@@ -19,7 +19,7 @@ from vault.identity.totp import new_secret
 from vault.identity.users import create_user_row
 from vault.ids import new_id
 from vault.keys.system import SystemKeys
-from vault.runtime import kms_config, provider_for_init
+from vault.runtime import checkpointer_for, kms_config, provider_for_init
 from vault.settings import Settings
 from vault.storage.engine import make_engine, unit_of_work
 from vault.storage.migrate import current_revision, upgrade
@@ -99,7 +99,7 @@ def initialise(
                     now=now,
                     totp_secret_enc=system.seal_totp(user_id=user_id, secret=totp_secret),
                 )
-                append_events(
+                rows = append_events(
                     session,
                     [
                         AuditEvent.by(
@@ -112,6 +112,9 @@ def initialise(
                     ],
                     now=now,
                 )
+                # Signed from the first event on: a chain with events and no checkpoint
+                # does not verify (it could have been rewritten whole).
+                checkpointer_for(settings, system, clock).after_append(session, rows)
         finally:
             provider.close()
     finally:

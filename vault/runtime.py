@@ -18,11 +18,13 @@ from datetime import timedelta
 from sqlalchemy import Engine
 
 from kms import KeyProvider, LocalKmsConfig, Pkcs11KmsConfig, initialize_provider, open_provider
+from vault.audit.anchors import AnchorLog
 from vault.audit.checkpoints import Checkpointer
 from vault.audit.fastbatch import PgFastBatch
 from vault.audit.flood import FailureFlood
 from vault.audit.service import AuditReader
 from vault.audit.trail import AuditTrail
+from vault.audit.verify import TailPolicy
 from vault.audit.writer import AuditWriter
 from vault.clock import Clock, SystemClock
 from vault.identity.auth import Authenticator
@@ -49,7 +51,15 @@ from vault.storage.engine import (
 from vault.storage.migrate import current_revision, head_revision
 from vault.storage.sessions import session_factory
 
-__all__ = ["NotInitialised", "Runtime", "kms_config", "open_runtime", "provider_for_init"]
+__all__ = [
+    "NotInitialised",
+    "Runtime",
+    "audit_tail",
+    "checkpointer_for",
+    "kms_config",
+    "open_runtime",
+    "provider_for_init",
+]
 
 
 class NotInitialised(RuntimeError):
@@ -78,6 +88,32 @@ def kms_config(settings: Settings) -> LocalKmsConfig | Pkcs11KmsConfig:
 
 def provider_for_init(settings: Settings) -> KeyProvider:
     return initialize_provider(kms_config(settings))
+
+
+def audit_tail(settings: Settings) -> TailPolicy:
+    """How far a verified head may run past its newest signed checkpoint."""
+    return TailPolicy(
+        max_events=settings.audit_max_unsigned_events,
+        max_seconds=settings.audit_max_unsigned_seconds,
+    )
+
+
+def checkpointer_for(settings: Settings, system_keys: SystemKeys, clock: Clock) -> Checkpointer:
+    """The one way a process signs checkpoints (server, CLI, bootstrap): same cadence,
+    same anchor log."""
+    anchors = (
+        AnchorLog(settings.audit_anchor_dir, signing_key=system_keys.signing_key)
+        if settings.audit_anchor_dir is not None
+        else None
+    )
+    return Checkpointer(
+        signing_key=system_keys.signing_key,
+        key_id=system_keys.audit_key_id,
+        clock=clock,
+        every=settings.audit_checkpoint_every,
+        seconds=settings.audit_checkpoint_seconds,
+        anchors=anchors,
+    )
 
 
 @dataclass
@@ -109,7 +145,13 @@ class Runtime:
             passwords=self.passwords,
             system_keys=self.system_keys,
         )
-        self.audit_reader = AuditReader(engine=self.engine, audit=self.audit)
+        self.audit_reader = AuditReader(
+            engine=self.engine,
+            audit=self.audit,
+            public_key=self.system_keys.audit_public_key,
+            tail=audit_tail(self.settings),
+            anchor_dir=self.settings.audit_anchor_dir,
+        )
 
     def close(self) -> None:
         self.flood.stop()
@@ -251,13 +293,7 @@ def _audit(
     usage: UsageCounter,
 ) -> tuple[AuditWriter, AuditTrail]:
     """The group-commit writer, complete (hooks, one-statement batch), and the trail."""
-    checkpointer = Checkpointer(
-        signing_key=system_keys.signing_key,
-        key_id=system_keys.audit_key_id,
-        clock=clock,
-        every=settings.audit_checkpoint_every,
-        seconds=settings.audit_checkpoint_seconds,
-    )
+    checkpointer = checkpointer_for(settings, system_keys, clock)
     fast = (
         None if is_sqlite(engine) else PgFastBatch(engine, checkpointer=checkpointer, usage=usage)
     )

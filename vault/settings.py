@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -80,6 +80,15 @@ class Settings(BaseSettings):
     audit_batch_linger_ms: float = Field(default=0.5, ge=0, le=50)
     audit_checkpoint_every: int = Field(default=1000, ge=1)
     audit_checkpoint_seconds: float = Field(default=30.0, gt=0)
+    # How far the head may run past its newest signed checkpoint before verification
+    # fails: events, and seconds by event time. The checkpointer keeps the unsigned tail
+    # below CHECKPOINT_EVERY events and CHECKPOINT_SECONDS (see docs/audit.md), so these
+    # may not be smaller; the margin on the seconds covers clocks of several hosts.
+    audit_max_unsigned_events: int = Field(default=1000, ge=1)
+    audit_max_unsigned_seconds: float = Field(default=60.0, gt=0)
+    # A directory outside the database (append-only storage the database's administrators
+    # cannot write) where every signed checkpoint is also appended as a C2SP signed note.
+    audit_anchor_dir: Path | None = None
 
     # SQLite's page cache per connection and its memory-mapped reads, shared by every
     # connection of the process through the OS page cache (0: no mmap). A large database
@@ -95,7 +104,18 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     threadpool_size: int = Field(default=64, ge=4, le=1024)
 
-    @field_validator("data_dir", "root_key_file", "pkcs11_pin_file", mode="after")
+    @model_validator(mode="after")
+    def _tail_covers_cadence(self) -> Settings:
+        """A verifier stricter than the checkpointer would fail a healthy chain."""
+        if self.audit_max_unsigned_events < self.audit_checkpoint_every:
+            raise ValueError("audit_max_unsigned_events must be >= audit_checkpoint_every")
+        if self.audit_max_unsigned_seconds < self.audit_checkpoint_seconds:
+            raise ValueError("audit_max_unsigned_seconds must be >= audit_checkpoint_seconds")
+        return self
+
+    @field_validator(
+        "data_dir", "root_key_file", "pkcs11_pin_file", "audit_anchor_dir", mode="after"
+    )
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None

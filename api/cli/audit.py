@@ -1,8 +1,11 @@
 """``linevault audit ...``: offline verification, export, export verification, retention.
 
-``verify`` reads the database directly and needs no root key (only the stored public
-key); ``verify-export`` needs neither database nor root key, only the export file and
-the public key. ``export`` and ``prune`` sign checkpoints, so they open the key provider.
+``verify`` reads the database directly; it takes the checkpoint public key from the
+signing key itself, through the key provider, never from the copy stored in the
+database (``--public-key`` gives a key obtained out of band instead, for a copy of the
+database checked where the root key is not). ``verify-export`` needs neither database
+nor root key, only the export file and the public key. ``export`` and ``prune`` sign
+checkpoints, so they open the key provider too.
 """
 
 from __future__ import annotations
@@ -19,20 +22,18 @@ import typer
 from sqlalchemy import Engine, select
 
 from api.cli.common import DataDir, build_settings, fail
-from vault.audit.chain import append_events
 from vault.audit.events import Actor, AuditEvent
 from vault.audit.export import key_id_of, verify_export, write_export
 from vault.audit.render import EVENT_COLUMNS, event_json
 from vault.audit.retention import prune_before
-from vault.audit.store import audit_public_key, snapshot, verify_database
+from vault.audit.store import snapshot, verify_database
 from vault.audit.verify import VerifyResult
-from vault.clock import SystemClock
 from vault.errors import VaultError
-from vault.runtime import NotInitialised, Runtime, open_runtime
+from vault.runtime import NotInitialised, Runtime, audit_tail, open_runtime
+from vault.settings import Settings
 from vault.storage.engine import make_engine, unit_of_work
 from vault.storage.migrate import current_revision
 from vault.storage.models import AuditEventRow
-from vault.storage.sessions import session_factory
 
 __all__ = ["app"]
 
@@ -69,7 +70,16 @@ def _report(result: VerifyResult, *, as_json: bool) -> None:
 def verify_command(
     data_dir: DataDir = None,
     public_key: Annotated[
-        str | None, typer.Option("--public-key", help="Trusted key (hex/base64 or a file).")
+        str | None,
+        typer.Option(
+            "--public-key",
+            help="Check with this trusted key (hex/base64 or a file) instead of opening the "
+            "key provider; the check is then not recorded.",
+        ),
+    ] = None,
+    anchors: Annotated[
+        Path | None,
+        typer.Option("--anchors", help="Also check against the signed notes in this directory."),
     ] = None,
     read_only: Annotated[
         bool, typer.Option("--read-only", help="Do not record this check as an audit event.")
@@ -78,37 +88,54 @@ def verify_command(
 ) -> None:
     """Check the whole chain straight from the database; exit 0 intact, 1 tampered."""
     settings = build_settings(data_dir)
+    if public_key is not None:
+        result = _verify_offline(settings, _parse_key(public_key), anchors, as_json=as_json)
+    else:
+        with _runtime(data_dir) as runtime:
+            result = verify_database(
+                runtime.engine,
+                public_key=runtime.system_keys.audit_public_key,
+                tail=audit_tail(settings),
+                anchor_dir=anchors,
+            )
+            _report(result, as_json=as_json)
+            _print_bad_event(runtime.engine, result, as_json=as_json)
+            if not read_only:
+                _record_check(runtime, result)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def _verify_offline(
+    settings: Settings, key: bytes, anchors: Path | None, *, as_json: bool
+) -> VerifyResult:
     engine = make_engine(settings.sqlalchemy_url, pool_size=1)
     try:
         if current_revision(engine) is None:
             raise fail("the database has no schema: run `linevault init` first", 2)
-        key = _parse_key(public_key) if public_key else None
-        try:
-            result = verify_database(engine, public_key=key)
-        except LookupError as exc:
-            raise fail(str(exc), 2) from None
+        result = verify_database(
+            engine, public_key=key, tail=audit_tail(settings), anchor_dir=anchors
+        )
         _report(result, as_json=as_json)
-        if not result.ok and result.first_bad_seq is not None:
-            _print_event(engine, result.first_bad_seq, as_json=as_json)
-        if not read_only:
-            reason = (
-                f"offline verify: intact to seq {result.head_seq}"
-                if result.ok
-                else f"offline verify: tampered at seq {result.first_bad_seq}"
-            )
-            try:
-                with unit_of_work(session_factory(engine)) as session:
-                    append_events(
-                        session,
-                        [_cli_event("audit.read", "verify", reason)],
-                        now=SystemClock().now(),
-                    )
-            except Exception as exc:
-                typer.echo(f"warning: could not record the check: {type(exc).__name__}", err=True)
+        _print_bad_event(engine, result, as_json=as_json)
     finally:
         engine.dispose()
-    if not result.ok:
-        raise typer.Exit(1)
+    return result
+
+
+def _record_check(runtime: Runtime, result: VerifyResult) -> None:
+    """The check is an audit.read event, signed like any other (best effort: the check
+    itself already happened)."""
+    reason = (
+        f"offline verify: intact to seq {result.head_seq}"
+        if result.ok
+        else f"offline verify: tampered at seq {result.first_bad_seq}"
+    )
+    try:
+        with unit_of_work(runtime.sessions) as session:
+            runtime.audit.record(session, _cli_event("audit.read", "verify", reason))
+    except Exception as exc:
+        typer.echo(f"warning: could not record the check: {type(exc).__name__}", err=True)
 
 
 @app.command("export")
@@ -121,15 +148,21 @@ def export_command(
         checkpointer = runtime.audit.checkpointer
         assert checkpointer is not None
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            summary = write_export(
-                handle,
-                engine=runtime.engine,
-                sessions=runtime.sessions,
-                checkpointer=checkpointer,
-                clock=runtime.clock,
-                event=_cli_event("audit.export", "export", f"export to {out.name}"),
-            )
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+                summary = write_export(
+                    handle,
+                    engine=runtime.engine,
+                    sessions=runtime.sessions,
+                    checkpointer=checkpointer,
+                    clock=runtime.clock,
+                    event=_cli_event("audit.export", "export", f"export to {out.name}"),
+                    tail=audit_tail(runtime.settings),
+                    anchor_dir=runtime.settings.audit_anchor_dir,
+                )
+        except VaultError as exc:  # a broken chain: nothing exported
+            out.unlink(missing_ok=True)
+            raise fail(f"AUDIT CHAIN TAMPERED: {exc.detail}", 1) from None
     typer.echo(
         f"exported {summary.events} events (seq {summary.first_seq}..{summary.last_seq}), "
         f"covered by the checkpoint at seq {summary.checkpoint_seq}, to {out}"
@@ -168,16 +201,12 @@ def verify_export_command(
 
 @app.command("public-key")
 def public_key_command(data_dir: DataDir = None) -> None:
-    """Print the checkpoint signing public key (hex) to hand to reviewers out of band."""
-    settings = build_settings(data_dir)
-    engine = make_engine(settings.sqlalchemy_url, pool_size=1)
-    try:
-        with snapshot(engine) as conn:
-            key = audit_public_key(conn)
-    except LookupError as exc:
-        raise fail(str(exc), 2) from None
-    finally:
-        engine.dispose()
+    """Print the checkpoint signing public key (hex) to hand to reviewers out of band.
+
+    Derived from the signing key through the key provider, not read from the database.
+    """
+    with _runtime(data_dir) as runtime:
+        key = runtime.system_keys.audit_public_key
     typer.echo(f"{key.hex()}  (key id {key_id_of(key)})")
 
 
@@ -199,6 +228,7 @@ def prune_command(
                 clock=runtime.clock,
                 before=moment,
                 event=_cli_event("audit.prune", "prune", f"retention: before {before}"),
+                tail=audit_tail(runtime.settings),
             )
         except VaultError as exc:
             raise fail(exc.detail, 1) from None
@@ -254,6 +284,11 @@ def _parse_date(value: str) -> datetime:
             "--before must be an ISO date, e.g. 2026-01-31 or 2026-01-31T00:00:00Z", 2
         ) from None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _print_bad_event(engine: Engine, result: VerifyResult, *, as_json: bool) -> None:
+    if not result.ok and result.first_bad_seq is not None:
+        _print_event(engine, result.first_bad_seq, as_json=as_json)
 
 
 def _print_event(engine: Engine, seq: int, *, as_json: bool) -> None:

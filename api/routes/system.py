@@ -42,9 +42,14 @@ def health(runtime: Rt) -> JSONResponse:
     except Exception:
         parts["kms"] = "unavailable"
     # The writer's own view: its last write failed, or one has been blocked for seconds
-    # (a full disk, a lock held elsewhere) while SELECT 1 still answers.
+    # (a full disk, a lock held elsewhere) while SELECT 1 still answers; or a signed
+    # checkpoint could not be appended to the anchor directory (docs/audit.md).
+    checkpointer = runtime.audit.checkpointer
+    anchored = checkpointer is None or checkpointer.anchors_healthy
     parts["audit"] = (
-        "ok" if runtime.audit_writer.healthy and parts["database"] == "ok" else "unavailable"
+        "ok"
+        if runtime.audit_writer.healthy and anchored and parts["database"] == "ok"
+        else "unavailable"
     )
     healthy = all(v == "ok" for v in parts.values())
     body: dict[str, Any] = {

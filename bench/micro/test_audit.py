@@ -26,11 +26,10 @@ from typing import Any
 import pytest
 
 from bench.micro.measure import OtherCpu, latency_ms
-from tests.support.audit import export_lines
+from tests.support.audit import export_lines, verify_chain
 from vault.audit.chain import append_events
 from vault.audit.events import AuditEvent, RequestContext
 from vault.audit.export import verify_export
-from vault.audit.store import verify_database
 from vault.runtime import Runtime
 from vault.storage.engine import unit_of_work
 
@@ -130,7 +129,7 @@ def chain(runtime_on_fresh_database: Callable[..., Runtime], pytestconfig: Any) 
 
 def test_verify_database(benchmark: Any, other_cpu: OtherCpu, chain: Runtime) -> None:
     with other_cpu():
-        result = benchmark.pedantic(verify_database, args=(chain.engine,))
+        result = benchmark.pedantic(verify_chain, args=(chain,))
     assert result.ok, result
     benchmark.extra_info.update(
         events=result.events_checked,

@@ -1,26 +1,51 @@
-"""Helpers for audit tests: fill a chain, tamper with it in the database or in an export."""
+"""Helpers for audit tests: fill a chain, verify it as the service does, tamper with it in
+the database (and re-chain it, as an attacker with write access would) or in an export."""
 
 from __future__ import annotations
 
 import io
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
-from vault.audit.events import AuditEvent, RequestContext, event_hash, hash_sorted_values
+from vault.audit.events import (
+    GENESIS_HASH,
+    AuditEvent,
+    RequestContext,
+    event_hash,
+    hash_sorted_values,
+)
 from vault.audit.export import write_export
 from vault.audit.render import row_from_json
-from vault.runtime import Runtime
+from vault.audit.store import verify_database
+from vault.audit.verify import VerifyResult
+from vault.runtime import Runtime, audit_tail
 
 __all__ = [
     "DB_TAMPERS",
     "EXPORT_TAMPERS",
+    "event_rows",
     "export_lines",
     "fill_chain",
+    "insert_event",
+    "rechain",
     "sample_event",
+    "verify_chain",
 ]
+
+
+def verify_chain(runtime: Runtime, *, anchors: Path | None = None) -> VerifyResult:
+    """``linevault audit verify [--anchors DIR]``: the key from the unwrapped signing key,
+    the lag policy from the settings."""
+    return verify_database(
+        runtime.engine,
+        public_key=runtime.system_keys.audit_public_key,
+        tail=audit_tail(runtime.settings),
+        anchor_dir=anchors,
+    )
 
 
 def sample_event(i: int, *, tenant: str | None = "tnt_a", outcome: str = "success") -> AuditEvent:
@@ -65,6 +90,8 @@ def export_lines(runtime: Runtime) -> list[str]:
         event=AuditEvent(
             action="audit.export", outcome="success", actor_type="system", actor_id="test"
         ),
+        tail=audit_tail(runtime.settings),
+        anchor_dir=runtime.settings.audit_anchor_dir,
     )
     return buf.getvalue().splitlines(keepends=True)
 
@@ -79,26 +106,45 @@ def _checkpoint_seqs(engine: Engine) -> list[int]:
         ]
 
 
-def _rows(engine: Engine) -> list[dict[str, Any]]:
+def event_rows(engine: Engine) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         return [
             dict(r._mapping) for r in conn.execute(text("SELECT * FROM audit_events ORDER BY seq"))
         ]
 
 
-def _rewrite_from(engine: Engine, rows: list[dict[str, Any]], start_index: int) -> None:
-    """Recompute hashes from ``start_index`` on, store them, and move the head: a full forgery."""
-    prev = rows[start_index - 1]["hash"] if start_index else "0" * 64
+def insert_event(conn: Connection, row: dict[str, Any]) -> None:
+    cols = ", ".join(row)
+    conn.execute(
+        text(f"INSERT INTO audit_events ({cols}) VALUES ({', '.join(':' + c for c in row)})"),
+        row,
+    )
+
+
+def rechain(engine: Engine) -> None:
+    """Make the stored chain consistent again after a manipulation, as an attacker with
+    write access to the database would: renumber the events contiguously from the first
+    one, recompute every ``prev_hash`` and ``hash`` with the project's own canonical
+    hashing (:func:`vault.audit.events.event_hash`), and move the head to the last one.
+    A chain that starts after seq 1 keeps its first link (to the pruning anchor)."""
+    rows = event_rows(engine)
     with engine.begin() as conn:
-        for row in rows[start_index:]:
-            row["prev_hash"] = prev
+        if not rows:
+            conn.execute(text("UPDATE audit_head SET seq = 0, hash = :h"), {"h": GENESIS_HASH})
+            return
+        first = int(rows[0]["seq"])
+        prev = rows[0]["prev_hash"] if first > 1 else GENESIS_HASH
+        conn.execute(text("UPDATE audit_events SET seq = -seq"))  # free every seq first
+        for offset, row in enumerate(rows):
+            old = row["seq"]
+            row.update(seq=first + offset, prev_hash=prev)
             row["hash"] = prev = event_hash(row)
             conn.execute(
-                text("UPDATE audit_events SET prev_hash=:p, hash=:h, actor_id=:a WHERE seq=:s"),
-                {"p": row["prev_hash"], "h": row["hash"], "a": row["actor_id"], "s": row["seq"]},
+                text("UPDATE audit_events SET seq = :s, prev_hash = :p, hash = :h WHERE seq = :o"),
+                {"s": row["seq"], "p": row["prev_hash"], "h": row["hash"], "o": -old},
             )
         conn.execute(
-            text("UPDATE audit_head SET seq=:s, hash=:h"), {"s": rows[-1]["seq"], "h": prev}
+            text("UPDATE audit_head SET seq = :s, hash = :h"), {"s": rows[-1]["seq"], "h": prev}
         )
 
 
@@ -108,10 +154,8 @@ def db_modify(engine: Engine, target: int) -> None:
 
 
 def db_modify_rehash(engine: Engine, target: int) -> None:
-    rows = _rows(engine)
-    index = next(i for i, r in enumerate(rows) if r["seq"] == target)
-    rows[index]["actor_id"] = "mallory"
-    _rewrite_from(engine, rows, index)
+    db_modify(engine, target)
+    rechain(engine)
 
 
 def db_delete(engine: Engine, target: int) -> None:
@@ -121,7 +165,7 @@ def db_delete(engine: Engine, target: int) -> None:
 
 def db_insert(engine: Engine, target: int) -> None:
     """Shift later events up by one and slot a well-formed forged event in at ``target``."""
-    rows = _rows(engine)
+    rows = event_rows(engine)
     before = next(r for r in rows if r["seq"] == target - 1)
     forged = dict(before, seq=target, actor_id="mallory", prev_hash=before["hash"])
     forged["hash"] = event_hash(forged)
@@ -130,13 +174,7 @@ def db_insert(engine: Engine, target: int) -> None:
             text("UPDATE audit_events SET seq = seq + 1000000 WHERE seq >= :s"), {"s": target}
         )
         conn.execute(text("UPDATE audit_events SET seq = seq - 999999 WHERE seq >= 1000000"))
-        cols = ", ".join(forged)
-        conn.execute(
-            text(
-                f"INSERT INTO audit_events ({cols}) VALUES ({', '.join(':' + c for c in forged)})"
-            ),
-            forged,
-        )
+        insert_event(conn, forged)
         conn.execute(text("UPDATE audit_head SET seq = seq + 1"))
 
 

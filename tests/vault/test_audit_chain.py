@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from tests.support.audit import DB_TAMPERS, EXPORT_TAMPERS, export_lines, fill_chain
+from tests.support.audit import DB_TAMPERS, EXPORT_TAMPERS, export_lines, fill_chain, verify_chain
 from vault.audit.export import verify_export
-from vault.audit.store import verify_database
 from vault.runtime import Runtime
 from vault.settings import Settings
 from vault.storage.models import AuditCheckpoint, AuditEventRow
@@ -37,7 +36,7 @@ def chain(runtime: Runtime) -> Runtime:
 
 
 def test_intact_chain_verifies_on_both_paths(chain: Runtime) -> None:
-    result = verify_database(chain.engine)
+    result = verify_chain(chain)
     assert result.ok, result
     assert result.events_checked == N_EVENTS + 1  # + system.init
     with chain.readonly_sessions() as s:
@@ -55,7 +54,7 @@ def test_intact_chain_verifies_on_both_paths(chain: Runtime) -> None:
 @pytest.mark.parametrize("kind", sorted(DB_TAMPERS))
 def test_database_tampering_is_detected(chain: Runtime, kind: str) -> None:
     DB_TAMPERS[kind](chain.engine, TARGET)
-    result = verify_database(chain.engine)
+    result = verify_chain(chain)
     assert not result.ok
     assert result.first_bad_seq is not None and result.problem
     if kind in ("modify", "delete", "reorder"):
@@ -115,7 +114,7 @@ def test_forged_checkpoint_signature_is_detected(chain: Runtime) -> None:
             update(AuditCheckpoint).where(AuditCheckpoint.seq == seq).values(signature=bytes(64))
         )
         s.commit()
-    result = verify_database(chain.engine)
+    result = verify_chain(chain)
     assert not result.ok and "signature" in (result.problem or "")
 
 

@@ -10,10 +10,9 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import Engine, func, select, text
 
-from tests.support.audit import sample_event
+from tests.support.audit import sample_event, verify_chain
 from vault.audit.events import RequestContext
-from vault.audit.service import AuditReader, EventFilter
-from vault.audit.store import verify_database
+from vault.audit.service import EventFilter
 from vault.authz import UserPrincipal
 from vault.errors import AuditUnavailable
 from vault.runtime import Runtime
@@ -70,7 +69,7 @@ def test_emit_fails_closed_and_recovers(runtime: Runtime) -> None:
         runtime.audit.emit(sample_event(1))
     assert _count(runtime) == before
     assert runtime.audit.emit(sample_event(2)) == before + 1
-    assert verify_database(runtime.engine).ok
+    assert verify_chain(runtime).ok
 
 
 def test_state_change_rolls_back_with_its_event(runtime: Runtime) -> None:
@@ -87,12 +86,12 @@ def test_state_change_rolls_back_with_its_event(runtime: Runtime) -> None:
             session.close()
     with runtime.readonly_sessions() as s:
         assert s.get(Tenant, "tnt_failclosed") is None
-    assert verify_database(runtime.engine).ok
+    assert verify_chain(runtime).ok
 
 
 def test_audit_read_returns_nothing_when_its_event_cannot_be_written(runtime: Runtime) -> None:
     runtime.audit.emit(sample_event(4))
-    reader = AuditReader(engine=runtime.engine, audit=runtime.audit)
+    reader = runtime.audit_reader
     admin = UserPrincipal(
         user_id="usr_admin", email="a@x", platform_role="admin", session_id="s", mfa_fresh=True
     )

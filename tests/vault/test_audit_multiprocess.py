@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from vault.audit.store import verify_database
+from tests.support.audit import verify_chain
 from vault.runtime import Runtime
 from vault.storage.models import AuditEventRow
 
@@ -62,7 +62,7 @@ def test_two_processes_build_one_chain(runtime: Runtime, settings, db_url: str) 
     assert all(count == 1 for count in ids.values())  # none duplicated
     assert len(rows) == 2 * N_PER_PROCESS + 1  # + system.init
 
-    result = verify_database(runtime.engine)
+    result = verify_chain(runtime)
     assert result.ok, result
     assert result.events_checked == 2 * N_PER_PROCESS + 1
     assert result.checkpoints_checked >= (2 * N_PER_PROCESS) // 100 // 2

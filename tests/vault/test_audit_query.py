@@ -37,7 +37,7 @@ def user(platform: str | None = None, roles: dict[str, str] | None = None) -> Us
 def reader(runtime: Runtime) -> AuditReader:
     for i in range(12):
         runtime.audit.emit(sample_event(i, tenant="tnt_a" if i % 2 else "tnt_b"))
-    return AuditReader(engine=runtime.engine, audit=runtime.audit)
+    return runtime.audit_reader
 
 
 def _reads(reader: AuditReader, runtime: Runtime, outcome: str) -> list[dict]:  # type: ignore[type-arg]
@@ -108,7 +108,7 @@ def test_since_until(runtime: Runtime) -> None:
     runtime.audit.emit(sample_event(1))
     clock.advance(60)
     runtime.audit.emit(sample_event(3))
-    reader = AuditReader(engine=runtime.engine, audit=runtime.audit)
+    reader = runtime.audit_reader
     mid = start + timedelta(seconds=90)
     later = reader.list_events(
         user("admin"), EventFilter(since=mid, action="auth.login"), context=CTX

@@ -10,15 +10,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, func, select
 
-from tests.support.audit import export_lines, fill_chain, sample_event
+from tests.support.audit import export_lines, fill_chain, sample_event, verify_chain
 from vault.audit.checkpoints import Checkpointer
 from vault.audit.events import AuditEvent
 from vault.audit.export import verify_export
 from vault.audit.retention import prune_before
-from vault.audit.store import verify_database
 from vault.clock import FixedClock
 from vault.errors import Conflict
-from vault.runtime import Runtime
+from vault.runtime import Runtime, audit_tail
 from vault.settings import Settings
 from vault.storage.engine import unit_of_work
 from vault.storage.models import AuditCheckpoint, AuditEventRow
@@ -56,37 +55,37 @@ def test_checkpoint_every_n_events(runtime: Runtime) -> None:
     for i in range(25):
         runtime.audit.emit(sample_event(i))
     cps = _checkpoints(runtime)
-    # The first batch is signed at once (no checkpoint yet), then every 10 events.
-    assert cps == [2, 12, 22]
+    # `linevault init` signs its own event (seq 1), then every 10 events.
+    assert cps == [1, 11, 21]
 
 
 def test_checkpoint_after_t_seconds_and_when_idle(runtime: Runtime) -> None:
     runtime.audit.emit(sample_event(0))
-    assert _checkpoints(runtime) == [2]
+    assert _checkpoints(runtime) == [1]  # signed by `linevault init`
     runtime.audit.emit(sample_event(1))
     assert _cp(runtime).idle(runtime.sessions) is False  # T has not passed
     _clock(runtime).advance(31)
     assert _cp(runtime).idle(runtime.sessions) is True  # quiet trail: sign the committed head
-    assert _checkpoints(runtime) == [2, 3]
+    assert _checkpoints(runtime) == [1, 3]
     assert _cp(runtime).idle(runtime.sessions) is False  # nothing new to sign
     _clock(runtime).advance(31)
     runtime.audit.emit(sample_event(2))  # a batch after T seconds is signed at once
-    assert _checkpoints(runtime) == [2, 3, 4]
+    assert _checkpoints(runtime) == [1, 3, 4]
 
 
 def test_record_path_signs_checkpoints_in_the_callers_transaction(runtime: Runtime) -> None:
     for i in range(12):
         with unit_of_work(runtime.sessions) as session:
             runtime.audit.record(session, sample_event(i))
-    assert _checkpoints(runtime) == [2, 12]
+    assert _checkpoints(runtime) == [1, 11]
     # A rolled-back unit of work leaves neither its event nor its checkpoint behind.
     _clock(runtime).advance(31)
     session = runtime.sessions()
     runtime.audit.record(session, sample_event(99))
     session.rollback()
     session.close()
-    assert _checkpoints(runtime) == [2, 12]
-    assert verify_database(runtime.engine).ok
+    assert _checkpoints(runtime) == [1, 11]
+    assert verify_chain(runtime).ok
 
 
 def _prune(runtime: Runtime, before) -> object:  # type: ignore[no-untyped-def]
@@ -97,6 +96,7 @@ def _prune(runtime: Runtime, before) -> object:  # type: ignore[no-untyped-def]
         clock=runtime.clock,
         before=before,
         event=PRUNE,
+        tail=audit_tail(runtime.settings),
     )
 
 
@@ -116,7 +116,7 @@ def test_prune_keeps_the_rest_verifiable(runtime: Runtime) -> None:
     assert first == 17
     assert json.loads(prune_event.details or "{}")["first_retained_seq"] == 17
     assert _checkpoints(runtime)[0] == 16  # the anchor
-    result = verify_database(runtime.engine)
+    result = verify_chain(runtime)
     assert result.ok, result
     check = verify_export(export_lines(runtime), public_key=runtime.system_keys.audit_public_key)
     assert check.result.ok, check.result
@@ -124,7 +124,7 @@ def test_prune_keeps_the_rest_verifiable(runtime: Runtime) -> None:
     clock.advance(10)
     fill_chain(runtime, 5)
     _prune(runtime, clock.now())
-    assert verify_database(runtime.engine).ok
+    assert verify_chain(runtime).ok
 
 
 def test_dropping_more_of_the_prefix_is_detected(runtime: Runtime) -> None:
@@ -134,13 +134,13 @@ def test_dropping_more_of_the_prefix_is_detected(runtime: Runtime) -> None:
     clock.advance(10)
     fill_chain(runtime, 40)
     _prune(runtime, cut)
-    assert verify_database(runtime.engine).ok
+    assert verify_chain(runtime).ok
     later_cp = next(c for c in _checkpoints(runtime) if c > 20)
     with runtime.sessions() as s:  # the attacker deletes up to a later signed checkpoint
         s.execute(delete(AuditEventRow).where(AuditEventRow.seq <= later_cp))
         s.execute(delete(AuditCheckpoint).where(AuditCheckpoint.seq < later_cp))
         s.commit()
-    result = verify_database(runtime.engine)
+    result = verify_chain(runtime)
     assert not result.ok and "audit.prune" in (result.problem or "")
 
 
@@ -159,5 +159,5 @@ def test_prune_everything_still_verifies(runtime: Runtime) -> None:
     fill_chain(runtime, 6)
     _clock(runtime).advance(5)
     _prune(runtime, _clock(runtime).now())
-    result = verify_database(runtime.engine)
+    result = verify_chain(runtime)
     assert result.ok and result.events_checked == 1, result

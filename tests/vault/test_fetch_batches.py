@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from tests.support.audit import sample_event
+from tests.support.audit import sample_event, verify_chain
 from tests.support.runners import (
     TELEGRAM,
     fetch_credential,
@@ -26,7 +26,6 @@ from tests.support.runners import (
 )
 from tests.vault.test_runners import RUN_CTX
 from vault.audit.fastbatch import PgFastBatch
-from vault.audit.store import verify_database
 from vault.runners.bridge import AuditBridge
 from vault.runtime import Runtime
 from vault.storage.engine import unit_of_work
@@ -81,7 +80,7 @@ def test_fetch_batches_take_the_fast_path_and_the_chain_stays_whole(
                 runtime.audit.record(session, sample_event(3 * i))  # auth.login
     assert counts["fast"] >= 20  # most fetch batches were one statement
     assert count(runtime, "WHERE action = 'credential.fetch' AND outcome = 'success'") == 30
-    result = verify_database(runtime.engine)
+    result = verify_chain(runtime)
     assert result.ok, result.problem
     with runtime.engine.connect() as conn:
         usage = conn.execute(text("SELECT sum(count) FROM runner_usage")).scalar_one()
@@ -106,7 +105,7 @@ def test_a_batch_of_unknown_outcome_is_recognised_not_written_twice(
     again = writer._write(events, None, applied.rows)
     assert again.rows == applied.rows
     assert count(runtime) == before + 3
-    assert verify_database(runtime.engine).ok
+    assert verify_chain(runtime).ok
 
 
 def test_the_bridge_fails_waiters_past_their_deadline() -> None:

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from tests.support.audit import sample_event
+from tests.support.audit import sample_event, verify_chain
 from tests.support.runners import (
     CTX,
     TELEGRAM,
@@ -30,7 +30,6 @@ from tests.support.runners import (
     make_runner,
     make_tenant,
 )
-from vault.audit.store import verify_database
 from vault.runtime import Runtime
 
 
@@ -58,7 +57,7 @@ def test_writer_replaces_connections_the_database_dropped(runtime: Runtime) -> N
     assert runtime.audit.emit(sample_event(2)) == first + 1  # no AuditUnavailable
     assert _terminate_other_backends(runtime) >= 1
     assert runtime.audit.emit(sample_event(3)) == first + 2
-    assert verify_database(runtime.engine).ok
+    assert verify_chain(runtime).ok
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])

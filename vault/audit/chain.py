@@ -10,14 +10,14 @@ fork the chain, and a batch of events costs one lock and one commit.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Connection, Table, insert, text, update
 from sqlalchemy.orm import Session
 
-from vault.audit.events import AuditEvent, event_hash
+from vault.audit.events import SORTED_FIELDS, AuditEvent, event_hash, hash_sorted_values
 from vault.storage.models import AuditEventRow, AuditHead
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "append_events",
     "chain_rows",
     "format_ts",
+    "links_from",
     "read_head",
     "to_json",
 ]
@@ -96,6 +97,23 @@ def read_head(db: Session | Connection, *, lock: bool) -> ChainHead:
     locked = lock and conn.dialect.name != "sqlite"
     row = conn.execute(_HEAD_LOCKED if locked else _HEAD).one()
     return ChainHead(int(row.seq), str(row.hash))
+
+
+_SEQ = SORTED_FIELDS.index("seq")
+_PREV = SORTED_FIELDS.index("prev_hash")
+
+
+def links_from(start: ChainHead, rows: Iterable[Sequence[Any]]) -> ChainHead | None:
+    """The head reached by following ``rows`` (values in :data:`SORTED_FIELDS` order,
+    then the stored hash) from ``start``; None if one does not continue the chain
+    (a gap, a broken link or a modified event). The short check the checkpointer makes
+    before it signs; full verification is :class:`vault.audit.verify.ChainVerifier`."""
+    seq, prev = start.seq, start.hash
+    for row in rows:
+        if row[_SEQ] != seq + 1 or row[_PREV] != prev or hash_sorted_values(row) != row[-1]:
+            return None
+        seq, prev = seq + 1, row[-1]
+    return ChainHead(seq, prev)
 
 
 def chain_rows(

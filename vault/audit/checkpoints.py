@@ -20,35 +20,78 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import event, insert, select
 from sqlalchemy.orm import Session
 
 from kms.crypto import SigningKey, verify_signature
-from vault.audit.chain import format_ts, read_head
-from vault.audit.events import AuditEvent
+from vault.audit.chain import ChainHead, format_ts, links_from, read_head
+from vault.audit.events import SORTED_FIELDS, AuditEvent
 from vault.clock import Clock
+from vault.errors import Conflict
 from vault.storage.engine import SessionFactory, unit_of_work
-from vault.storage.models import AuditCheckpoint
+from vault.storage.models import AuditCheckpoint, AuditEventRow
 
 __all__ = [
     "CHECKPOINT_TAG",
+    "PRUNE_ANCHOR_TAG",
+    "AnchorSink",
     "CheckpointRecord",
     "Checkpointer",
     "checkpoint_message",
     "parse_ts",
+    "prune_anchor_message",
 ]
 
 log = logging.getLogger("linevault.audit")
 
 CHECKPOINT_TAG = b"linevault/audit-checkpoint/v1\n"
+PRUNE_ANCHOR_TAG = b"linevault/audit-prune-anchor/v1\n"
 _CP = AuditCheckpoint.__table__
+_EV = AuditEventRow.__table__
+_SORTED_COLUMNS = [_EV.c[name] for name in SORTED_FIELDS] + [_EV.c.hash]
+_TS = SORTED_FIELDS.index("ts")
+_SIGNED = "linevault.audit.checkpoint_signed"
+_LISTENING = "linevault.audit.checkpoint_listening"
+
+
+def _forget_signed(session: Session) -> None:
+    session.info.pop(_SIGNED, None)
 
 
 def checkpoint_message(*, seq: int, hash: str, ts: str) -> bytes:
     """The exact signed bytes: tag + canonical JSON of seq, hash and ts."""
     body = json.dumps({"hash": hash, "seq": seq, "ts": ts}, sort_keys=True, separators=(",", ":"))
     return CHECKPOINT_TAG + body.encode()
+
+
+def prune_anchor_message(*, anchor_seq: int, anchor_hash: str, first_retained_seq: int) -> bytes:
+    """The exact bytes a prune anchor signs (a tag of its own: no checkpoint is one)."""
+    body = json.dumps(
+        {
+            "anchor_hash": anchor_hash,
+            "anchor_seq": anchor_seq,
+            "first_retained_seq": first_retained_seq,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return PRUNE_ANCHOR_TAG + body.encode()
+
+
+class AnchorSink(Protocol):
+    """Where signed checkpoints are also kept, outside the database."""
+
+    @property
+    def failing(self) -> bool:
+        """The newest checkpoint could not be kept there."""
+
+    def after_commit(self, session: Session, record: CheckpointRecord) -> None:
+        """Append ``record`` once ``session``'s transaction has committed (never before)."""
+
+    def retry(self) -> None:
+        """Try again to keep the newest checkpoint that could not be kept."""
 
 
 def parse_ts(value: str) -> datetime:
@@ -87,13 +130,25 @@ class Checkpointer:
         clock: Clock,
         every: int,
         seconds: float,
+        anchors: AnchorSink | None = None,
     ) -> None:
         self._key = signing_key
+        self._anchors = anchors
         self._key_id = key_id
         self._clock = clock
         self._every = every
         self._period = timedelta(seconds=seconds)
         self._hint: tuple[int, datetime] | None = None
+
+    @property
+    def public_key(self) -> bytes:
+        """The public half of the signing key itself (never a stored copy)."""
+        return self._key.public_key_bytes()
+
+    @property
+    def anchors_healthy(self) -> bool:
+        """False while a signed checkpoint could not be appended to the anchor log."""
+        return self._anchors is None or not self._anchors.failing
 
     # -- hooks -----------------------------------------------------------------------
 
@@ -117,7 +172,7 @@ class Checkpointer:
         latest = self._latest(session)
         if latest is not None and (latest[0] >= seq or not self._due(seq, now, latest)):
             return
-        self.write(session, seq=seq, hash=hash_)
+        self._write_or_log(session, seq=seq, hash=hash_, batch_start=cast(int, rows[0]["seq"]))
 
     def may_be_due(self, seq: int) -> bool:
         """Could a batch ending at ``seq`` need a checkpoint? False only when the cached
@@ -127,7 +182,10 @@ class Checkpointer:
         return hint is None or self._due(seq, self._clock.now(), hint)
 
     def idle(self, sessions: SessionFactory) -> bool:
-        """AuditWriter idle hook: sign the committed head if it is unsigned and T passed."""
+        """AuditWriter idle hook: sign the committed head if it is unsigned and T passed
+        (and retry a failed anchor append)."""
+        if self._anchors is not None and self._anchors.failing:
+            self._anchors.retry()
         now = self._clock.now()
         if self._hint is not None and now - self._hint[1] < self._period:
             return False
@@ -143,8 +201,7 @@ class Checkpointer:
             latest = self._latest(session)
             if latest is not None and latest[0] >= head.seq:
                 return False
-            self.write(session, seq=head.seq, hash=head.hash)
-            return True
+            return self._write_or_log(session, seq=head.seq, hash=head.hash, batch_start=None)
 
     def checkpoint_head(self, session: Session) -> CheckpointRecord:
         """Lock the head and make sure a checkpoint covers it (for exports and pruning)."""
@@ -162,7 +219,7 @@ class Checkpointer:
                 str(existing.key_id),
                 bytes(existing.signature),
             )
-        return self.write(session, seq=head.seq, hash=head.hash)
+        return self.write(session, seq=head.seq, hash=head.hash, batch_start=head.seq)
 
     # -- internals -------------------------------------------------------------------
 
@@ -170,7 +227,29 @@ class Checkpointer:
         signature = self._key.sign(checkpoint_message(seq=seq, hash=hash, ts=ts))
         return CheckpointRecord(seq, hash, ts, self._key_id, signature)
 
-    def write(self, session: Session, *, seq: int, hash: str) -> CheckpointRecord:
+    def sign_prune_anchor(
+        self, *, anchor_seq: int, anchor_hash: str, first_retained_seq: int
+    ) -> bytes:
+        return self._key.sign(
+            prune_anchor_message(
+                anchor_seq=anchor_seq,
+                anchor_hash=anchor_hash,
+                first_retained_seq=first_retained_seq,
+            )
+        )
+
+    def write(
+        self, session: Session, *, seq: int, hash: str, batch_start: int | None = None
+    ) -> CheckpointRecord:
+        """Sign (seq, hash) in ``session``'s transaction.
+
+        ``batch_start``: the first seq this transaction appended (None: none). Raises
+        :class:`Conflict` when the chain up to ``seq`` is not one this checkpointer
+        could have left unsigned (see :meth:`_unsignable`).
+        """
+        problem = self._unsignable(session, seq=seq, hash=hash, batch_start=batch_start)
+        if problem is not None:
+            raise Conflict(f"not signing the audit chain at seq {seq}: {problem}")
         record = self.sign(seq=seq, hash=hash, ts=format_ts(self._clock.now()))
         session.execute(
             insert(AuditCheckpoint).values(
@@ -181,7 +260,92 @@ class Checkpointer:
                 signature=record.signature,
             )
         )
+        if self._anchors is not None:
+            self._anchors.after_commit(session, record)
+        self._note_signed(session, seq, record.ts)
         return record
+
+    def _write_or_log(
+        self, session: Session, *, seq: int, hash: str, batch_start: int | None
+    ) -> bool:
+        """The periodic signatures: a chain that cannot be signed is left unsigned (and
+        so fails verification); its events are still written."""
+        try:
+            self.write(session, seq=seq, hash=hash, batch_start=batch_start)
+        except Conflict as exc:
+            log.error("audit checkpoint refused: %s", exc.detail)
+            return False
+        return True
+
+    def _unsignable(
+        self, session: Session, *, seq: int, hash: str, batch_start: int | None
+    ) -> str | None:
+        """Why the chain up to (seq, hash) must not be signed, or None.
+
+        Signing a chain rewritten in the database would launder the forgery, so the
+        chain must follow, event by event, from the newest validly signed checkpoint
+        (none: only the first event, signed at bootstrap), and the unsigned events
+        written before this transaction
+        must be what this checkpointer leaves unsigned: fewer than ``every``, each less
+        than ``seconds`` after that checkpoint by event time. Reads at most the unsigned
+        tail.
+        """
+        row = session.execute(
+            select(_CP.c.seq, _CP.c.hash, _CP.c.ts, _CP.c.key_id, _CP.c.signature)
+            .order_by(_CP.c.seq.desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            return None if seq == 1 else "the chain has no signed checkpoint"
+        newest = CheckpointRecord(
+            int(row.seq), str(row.hash), str(row.ts), str(row.key_id), bytes(row.signature)
+        )
+        if not newest.valid_for(self.public_key):
+            return f"the checkpoint at seq {newest.seq} has an invalid signature"
+        if newest.seq >= seq:  # an older seq (a prune anchor): the caller verified it
+            return None
+        rows = [
+            tuple(r)
+            for r in session.execute(
+                select(*_SORTED_COLUMNS)
+                .where(_EV.c.seq > newest.seq, _EV.c.seq <= seq)
+                .order_by(_EV.c.seq)
+            )
+        ]
+        reached = links_from(ChainHead(newest.seq, newest.hash), rows)
+        if reached is None or (reached.seq, reached.hash) != (seq, hash):
+            return f"it does not follow from the checkpoint at seq {newest.seq}"
+        return self._tail_problem(newest, rows, batch_start=batch_start or seq + 1)
+
+    def _tail_problem(
+        self, newest: CheckpointRecord, rows: Sequence[Sequence[Any]], *, batch_start: int
+    ) -> str | None:
+        earlier = batch_start - 1 - newest.seq
+        if earlier >= self._every:
+            return f"{earlier} events after seq {newest.seq} were left unsigned"
+        if earlier > 0:
+            stamped = max(str(r[_TS]) for r in rows[:earlier])
+            try:
+                late = parse_ts(stamped) - parse_ts(newest.ts) >= self._period
+            except ValueError:
+                return "an unsigned event has a malformed timestamp"
+            if late:
+                return f"events after seq {newest.seq} were left unsigned too long"
+        return None
+
+    def _note_signed(self, session: Session, seq: int, ts: str) -> None:
+        """Make the checkpoint the hint once ``session`` commits (a rolled-back one never
+        existed)."""
+        if not session.info.get(_LISTENING):
+            session.info[_LISTENING] = True
+            event.listen(session, "after_commit", self._committed)
+            event.listen(session, "after_rollback", _forget_signed)
+        session.info[_SIGNED] = max(session.info.get(_SIGNED, (0, ts)), (seq, ts))
+
+    def _committed(self, session: Session) -> None:
+        signed = session.info.pop(_SIGNED, None)
+        if signed is not None and (self._hint is None or signed[0] > self._hint[0]):
+            self._hint = (signed[0], parse_ts(signed[1]))
 
     def _due(self, seq: int, now: datetime, last: tuple[int, datetime]) -> bool:
         return seq - last[0] >= self._every or now - last[1] >= self._period
@@ -193,5 +357,9 @@ class Checkpointer:
         if row is None:
             return None
         latest = (int(row.seq), parse_ts(str(row.ts)))
-        self._hint = latest
+        # Only what is committed becomes the hint: a checkpoint of this transaction may
+        # still roll back, and a hint newer than the database would stop this process
+        # from signing (an unsigned tail past the verifier's limit).
+        if _SIGNED not in session.info:
+            self._hint = latest
         return latest

@@ -3,7 +3,9 @@
 File format (JSON Lines, UTF-8), in this order:
 
 1. a header ``{"kind": "linevault-audit-export", "version": 1, "exported_at",
-   "public_key" (hex, raw Ed25519), "key_id", "first_seq", "last_seq", "events"}``;
+   "public_key" (hex, raw Ed25519), "key_id", "first_seq", "last_seq", "events"}``; the
+   checkpoint covering the last event signs exactly ``last_seq``, and a file whose
+   events do not run from ``first_seq`` to ``last_seq`` fails (a truncated file);
 2. every signed checkpoint in ``[first_seq - 1, last_seq]`` as ``{"kind": "checkpoint",
    "seq", "hash", "ts", "key_id", "signature" (hex)}``; the last one covers ``last_seq``,
    and after pruning the one at ``first_seq - 1`` anchors the first event;
@@ -11,6 +13,9 @@ File format (JSON Lines, UTF-8), in this order:
 
 Verifying needs no database and no root key: only this file and the public key, ideally
 one obtained out of band (the header's copy only proves self-consistency).
+
+Exporting verifies the stored chain first and refuses a broken one: signing the head of
+a forged chain would launder the forgery into a valid-looking export.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, TextIO
 
 from sqlalchemy import Connection, Engine
@@ -27,9 +33,10 @@ from vault.audit.chain import append_events, format_ts
 from vault.audit.checkpoints import Checkpointer, CheckpointRecord
 from vault.audit.events import AuditEvent
 from vault.audit.render import EVENT_COLUMNS, event_json, row_from_json
-from vault.audit.store import audit_public_key, load_checkpoints, snapshot, stream_events
-from vault.audit.verify import ChainVerifier, VerifyResult
+from vault.audit.store import load_checkpoints, snapshot, stream_events, verify_database
+from vault.audit.verify import ChainVerifier, TailPolicy, VerifyResult
 from vault.clock import Clock
+from vault.errors import Conflict
 from vault.storage.engine import SessionFactory, unit_of_work
 
 __all__ = ["ExportCheck", "ExportSummary", "key_id_of", "verify_export", "write_export"]
@@ -65,27 +72,46 @@ def write_export(
     checkpointer: Checkpointer,
     clock: Clock,
     event: AuditEvent,
+    tail: TailPolicy,
+    anchor_dir: Path | None = None,
 ) -> ExportSummary:
-    """Record ``event`` (audit.export), sign the head that includes it, write the file.
+    """Verify the chain, record ``event`` (audit.export), sign the head that includes it,
+    write the file.
 
-    Fail-closed: if the event and its covering checkpoint cannot be committed, nothing
-    is written.
+    Raises :class:`Conflict` and writes nothing when the chain does not verify (with the
+    key derived from the signing key, the lag policy ``tail`` and the anchors in
+    ``anchor_dir``). Fail-closed: if the event and its covering checkpoint cannot be
+    committed, nothing is written.
     """
+    public_key = checkpointer.public_key
+    check = verify_database(engine, public_key=public_key, tail=tail, anchor_dir=anchor_dir)
+    if not check.ok:
+        raise Conflict(
+            f"the audit chain does not verify ({check.problem}; first bad seq "
+            f"{check.first_bad_seq}); not exporting"
+        )
     with unit_of_work(sessions) as session:
         append_events(session, [event], now=clock.now())
         covering = checkpointer.checkpoint_head(session)
     with snapshot(engine) as conn:
         rows = stream_events(conn, max_seq=covering.seq)
         try:
-            return _write(out, conn, rows, covering.seq, clock)
+            return _write(
+                out, conn, rows, last_seq=covering.seq, clock=clock, public_key=public_key
+            )
         finally:
             rows.close()
 
 
 def _write(
-    out: TextIO, conn: Connection, rows: Iterator[tuple[object, ...]], last_seq: int, clock: Clock
+    out: TextIO,
+    conn: Connection,
+    rows: Iterator[tuple[object, ...]],
+    *,
+    last_seq: int,
+    clock: Clock,
+    public_key: bytes,
 ) -> ExportSummary:
-    public_key = audit_public_key(conn)
     first = next(rows, None)
     first_seq = int(first[_SEQ]) if first is not None else None  # type: ignore[call-overload]
     checkpoints = load_checkpoints(
@@ -99,6 +125,7 @@ def _write(
         "key_id": key_id_of(public_key),
         "first_seq": first_seq,
         "last_seq": last_seq,
+        "events": last_seq - first_seq + 1 if first_seq is not None else 0,
     }
     out.write(_line(header))
     for cp in checkpoints:
@@ -155,7 +182,7 @@ def verify_export(lines: Iterable[str], *, public_key: bytes | None = None) -> E
     verifier = ChainVerifier(public_key=key, checkpoints=checkpoints, require_covered_tail=True)
     events = _event_rows(pending, it)
     try:
-        result = verifier.run(events)
+        result = _against_header(verifier.run(events), header)
     except _Malformed as exc:
         bad = verifier.result()
         result = VerifyResult(
@@ -172,6 +199,25 @@ def verify_export(lines: Iterable[str], *, public_key: bytes | None = None) -> E
 
 class _Malformed(Exception):
     pass
+
+
+def _against_header(result: VerifyResult, header: dict[str, Any]) -> VerifyResult:
+    """The events must run exactly from the header's ``first_seq`` to its ``last_seq``:
+    a file cut after a checkpointed event is otherwise a valid, shorter chain."""
+    if not result.ok:
+        return result
+    last, first = header.get("last_seq"), header.get("first_seq")
+    if result.events_checked and (last != result.head_seq or first != result.first_seq):
+        return replace(
+            result,
+            ok=False,
+            first_bad_seq=result.head_seq + 1,
+            problem=f"the export is truncated: its header says seq {first}..{last}, "
+            f"the file holds {result.first_seq}..{result.head_seq}",
+        )
+    if not result.events_checked and last:
+        return replace(result, ok=False, first_bad_seq=first, problem="the export holds no events")
+    return result
 
 
 def _event_rows(first: dict[str, Any] | None, rest: Iterable[str]) -> Iterable[tuple[Any, ...]]:

@@ -3,8 +3,11 @@
 Pruning everything up to seq ``k`` keeps (or signs) the checkpoint at ``k``: the first
 retained event's ``prev_hash`` is checked against that signed anchor, so the remaining
 chain verifies with the public key alone. The prune is itself an event (``audit.prune``)
-whose details name the first retained seq; verifiers require the chain to start exactly
-there, so nobody can later drop more of the prefix and pass it off as retention.
+whose details name the first retained seq and carry the signed prune anchor (an Ed25519
+signature, with the audit signing key, over the anchor's seq and hash and the first
+retained seq); verifiers
+require the chain to start exactly there, under that signature, so nobody can later drop
+more of the prefix, or forge an ``audit.prune`` event, and pass it off as retention.
 
 The chain is verified first: pruning must never launder a tampered prefix into a
 freshly signed anchor.
@@ -23,6 +26,7 @@ from vault.audit.chain import append_events, format_ts, read_head
 from vault.audit.checkpoints import Checkpointer
 from vault.audit.events import AuditEvent
 from vault.audit.store import verify_database
+from vault.audit.verify import TailPolicy
 from vault.clock import Clock
 from vault.errors import Conflict
 from vault.storage.engine import SessionFactory, unit_of_work
@@ -47,11 +51,12 @@ def prune_before(
     clock: Clock,
     before: datetime,
     event: AuditEvent,
+    tail: TailPolicy,
 ) -> PruneSummary:
     """Delete events with ``ts < before`` and record ``event`` (action ``audit.prune``)."""
     if event.action != "audit.prune":
         raise ValueError("the prune event must have action audit.prune")
-    check = verify_database(engine)
+    check = verify_database(engine, public_key=checkpointer.public_key, tail=tail)
     if not check.ok:
         raise Conflict(
             f"the audit chain does not verify (first bad seq {check.first_bad_seq}); not pruning"
@@ -60,12 +65,17 @@ def prune_before(
     with unit_of_work(sessions) as session:
         head = read_head(session, lock=True)
         anchor, deleted = _delete_through_anchor(session, checkpointer, cutoff, check.head_seq)
-        first = session.execute(select(func.min(AuditEventRow.seq))).scalar_one_or_none()
-        first_retained = int(first) if first is not None else head.seq + 1
-        details = dict(event.details or {})
+        first_retained, anchor_hash = _start_of_chain(session, head.seq, head.hash)
+        details: dict[str, str | int | bool | None] = dict(event.details or {})
         details.update(
             first_retained_seq=first_retained, deleted=deleted, before=cutoff, anchor_seq=anchor
         )
+        if first_retained > 1:
+            details["anchor_signature"] = checkpointer.sign_prune_anchor(
+                anchor_seq=first_retained - 1,
+                anchor_hash=anchor_hash,
+                first_retained_seq=first_retained,
+            ).hex()
         recorded = replace(
             event, outcome="success", resource_type=event.resource_type or "audit", details=details
         )
@@ -76,6 +86,16 @@ def prune_before(
     return PruneSummary(
         deleted=deleted, first_retained_seq=first_retained, anchor_seq=anchor, prune_event_seq=seq
     )
+
+
+def _start_of_chain(session: Session, head_seq: int, head_hash: str) -> tuple[int, str]:
+    """The first retained seq and the hash it links to (the head, if nothing is left)."""
+    first = session.execute(
+        select(AuditEventRow.seq, AuditEventRow.prev_hash).order_by(AuditEventRow.seq).limit(1)
+    ).first()
+    if first is None:
+        return head_seq + 1, head_hash
+    return int(first.seq), str(first.prev_hash)
 
 
 def _delete_through_anchor(

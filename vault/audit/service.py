@@ -12,6 +12,7 @@ import base64
 import binascii
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import Engine, select
@@ -21,7 +22,7 @@ from vault.audit.events import Actor, AuditEvent, RequestContext
 from vault.audit.render import EVENT_COLUMNS, event_json
 from vault.audit.store import snapshot, verify_database
 from vault.audit.trail import AuditTrail
-from vault.audit.verify import VerifyResult
+from vault.audit.verify import TailPolicy, VerifyResult
 from vault.authz import Permission, PlatformPermission, UserPrincipal, authorize, platform_allows
 from vault.errors import Forbidden, InvalidRequest, NotFound
 from vault.storage.models import AuditEventRow
@@ -73,9 +74,22 @@ def decode_cursor(cursor: str) -> int:
 
 
 class AuditReader:
-    def __init__(self, *, engine: Engine, audit: AuditTrail) -> None:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        audit: AuditTrail,
+        public_key: bytes,
+        tail: TailPolicy,
+        anchor_dir: Path | None = None,
+    ) -> None:
+        """``public_key`` comes from the unwrapped signing key, never from the database;
+        with ``anchor_dir`` the chain is also checked against the anchors kept there."""
         self._engine = engine
         self._audit = audit
+        self._public_key = public_key
+        self._tail = tail
+        self._anchor_dir = anchor_dir
 
     def list_events(
         self, principal: UserPrincipal, query: EventFilter, *, context: RequestContext
@@ -115,7 +129,9 @@ class AuditReader:
             self._audit.emit(self._read_event(principal, "verify", None, context, "denied"))
             raise Forbidden()
         self._audit.emit(self._read_event(principal, "verify", None, context, "success"))
-        return verify_database(self._engine)
+        return verify_database(
+            self._engine, public_key=self._public_key, tail=self._tail, anchor_dir=self._anchor_dir
+        )
 
     # -- internals -------------------------------------------------------------------
 

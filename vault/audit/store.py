@@ -9,19 +9,21 @@ never make an intact chain look truncated.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
 
 from sqlalchemy import Connection, Engine, select
 
+from vault.audit.anchors import AnchorError, read_anchors
 from vault.audit.checkpoints import CheckpointRecord
 from vault.audit.render import EVENT_COLUMNS
-from vault.audit.verify import ChainVerifier, VerifyResult
+from vault.audit.verify import ChainVerifier, TailPolicy, VerifyResult
 from vault.storage.engine import readonly
 from vault.storage.models import AuditCheckpoint, AuditEventRow, AuditHead, SystemSecret
 
 __all__ = [
-    "audit_public_key",
     "load_checkpoints",
     "read_head_row",
     "snapshot",
@@ -52,11 +54,10 @@ def snapshot(engine: Engine) -> Iterator[Connection]:
         conn.close()
 
 
-def audit_public_key(conn: Connection) -> bytes:
+def _stored_public_key(conn: Connection) -> bytes | None:
+    """The clear copy kept beside the wrapped signing key: compared, never trusted."""
     row = conn.execute(select(_SECRETS.c.public).where(_SECRETS.c.name == "audit-signing")).first()
-    if row is None or row.public is None:
-        raise LookupError("no audit signing key: the database is not initialised")
-    return bytes(row.public)
+    return None if row is None or row.public is None else bytes(row.public)
 
 
 def load_checkpoints(
@@ -111,19 +112,48 @@ def stream_events(
         cursor.close()
 
 
-def verify_database(engine: Engine, *, public_key: bytes | None = None) -> VerifyResult:
+def verify_database(
+    engine: Engine,
+    *,
+    public_key: bytes,
+    tail: TailPolicy,
+    anchor_dir: Path | None = None,
+) -> VerifyResult:
     """Verify the whole stored chain against its checkpoints and the head row.
 
-    ``public_key`` defaults to the one stored beside the wrapped signing key; pass the
-    key you trust (from an earlier export) to rule out a swapped key row.
+    ``public_key`` is the key the caller trusts: derived from the signing key through
+    the key provider (or given out of band), never the copy stored in the database,
+    which anyone with write access could replace along with re-signed checkpoints. A
+    stored copy that differs from it is reported too. With ``anchor_dir``, the chain
+    must also agree with every anchor kept there (:mod:`vault.audit.anchors`).
     """
+    anchors: Mapping[int, str] | None = None
+    if anchor_dir is not None:
+        try:
+            anchors = read_anchors(anchor_dir, public_key=public_key)
+        except AnchorError as exc:
+            return VerifyResult(False, 0, 0, "", None, f"anchors: {exc}")
     with snapshot(engine) as conn:
-        key = public_key if public_key is not None else audit_public_key(conn)
+        stored = _stored_public_key(conn)
         checkpoints = load_checkpoints(conn)
         head = read_head_row(conn)
-        verifier = ChainVerifier(public_key=key, checkpoints=checkpoints, expected_head=head)
+        verifier = ChainVerifier(
+            public_key=public_key,
+            checkpoints=checkpoints,
+            expected_head=head,
+            tail=tail,
+            anchors=anchors,
+        )
         events = stream_events(conn)
         try:
-            return verifier.run(events)
+            result = verifier.run(events)
         finally:
             events.close()  # a failed check stops early: close the cursor while connected
+    if result.ok and stored != public_key:
+        return replace(
+            result,
+            ok=False,
+            problem="the public key stored in the database is not the signing key's "
+            "(the key row was replaced)",
+        )
+    return result
