@@ -194,8 +194,7 @@ def open_runtime(
     engine = _open_engine(settings)
     provider = open_provider(kms_config(settings))
     sessions = session_factory(engine)
-    with unit_of_work(sessions) as session:
-        system_keys = SystemKeys.load(session, provider)
+    system_keys = _load_system_keys(sessions, provider)
     keyring = KeyRing(
         provider,
         cache=KekCache(
@@ -248,6 +247,11 @@ def open_runtime(
         writer.start()
         flood.start()
     return runtime
+
+
+def _load_system_keys(sessions: SessionFactory, provider: KeyProvider) -> SystemKeys:
+    with unit_of_work(sessions) as session:
+        return SystemKeys.load(session, provider)
 
 
 def _passwords(settings: Settings) -> Passwords:

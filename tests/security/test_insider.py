@@ -39,7 +39,6 @@ from vault.keys.service import (
     rotation_scheduler_for,
     tenant_key_service_for,
 )
-from vault.lines.guard import no_mfa_check
 from vault.runtime import Runtime, open_runtime
 from vault.settings import Settings
 from vault.storage.models import Kek, KeyRotation, KeyRotationRequest
@@ -139,7 +138,6 @@ def revoke(runtime: Runtime, w: dict[str, Any]) -> None:
             w["line"],
             reason="leaked",
             context=CTX,
-            verify_mfa=no_mfa_check,
         )
 
 

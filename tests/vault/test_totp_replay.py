@@ -74,7 +74,10 @@ def test_same_code_twice_over_http_sequential_and_concurrent(
 
     with ThreadPoolExecutor(5) as pool:
         statuses = list(pool.map(step_up, tokens[1:]))
-    assert sorted(statuses) == [200, 401, 401, 401, 401]
+    # Exactly one session gets the code; the others are refused (401 mfa_invalid, or 429
+    # once their reservations, counted before any check, reach the throttle).
+    assert statuses.count(200) == 1
+    assert sorted(s for s in statuses if s != 200) in ([401] * 4, [401] * 3 + [429])
 
 
 def test_recovery_code_works_once(runtime: Runtime) -> None:
