@@ -95,6 +95,7 @@ def verify_command(
             result = verify_database(
                 runtime.engine,
                 public_key=runtime.system_keys.audit_public_key,
+                seal=runtime.audit.seal,
                 tail=audit_tail(settings),
                 anchor_dir=anchors,
             )
@@ -114,7 +115,7 @@ def _verify_offline(
         if current_revision(engine) is None:
             raise fail("the database has no schema: run `linevault init` first", 2)
         result = verify_database(
-            engine, public_key=key, tail=audit_tail(settings), anchor_dir=anchors
+            engine, public_key=key, seal=None, tail=audit_tail(settings), anchor_dir=anchors
         )
         _report(result, as_json=as_json)
         _print_bad_event(engine, result, as_json=as_json)

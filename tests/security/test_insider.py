@@ -25,6 +25,7 @@ from tests.support.lines import CTX, owner, planted, service, uow
 from tests.support.runners import (
     fetch_credential,
     grant,
+    granted_lines,
     issue_token,
     make_runner,
     make_tenant,
@@ -411,6 +412,9 @@ def test_an_injected_grant_row_in_the_same_tenant_is_refused(runtime: Runtime) -
         fetch(runtime, w, line=second)
     [alarm] = integrity_events(runtime)
     assert (alarm.resource_type, alarm.resource_id) == ("grant", "grt_injected")
+    # The owner's listing shows what the fetch honours: not the injected line.
+    assert granted_lines(runtime, w["tenant"]) == {w["grant"]: [w["line"]], "grt_injected": []}
+    assert [e.resource_id for e in integrity_events(runtime)] == ["grt_injected"] * 2
 
 
 def test_a_line_status_flipped_by_sql_is_refused_with_an_integrity_event(

@@ -39,10 +39,11 @@ __all__ = [
 
 def verify_chain(runtime: Runtime, *, anchors: Path | None = None) -> VerifyResult:
     """``linevault audit verify [--anchors DIR]``: the key from the unwrapped signing key,
-    the lag policy from the settings."""
+    the head MAC's key from the root, the lag policy from the settings."""
     return verify_database(
         runtime.engine,
         public_key=runtime.system_keys.audit_public_key,
+        seal=runtime.audit.seal,
         tail=audit_tail(runtime.settings),
         anchor_dir=anchors,
     )

@@ -56,7 +56,9 @@ def prune_before(
     """Delete events with ``ts < before`` and record ``event`` (action ``audit.prune``)."""
     if event.action != "audit.prune":
         raise ValueError("the prune event must have action audit.prune")
-    check = verify_database(engine, public_key=checkpointer.public_key, tail=tail)
+    check = verify_database(
+        engine, public_key=checkpointer.public_key, seal=checkpointer.head_seal, tail=tail
+    )
     if not check.ok:
         raise Conflict(
             f"the audit chain does not verify (first bad seq {check.first_bad_seq}); not pruning"
@@ -79,7 +81,7 @@ def prune_before(
         recorded = replace(
             event, outcome="success", resource_type=event.resource_type or "audit", details=details
         )
-        rows = append_events(session, [recorded], now=clock.now())
+        rows = append_events(session, [recorded], now=clock.now(), seal=checkpointer.head_seal)
         checkpointer.checkpoint_head(session)
     seq = rows[0]["seq"]
     assert isinstance(seq, int)
