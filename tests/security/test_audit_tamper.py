@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from api.cli.core import app
 from kms.crypto import SigningKey
 from tests.support.audit import (
+    anchored_settings,
     event_rows,
     export_lines,
     fill_chain,
@@ -44,16 +45,7 @@ N_EVENTS = 40
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str) -> Settings:
-    anchors = tmp_path / "anchors"
-    anchors.mkdir()
-    return Settings(  # type: ignore[call-arg]
-        data_dir=tmp_path / "var",
-        database_url=db_url,
-        log_level="warning",
-        audit_checkpoint_every=5,
-        audit_max_unsigned_events=5,
-        audit_anchor_dir=anchors,
-    )
+    return anchored_settings(tmp_path, db_url, audit_max_unsigned_events=5)
 
 
 @pytest.fixture

@@ -127,6 +127,7 @@ def verify_database(
     seal: HeadSeal | None,
     tail: TailPolicy,
     anchor_dir: Path | None = None,
+    unsigned_prune_ok: bool = False,
 ) -> VerifyResult:
     """Verify the whole stored chain against its checkpoints and the head row.
 
@@ -156,6 +157,7 @@ def verify_database(
             expected_head=head,
             tail=tail,
             anchors=anchors,
+            unsigned_prune_ok=unsigned_prune_ok,
         )
         events = stream_events(conn)
         try:

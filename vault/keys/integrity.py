@@ -163,9 +163,7 @@ def backfill_macs(
     how many: reviewers should expect exactly one, right after the upgrade.
     """
     with unit_of_work(sessions) as session:
-        state = session.execute(
-            select(IntegrityState).where(IntegrityState.id == 1).with_for_update()
-        ).scalar_one_or_none()
+        state = _locked_state(session)
         if state is None or state.macs_backfilled_at is not None:
             return None
         grants = _stamp_grant_lines(session, macs)
@@ -196,9 +194,7 @@ def seal_audit_head(sessions: SessionFactory, *, audit: AuditTrail, now: datetim
     it again: a second audit-head backfill in the trail means someone reset the marker.
     """
     with unit_of_work(sessions) as session:
-        state = session.execute(
-            select(IntegrityState).where(IntegrityState.id == 1).with_for_update()
-        ).scalar_one_or_none()
+        state = _locked_state(session)
         if state is None or state.head_sealed_at is not None:
             return False
         state.head_sealed_at = now
@@ -217,6 +213,12 @@ def seal_audit_head(sessions: SessionFactory, *, audit: AuditTrail, now: datetim
         if audit.checkpointer is not None:
             audit.checkpointer.after_append(session, rows)
         return True
+
+
+def _locked_state(session: Session) -> IntegrityState | None:
+    return session.execute(
+        select(IntegrityState).where(IntegrityState.id == 1).with_for_update()
+    ).scalar_one_or_none()
 
 
 def _stamp_grant_lines(session: Session, macs: RowMacs) -> int:
