@@ -73,3 +73,9 @@ def test_prune_cli(runtime: Runtime, settings: Settings) -> None:
     ok = cli(settings, "verify", *data)
     assert ok.exit_code == 0, ok.output
     assert cli(settings, "prune", "--before", "yesterday", *data).exit_code == 2
+    # adopt-prune is an upgrade path for chains pruned before prune anchors were signed:
+    # it asks for --yes, and refuses a chain that needs nothing.
+    unconfirmed = cli(settings, "adopt-prune", *data)
+    assert unconfirmed.exit_code == 2 and "--yes" in unconfirmed.output
+    nothing = cli(settings, "adopt-prune", "--yes", *data)
+    assert nothing.exit_code == 1 and "nothing to adopt" in nothing.output

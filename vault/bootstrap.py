@@ -99,6 +99,7 @@ def initialise(
                     now=now,
                     totp_secret_enc=system.seal_totp(user_id=user_id, secret=totp_secret),
                 )
+                checkpointer = checkpointer_for(settings, system, clock)
                 rows = append_events(
                     session,
                     [
@@ -111,10 +112,11 @@ def initialise(
                         )
                     ],
                     now=now,
+                    seal=checkpointer.head_seal,
                 )
                 # Signed from the first event on: a chain with events and no checkpoint
                 # does not verify (it could have been rewritten whole).
-                checkpointer_for(settings, system, clock).after_append(session, rows)
+                checkpointer.after_append(session, rows)
         finally:
             provider.close()
     finally:

@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 
 from kms import KeyProvider, LocalKmsConfig, Pkcs11KmsConfig, initialize_provider, open_provider
 from vault.audit.anchors import AnchorLog
+from vault.audit.chain import HEAD_MAC_PURPOSE, HeadSeal
 from vault.audit.checkpoints import Checkpointer
 from vault.audit.fastbatch import PgFastBatch
 from vault.audit.flood import FailureFlood
@@ -34,7 +35,7 @@ from vault.identity.recovery import RecoveryCodes
 from vault.identity.sessions import SessionStore
 from vault.identity.throttle import Throttler
 from vault.keys.cache import KekCache
-from vault.keys.integrity import backfill_macs, row_macs
+from vault.keys.integrity import backfill_macs, row_macs, seal_audit_head
 from vault.keys.keyring import KeyRing
 from vault.keys.system import SystemKeys
 from vault.runners.fetch import CredentialFetcher
@@ -112,6 +113,7 @@ def checkpointer_for(settings: Settings, system_keys: SystemKeys, clock: Clock) 
         clock=clock,
         every=settings.audit_checkpoint_every,
         seconds=settings.audit_checkpoint_seconds,
+        head_seal=HeadSeal(system_keys.mac_key(HEAD_MAC_PURPOSE)),
         anchors=anchors,
     )
 
@@ -243,6 +245,7 @@ def open_runtime(
     # Rows older than their MAC columns (migration 0003d) are stamped once, here: the
     # migration cannot reach the root key (docs/keys.md, "Row MACs").
     backfill_macs(sessions, row_macs(system_keys), audit=audit, now=clock.now())
+    seal_audit_head(sessions, audit=audit, now=clock.now())
     if start_writer:
         writer.start()
         flood.start()
@@ -298,12 +301,16 @@ def _audit(
 ) -> tuple[AuditWriter, AuditTrail]:
     """The group-commit writer, complete (hooks, one-statement batch), and the trail."""
     checkpointer = checkpointer_for(settings, system_keys, clock)
+    seal = checkpointer.head_seal
     fast = (
-        None if is_sqlite(engine) else PgFastBatch(engine, checkpointer=checkpointer, usage=usage)
+        None
+        if is_sqlite(engine)
+        else PgFastBatch(engine, checkpointer=checkpointer, seal=seal, usage=usage)
     )
     writer = AuditWriter(
         sessions,
         clock=clock,
+        seal=seal,
         batch_max=settings.audit_batch_max,
         linger_seconds=settings.audit_batch_linger_ms / 1000,
         hooks=[checkpointer.batch_hook, usage.hook],

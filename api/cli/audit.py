@@ -25,7 +25,7 @@ from api.cli.common import DataDir, build_settings, fail
 from vault.audit.events import Actor, AuditEvent
 from vault.audit.export import key_id_of, verify_export, write_export
 from vault.audit.render import EVENT_COLUMNS, event_json
-from vault.audit.retention import prune_before
+from vault.audit.retention import adopt_unsigned_prune, prune_before
 from vault.audit.store import snapshot, verify_database
 from vault.audit.verify import VerifyResult
 from vault.errors import VaultError
@@ -95,6 +95,7 @@ def verify_command(
             result = verify_database(
                 runtime.engine,
                 public_key=runtime.system_keys.audit_public_key,
+                seal=runtime.audit.seal,
                 tail=audit_tail(settings),
                 anchor_dir=anchors,
             )
@@ -114,7 +115,7 @@ def _verify_offline(
         if current_revision(engine) is None:
             raise fail("the database has no schema: run `linevault init` first", 2)
         result = verify_database(
-            engine, public_key=key, tail=audit_tail(settings), anchor_dir=anchors
+            engine, public_key=key, seal=None, tail=audit_tail(settings), anchor_dir=anchors
         )
         _report(result, as_json=as_json)
         _print_bad_event(engine, result, as_json=as_json)
@@ -237,6 +238,37 @@ def prune_command(
         f"{summary.first_retained_seq} (anchor checkpoint {summary.anchor_seq}); "
         f"recorded as event {summary.prune_event_seq}"
     )
+
+
+@app.command("adopt-prune")
+def adopt_prune_command(
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Confirm: trust how the chain starts today.")
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Sign the anchor of a prune made before prune anchors were signed (an upgrade)."""
+    if not yes:
+        raise fail(
+            "adopting an unsigned prune trusts how the chain starts today; "
+            "check the trail first, then run again with --yes",
+            2,
+        )
+    with _runtime(data_dir) as runtime:
+        checkpointer = runtime.audit.checkpointer
+        assert checkpointer is not None
+        try:
+            seq = adopt_unsigned_prune(
+                engine=runtime.engine,
+                sessions=runtime.sessions,
+                checkpointer=checkpointer,
+                clock=runtime.clock,
+                event=_cli_event("audit.prune", "prune", "unsigned prune adopted"),
+                tail=audit_tail(runtime.settings),
+            )
+        except VaultError as exc:
+            raise fail(exc.detail, 1) from None
+    typer.echo(f"prune anchor signed and recorded as event {seq}")
 
 
 # -- helpers ---------------------------------------------------------------------------

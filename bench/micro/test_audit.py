@@ -122,7 +122,7 @@ def chain(runtime_on_fresh_database: Callable[..., Runtime], pytestconfig: Any) 
     for first in range(0, total, FILL_BATCH):
         batch = [_event(i) for i in range(first, min(total, first + FILL_BATCH))]
         with unit_of_work(runtime.sessions) as session:
-            rows = append_events(session, batch, now=runtime.clock.now())
+            rows = append_events(session, batch, now=runtime.clock.now(), seal=runtime.audit.seal)
             checkpointer.after_append(session, rows)
     return runtime
 

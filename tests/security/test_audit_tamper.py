@@ -3,8 +3,9 @@
 One test per manipulation, on SQLite and PostgreSQL, each done with direct SQL and the
 chain re-hashed afterwards (``rechain``), so every link and hash is consistent again:
 only the signatures, the lag policy and the anchors outside the database are left to
-catch it. Plain verification catches every one except a tail dropped within the allowed
-lag, which ``--anchors`` catches; ``GET /v1/audit/verify`` (whose server keeps anchors)
+catch it. Plain verification catches every one (the head row's MAC covers the tail no
+checkpoint signs yet) except a rollback to a head row copied earlier, with every later
+event deleted, which ``--anchors`` catches; ``GET /v1/audit/verify`` (whose server keeps anchors)
 catches all of them, and ``linevault audit export`` refuses to sign any of them.
 """
 
@@ -23,6 +24,7 @@ from typer.testing import CliRunner
 from api.cli.core import app
 from kms.crypto import SigningKey
 from tests.support.audit import (
+    anchored_settings,
     event_rows,
     export_lines,
     fill_chain,
@@ -43,16 +45,7 @@ N_EVENTS = 40
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str) -> Settings:
-    anchors = tmp_path / "anchors"
-    anchors.mkdir()
-    return Settings(  # type: ignore[call-arg]
-        data_dir=tmp_path / "var",
-        database_url=db_url,
-        log_level="warning",
-        audit_checkpoint_every=5,
-        audit_max_unsigned_events=5,
-        audit_anchor_dir=anchors,
-    )
+    return anchored_settings(tmp_path, db_url, audit_max_unsigned_events=5)
 
 
 @pytest.fixture
@@ -159,11 +152,39 @@ def replaced_public_key(runtime: Runtime) -> None:
 
 def drop_tail_within_lag(runtime: Runtime) -> None:
     """The newest signed events and their checkpoint cut off: the chain now ends exactly
-    at an older, genuine checkpoint (nothing unsigned, nothing out of place)."""
+    at an older, genuine checkpoint (nothing unsigned, nothing out of place but the
+    head's MAC, which was made for the newer head)."""
     keep = int(_checkpoints(runtime)[-2]["seq"])  # type: ignore[call-overload]
     _sql(runtime, "DELETE FROM audit_events WHERE seq > :k", k=keep)
     _sql(runtime, "DELETE FROM audit_checkpoints WHERE seq > :k", k=keep)
     rechain(runtime.engine)
+
+
+def forged_event_in_unsigned_tail(runtime: Runtime) -> None:
+    """A fetch that never happened, slipped in after the newest checkpoint and within the
+    allowed lag (by count and by time): every hash recomputed, the head moved to match."""
+    if _head(runtime)[0] == _checkpoints(runtime)[-1]["seq"]:
+        fill_chain(runtime, 1)  # one genuine unsigned event first
+    last = event_rows(runtime.engine)[-1]
+    assert int(last["seq"]) > int(_checkpoints(runtime)[-1]["seq"])  # type: ignore[call-overload]
+    forged = dict(last, seq=int(last["seq"]) + 1, actor_id="mallory")
+    with runtime.engine.begin() as conn:
+        insert_event(conn, forged)
+    rechain(runtime.engine)
+
+
+def rollback_to_copied_head(runtime: Runtime) -> None:
+    """The tail cut back as in ``drop_tail_within_lag``, and the head row put back as the
+    attacker copied it when the chain ended there (its MAC was genuine then)."""
+    drop_tail_within_lag(runtime)
+    seq, hash_, _ = _head(runtime)
+    _sql(runtime, "UPDATE audit_head SET mac = :m", m=runtime.audit.seal.tag(int(seq), hash_))
+
+
+def _head(runtime: Runtime) -> tuple[int, str, str | None]:
+    with runtime.engine.connect() as conn:
+        row = conn.execute(text("SELECT seq, hash, mac FROM audit_head")).one()
+    return int(row.seq), str(row.hash), row.mac
 
 
 MANIPULATIONS: dict[str, tuple[Callable[[Runtime], None], str]] = {
@@ -173,7 +194,9 @@ MANIPULATIONS: dict[str, tuple[Callable[[Runtime], None], str]] = {
     "forged_prune": (forged_prune, "signed prune anchor"),
     "forged_tail_event": (forged_tail_event, "by event time"),
     "replaced_public_key": (replaced_public_key, "invalid signature"),
-    "drop_tail_within_lag": (drop_tail_within_lag, ""),  # plain verify passes
+    "drop_tail_within_lag": (drop_tail_within_lag, "head's MAC"),
+    "forged_event_in_unsigned_tail": (forged_event_in_unsigned_tail, "head's MAC"),
+    "rollback_to_copied_head": (rollback_to_copied_head, ""),  # plain verify passes
 }
 
 
@@ -244,7 +267,7 @@ def test_a_running_server_notices_its_checkpoints_vanish(
     """The tail cut back to an older checkpoint while the server runs: it remembers the
     newer checkpoint it signed and signs nothing more, so the unsigned tail outgrows the
     lag and plain verification fails too."""
-    drop_tail_within_lag(chain)
+    rollback_to_copied_head(chain)
     assert verify_chain(chain).ok
     fill_chain(chain, 2 * settings.audit_max_unsigned_events)
     result = verify_chain(chain)

@@ -21,10 +21,11 @@ import pytest
 from sqlalchemy import select, text
 
 from kms.errors import DecryptionError
-from tests.support.lines import CTX, owner, planted, service, uow
+from tests.support.lines import CTX, owner, planted, planted_line, service, uow
 from tests.support.runners import (
     fetch_credential,
     grant,
+    granted_lines,
     issue_token,
     make_runner,
     make_tenant,
@@ -59,20 +60,7 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
 
 def world(runtime: Runtime) -> dict[str, Any]:
     tenant = make_tenant(runtime, "A")
-    cred = planted("telegram")
-    with uow(runtime) as session:
-        line = (
-            service(runtime, session)
-            .create(
-                owner(tenant),
-                tenant,
-                line_type="telegram",
-                name="bot",
-                credential=cred,
-                context=CTX,
-            )
-            .id
-        )
+    line, cred = planted_line(runtime, tenant)
     runner_id, client_id, secret = make_runner(runtime)
     grant_id = grant(runtime, tenant, runner_id, [line])
     token = issue_token(runtime, client_id, secret)
@@ -335,15 +323,7 @@ def test_an_injected_cross_tenant_grant_row_is_refused_with_an_integrity_event(
 ) -> None:
     w = world(runtime)
     other = make_tenant(runtime, "B")
-    cred = planted("telegram")
-    with uow(runtime) as session:
-        victim = (
-            service(runtime, session)
-            .create(
-                owner(other), other, line_type="telegram", name="b", credential=cred, context=CTX
-            )
-            .id
-        )
+    victim, cred = planted_line(runtime, other, name="b")
     # The runner's genuine grant in A, re-pointed at tenant B for every line.
     insert_grant_line(
         runtime,
@@ -377,19 +357,7 @@ def test_an_injected_cross_tenant_grant_row_is_refused_with_an_integrity_event(
 
 def test_an_injected_grant_row_in_the_same_tenant_is_refused(runtime: Runtime) -> None:
     w = world(runtime)
-    with uow(runtime) as session:
-        second = (
-            service(runtime, session)
-            .create(
-                owner(w["tenant"]),
-                w["tenant"],
-                line_type="telegram",
-                name="b",
-                credential=planted("telegram"),
-                context=CTX,
-            )
-            .id
-        )
+    second, _ = planted_line(runtime, w["tenant"], name="b")
     # A whole fake grant: its own grants row and a grant_lines row carrying a made-up MAC.
     with runtime.engine.begin() as conn:
         conn.execute(
@@ -411,6 +379,9 @@ def test_an_injected_grant_row_in_the_same_tenant_is_refused(runtime: Runtime) -
         fetch(runtime, w, line=second)
     [alarm] = integrity_events(runtime)
     assert (alarm.resource_type, alarm.resource_id) == ("grant", "grt_injected")
+    # The owner's listing shows what the fetch honours: not the injected line.
+    assert granted_lines(runtime, w["tenant"]) == {w["grant"]: [w["line"]], "grt_injected": []}
+    assert [e.resource_id for e in integrity_events(runtime)] == ["grt_injected"] * 2
 
 
 def test_a_line_status_flipped_by_sql_is_refused_with_an_integrity_event(

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
-from tests.support.lines import CTX, make_tenant, owner, planted, service, uow
+from tests.support.lines import CTX, make_tenant, owner, planted_line, service, uow
 from vault.keys.keyring import KeyRing
 from vault.runtime import Runtime
 from vault.storage.models import Line
@@ -62,20 +62,7 @@ def fetch_like(runtime: Runtime, line_id: str) -> str:
 
 def test_no_read_after_revoke_commit_sees_the_secret(runtime: Runtime) -> None:
     tenant = make_tenant(runtime)
-    cred = planted("telegram")
-    with uow(runtime) as session:
-        line_id = (
-            service(runtime, session)
-            .create(
-                owner(tenant),
-                tenant,
-                line_type="telegram",
-                name="bot",
-                credential=cred,
-                context=CTX,
-            )
-            .id
-        )
+    line_id, cred = planted_line(runtime, tenant)
     secret = cred["bot_token"]
     stop = threading.Event()
     committed_at: list[float] = []

@@ -23,10 +23,12 @@ from vault.audit.render import row_from_json
 from vault.audit.store import verify_database
 from vault.audit.verify import VerifyResult
 from vault.runtime import Runtime, audit_tail
+from vault.settings import Settings
 
 __all__ = [
     "DB_TAMPERS",
     "EXPORT_TAMPERS",
+    "anchored_settings",
     "event_rows",
     "export_lines",
     "fill_chain",
@@ -37,12 +39,28 @@ __all__ = [
 ]
 
 
+def anchored_settings(tmp_path: Path, db_url: str, **audit: int) -> Settings:
+    """Settings with a fresh anchor directory and a checkpoint every 5 events (``audit``:
+    more audit settings, e.g. ``audit_max_unsigned_events``)."""
+    anchors = tmp_path / "anchors"
+    anchors.mkdir()
+    return Settings(  # type: ignore[call-arg]
+        data_dir=tmp_path / "var",
+        database_url=db_url,
+        log_level="warning",
+        audit_checkpoint_every=5,
+        audit_anchor_dir=anchors,
+        **audit,  # type: ignore[arg-type]
+    )
+
+
 def verify_chain(runtime: Runtime, *, anchors: Path | None = None) -> VerifyResult:
     """``linevault audit verify [--anchors DIR]``: the key from the unwrapped signing key,
-    the lag policy from the settings."""
+    the head MAC's key from the root, the lag policy from the settings."""
     return verify_database(
         runtime.engine,
         public_key=runtime.system_keys.audit_public_key,
+        seal=runtime.audit.seal,
         tail=audit_tail(runtime.settings),
         anchor_dir=anchors,
     )

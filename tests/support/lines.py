@@ -22,6 +22,7 @@ __all__ = [
     "make_tenant",
     "owner",
     "planted",
+    "planted_line",
     "service",
     "uow",
     "user",
@@ -90,3 +91,21 @@ def owner(tenant_id: str) -> UserPrincipal:
 
 def service(runtime: Runtime, session: Session) -> LineService:
     return line_service_for(runtime, session)
+
+
+def planted_line(
+    runtime: Runtime, tenant_id: str, *, name: str = "bot"
+) -> tuple[str, dict[str, str]]:
+    """A telegram line created by the tenant's owner with a planted credential:
+    (line id, credential)."""
+    cred = planted("telegram")
+    with uow(runtime) as session:
+        line = service(runtime, session).create(
+            owner(tenant_id),
+            tenant_id,
+            line_type="telegram",
+            name=name,
+            credential=cred,
+            context=CTX,
+        )
+    return line.id, cred

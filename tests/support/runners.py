@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from vault.audit.events import RequestContext
 from vault.authz import UserPrincipal
@@ -170,17 +171,27 @@ def issue_token(runtime: Runtime, client_id: str, client_secret: str) -> str:
         )
 
 
+def grant_service(runtime: Runtime, session: Session) -> GrantService:
+    """The grants service as a platform admin uses it, in ``session``."""
+    return GrantService(
+        session,
+        audit=runtime.audit,
+        clock=runtime.clock,
+        principal=admin_principal(runtime),
+        context=CTX,
+        macs=row_macs(runtime.system_keys),
+    )
+
+
 def grant(runtime: Runtime, tenant_id: str, runner_id: str, lines: list[str]) -> str:
     with unit_of_work(runtime.sessions) as session:
-        return (
-            GrantService(
-                session,
-                audit=runtime.audit,
-                clock=runtime.clock,
-                principal=admin_principal(runtime),
-                context=CTX,
-                macs=row_macs(runtime.system_keys),
-            )
-            .create(tenant_id, runner_id=runner_id, lines=lines)
-            .id
+        created = grant_service(runtime, session).create(
+            tenant_id, runner_id=runner_id, lines=lines
         )
+        return created.id
+
+
+def granted_lines(runtime: Runtime, tenant_id: str) -> dict[str, list[str]]:
+    """What the grants listing shows: grant id -> its lines."""
+    with unit_of_work(runtime.sessions) as session:
+        return {g.id: g.lines for g in grant_service(runtime, session).list(tenant_id)}

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from kms.crypto import verify_signature
-from tests.support.audit import fill_chain, sample_event, verify_chain
+from tests.support.audit import anchored_settings, fill_chain, sample_event, verify_chain
 from vault.audit.anchors import ANCHOR_FILE, AnchorError, read_anchors
 from vault.runtime import Runtime
 from vault.settings import Settings
@@ -22,15 +22,7 @@ from vault.storage.engine import unit_of_work
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str) -> Settings:
-    anchors = tmp_path / "anchors"
-    anchors.mkdir()
-    return Settings(  # type: ignore[call-arg]
-        data_dir=tmp_path / "var",
-        database_url=db_url,
-        log_level="warning",
-        audit_checkpoint_every=5,
-        audit_anchor_dir=anchors,
-    )
+    return anchored_settings(tmp_path, db_url)
 
 
 def _dir(runtime: Runtime) -> Path:

@@ -43,7 +43,9 @@ def test_a_failed_write_is_unhealthy_until_a_probe_succeeds(runtime: Runtime) ->
 
 
 def test_a_blocked_write_is_a_stall(runtime: Runtime, backend: str) -> None:
-    writer = AuditWriter(runtime.sessions, clock=runtime.clock, stall_seconds=0.3)
+    writer = AuditWriter(
+        runtime.sessions, clock=runtime.clock, seal=runtime.audit.seal, stall_seconds=0.3
+    )
     writer.start()
     try:
         lock = " FOR UPDATE" if backend == "postgresql" else ""

@@ -8,13 +8,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 
-from tests.support.audit import export_lines, fill_chain, sample_event, verify_chain
+from tests.support.audit import export_lines, fill_chain, rechain, sample_event, verify_chain
 from vault.audit.checkpoints import Checkpointer
 from vault.audit.events import AuditEvent
 from vault.audit.export import verify_export
-from vault.audit.retention import prune_before
+from vault.audit.retention import adopt_unsigned_prune, prune_before
 from vault.clock import FixedClock
 from vault.errors import Conflict
 from vault.runtime import Runtime, audit_tail
@@ -161,3 +161,72 @@ def test_prune_everything_still_verifies(runtime: Runtime) -> None:
     _prune(runtime, _clock(runtime).now())
     result = verify_chain(runtime)
     assert result.ok and result.events_checked == 1, result
+
+
+def _adopt(runtime: Runtime) -> int:
+    return adopt_unsigned_prune(
+        engine=runtime.engine,
+        sessions=runtime.sessions,
+        checkpointer=_cp(runtime),
+        clock=runtime.clock,
+        event=PRUNE,
+        tail=audit_tail(runtime.settings),
+    )
+
+
+def _as_pruned_before_signed_anchors(runtime: Runtime) -> None:
+    """What a chain pruned by an older release looks like: its audit.prune event has no
+    anchor signature (hashes consistent, the head sealed as the 0004f start seals it)."""
+    with runtime.engine.begin() as conn:
+        seq, details = conn.execute(
+            text("SELECT seq, details FROM audit_events WHERE action = 'audit.prune'")
+        ).one()
+        old = json.loads(details)
+        del old["anchor_signature"]
+        conn.execute(
+            text("UPDATE audit_events SET details = :d WHERE seq = :s"),
+            {"d": json.dumps(old, sort_keys=True, separators=(",", ":")), "s": seq},
+        )
+        conn.execute(text("DELETE FROM audit_checkpoints WHERE seq >= :s"), {"s": seq})
+    rechain(runtime.engine)
+    with runtime.engine.begin() as conn:
+        head_seq, head_hash = conn.execute(text("SELECT seq, hash FROM audit_head")).one()
+        mac = runtime.audit.seal.tag(int(head_seq), str(head_hash))
+        conn.execute(text("UPDATE audit_head SET mac = :m"), {"m": mac})
+
+
+def test_a_prune_from_before_signed_anchors_can_be_adopted_once(runtime: Runtime) -> None:
+    clock = _clock(runtime)
+    fill_chain(runtime, 10)
+    cut = clock.now() + timedelta(seconds=1)
+    clock.advance(10)
+    fill_chain(runtime, 4)
+    _prune(runtime, cut)
+    with pytest.raises(Conflict, match="nothing to adopt"):
+        _adopt(runtime)  # a properly signed prune needs nothing
+    _as_pruned_before_signed_anchors(runtime)
+    before = verify_chain(runtime)
+    assert not before.ok and "signed prune anchor" in (before.problem or ""), before
+
+    seq = _adopt(runtime)
+    assert verify_chain(runtime).ok
+    with runtime.readonly_sessions() as s:
+        adopted = s.execute(select(AuditEventRow).where(AuditEventRow.seq == seq)).scalar_one()
+    assert json.loads(adopted.details or "{}")["adopted"] is True
+    check = verify_export(export_lines(runtime), public_key=runtime.system_keys.audit_public_key)
+    assert check.result.ok, check.result
+
+
+def test_adoption_never_launders_other_tampering(runtime: Runtime) -> None:
+    clock = _clock(runtime)
+    fill_chain(runtime, 10)
+    cut = clock.now() + timedelta(seconds=1)
+    clock.advance(10)
+    fill_chain(runtime, 4)
+    _prune(runtime, cut)
+    _as_pruned_before_signed_anchors(runtime)
+    with runtime.engine.begin() as conn:  # and an event changed, without re-hashing
+        conn.execute(text("UPDATE audit_events SET ip = '6.6.6.6' WHERE seq = 14"))
+    with pytest.raises(Conflict, match="not adopting"):
+        _adopt(runtime)
+    assert not verify_chain(runtime).ok

@@ -26,7 +26,7 @@ from sqlalchemy import event, insert, select
 from sqlalchemy.orm import Session
 
 from kms.crypto import SigningKey, verify_signature
-from vault.audit.chain import ChainHead, format_ts, links_from, read_head
+from vault.audit.chain import ChainHead, HeadSeal, format_ts, links_from, read_head
 from vault.audit.events import SORTED_FIELDS, AuditEvent
 from vault.clock import Clock
 from vault.errors import Conflict
@@ -130,9 +130,11 @@ class Checkpointer:
         clock: Clock,
         every: int,
         seconds: float,
+        head_seal: HeadSeal,
         anchors: AnchorSink | None = None,
     ) -> None:
         self._key = signing_key
+        self._seal = head_seal
         self._anchors = anchors
         self._key_id = key_id
         self._clock = clock
@@ -144,6 +146,11 @@ class Checkpointer:
     def public_key(self) -> bytes:
         """The public half of the signing key itself (never a stored copy)."""
         return self._key.public_key_bytes()
+
+    @property
+    def head_seal(self) -> HeadSeal:
+        """The head MAC every append sets, from the same root-protected keys."""
+        return self._seal
 
     @property
     def anchors_healthy(self) -> bool:

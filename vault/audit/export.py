@@ -84,14 +84,20 @@ def write_export(
     committed, nothing is written.
     """
     public_key = checkpointer.public_key
-    check = verify_database(engine, public_key=public_key, tail=tail, anchor_dir=anchor_dir)
+    check = verify_database(
+        engine,
+        public_key=public_key,
+        seal=checkpointer.head_seal,
+        tail=tail,
+        anchor_dir=anchor_dir,
+    )
     if not check.ok:
         raise Conflict(
             f"the audit chain does not verify ({check.problem}; first bad seq "
             f"{check.first_bad_seq}); not exporting"
         )
     with unit_of_work(sessions) as session:
-        append_events(session, [event], now=clock.now())
+        append_events(session, [event], now=clock.now(), seal=checkpointer.head_seal)
         covering = checkpointer.checkpoint_head(session)
     with snapshot(engine) as conn:
         rows = stream_events(conn, max_seq=covering.seq)

@@ -32,7 +32,15 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from vault.audit.batching import BatchUsage, UnknownOutcome, WriteResult
-from vault.audit.chain import MOVE_HEAD, PG_INSERT_ROWS, ChainHead, chain_rows, read_head, to_json
+from vault.audit.chain import (
+    MOVE_HEAD,
+    PG_INSERT_ROWS,
+    ChainHead,
+    HeadSeal,
+    chain_rows,
+    read_head,
+    to_json,
+)
 from vault.audit.checkpoints import Checkpointer
 from vault.audit.events import AuditEvent
 from vault.storage.epoch import EPOCH_SQL
@@ -59,9 +67,15 @@ class PgFastBatch:
     """Implements :class:`vault.audit.writer.FastBatch`; used only by the writer thread."""
 
     def __init__(
-        self, engine: Engine, *, checkpointer: Checkpointer | None, usage: BatchUsage
+        self,
+        engine: Engine,
+        *,
+        checkpointer: Checkpointer | None,
+        seal: HeadSeal,
+        usage: BatchUsage,
     ) -> None:
         self._engine = engine
+        self._seal = seal
         # Compiled once to the driver's text: executed as is, the statement skips
         # SQLAlchemy's per-execution compile step on the writer's critical path.
         self._sql = str(_STATEMENT.compile(dialect=engine.dialect))
@@ -132,10 +146,11 @@ class PgFastBatch:
         """One try of the statement after ``head``: the result (None if the head moved)
         and the usage totals it returned."""
         rows = chain_rows(head, events, now=now)
-        last = rows[-1]
+        new = self._seal.successor(head, rows)
         params: dict[str, Any] = {
-            "seq": last["seq"],
-            "hash": last["hash"],
+            "seq": new.seq,
+            "hash": new.hash,
+            "mac": new.mac,
             "prev_seq": head.seq,
             "prev_hash": head.hash,
             "guard": guard,
@@ -157,7 +172,7 @@ class PgFastBatch:
             self._head = head
             raise
         if applied:
-            self._head = ChainHead.after(rows)
+            self._head = new
             return WriteResult(rows, int(epoch)), totals
         if guard is not None and epoch != guard:
             self._head = head  # possibly still right; a wrong hint only costs a fallback

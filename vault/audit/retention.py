@@ -26,13 +26,15 @@ from vault.audit.chain import append_events, format_ts, read_head
 from vault.audit.checkpoints import Checkpointer
 from vault.audit.events import AuditEvent
 from vault.audit.store import verify_database
-from vault.audit.verify import TailPolicy
+from vault.audit.verify import TailPolicy, VerifyResult
 from vault.clock import Clock
 from vault.errors import Conflict
 from vault.storage.engine import SessionFactory, unit_of_work
 from vault.storage.models import AuditCheckpoint, AuditEventRow
 
-__all__ = ["PruneSummary", "prune_before"]
+__all__ = ["PruneSummary", "adopt_unsigned_prune", "prune_before"]
+
+UNSIGNED_PRUNE = "has no valid signed prune anchor"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +58,9 @@ def prune_before(
     """Delete events with ``ts < before`` and record ``event`` (action ``audit.prune``)."""
     if event.action != "audit.prune":
         raise ValueError("the prune event must have action audit.prune")
-    check = verify_database(engine, public_key=checkpointer.public_key, tail=tail)
+    check = verify_database(
+        engine, public_key=checkpointer.public_key, seal=checkpointer.head_seal, tail=tail
+    )
     if not check.ok:
         raise Conflict(
             f"the audit chain does not verify (first bad seq {check.first_bad_seq}); not pruning"
@@ -79,13 +83,69 @@ def prune_before(
         recorded = replace(
             event, outcome="success", resource_type=event.resource_type or "audit", details=details
         )
-        rows = append_events(session, [recorded], now=clock.now())
+        rows = append_events(session, [recorded], now=clock.now(), seal=checkpointer.head_seal)
         checkpointer.checkpoint_head(session)
     seq = rows[0]["seq"]
     assert isinstance(seq, int)
     return PruneSummary(
         deleted=deleted, first_retained_seq=first_retained, anchor_seq=anchor, prune_event_seq=seq
     )
+
+
+def adopt_unsigned_prune(
+    *,
+    engine: Engine,
+    sessions: SessionFactory,
+    checkpointer: Checkpointer,
+    clock: Clock,
+    event: AuditEvent,
+    tail: TailPolicy,
+) -> int:
+    """Sign the prune anchor of a chain pruned before prune anchors were signed; return
+    the seq of the ``audit.prune`` event that now carries it.
+
+    The upgrade path for such a chain, which otherwise never verifies again. It is an
+    operator's decision to trust how the chain starts today, so it is refused unless
+    plain verification fails for exactly that reason and every other rule holds, and
+    it is recorded (``adopted: true``) where a reviewer sees it.
+    """
+
+    def check(*, lenient: bool) -> VerifyResult:
+        return verify_database(
+            engine,
+            public_key=checkpointer.public_key,
+            seal=checkpointer.head_seal,
+            tail=tail,
+            unsigned_prune_ok=lenient,
+        )
+
+    plain = check(lenient=False)
+    if plain.ok:
+        raise Conflict("nothing to adopt: the audit chain verifies")
+    if UNSIGNED_PRUNE not in (plain.problem or ""):
+        raise Conflict(f"the audit chain does not verify: {plain.problem}; not adopting")
+    lenient = check(lenient=True)
+    if not lenient.ok:
+        raise Conflict(f"the audit chain does not verify otherwise: {lenient.problem}")
+    first = int(lenient.first_seq or 1)
+    with unit_of_work(sessions) as session:
+        prev_hash = session.execute(
+            select(AuditEventRow.prev_hash).where(AuditEventRow.seq == first)
+        ).scalar_one()
+        signature = checkpointer.sign_prune_anchor(
+            anchor_seq=first - 1, anchor_hash=prev_hash, first_retained_seq=first
+        )
+        details = dict(event.details or {})
+        details.update(
+            first_retained_seq=first,
+            anchor_seq=first - 1,
+            anchor_signature=signature.hex(),
+            adopted=True,
+        )
+        recorded = replace(event, outcome="success", details=details)
+        rows = append_events(session, [recorded], now=clock.now(), seal=checkpointer.head_seal)
+        checkpointer.checkpoint_head(session)
+    return cast(int, rows[0]["seq"])
 
 
 def _start_of_chain(session: Session, head_seq: int, head_hash: str) -> tuple[int, str]:

@@ -130,7 +130,11 @@ class AuditReader:
             raise Forbidden()
         self._audit.emit(self._read_event(principal, "verify", None, context, "success"))
         return verify_database(
-            self._engine, public_key=self._public_key, tail=self._tail, anchor_dir=self._anchor_dir
+            self._engine,
+            public_key=self._public_key,
+            seal=self._audit.seal,
+            tail=self._tail,
+            anchor_dir=self._anchor_dir,
         )
 
     # -- internals -------------------------------------------------------------------

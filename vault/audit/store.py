@@ -17,6 +17,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, select
 
 from vault.audit.anchors import AnchorError, read_anchors
+from vault.audit.chain import HeadSeal
 from vault.audit.checkpoints import CheckpointRecord
 from vault.audit.render import EVENT_COLUMNS
 from vault.audit.verify import ChainVerifier, TailPolicy, VerifyResult
@@ -26,6 +27,7 @@ from vault.storage.models import AuditCheckpoint, AuditEventRow, AuditHead, Syst
 __all__ = [
     "load_checkpoints",
     "read_head_row",
+    "read_sealed_head",
     "snapshot",
     "stream_events",
     "verify_database",
@@ -77,8 +79,14 @@ def load_checkpoints(
 
 
 def read_head_row(conn: Connection) -> tuple[int, str]:
-    row = conn.execute(select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1)).one()
-    return int(row.seq), str(row.hash)
+    seq, hash_, _ = read_sealed_head(conn)
+    return seq, hash_
+
+
+def read_sealed_head(conn: Connection) -> tuple[int, str, str | None]:
+    """The head row with its MAC (None on a head not sealed since migration 0004f)."""
+    row = conn.execute(select(_HEAD.c.seq, _HEAD.c.hash, _HEAD.c.mac).where(_HEAD.c.id == 1)).one()
+    return int(row.seq), str(row.hash), row.mac
 
 
 def stream_events(
@@ -116,16 +124,21 @@ def verify_database(
     engine: Engine,
     *,
     public_key: bytes,
+    seal: HeadSeal | None,
     tail: TailPolicy,
     anchor_dir: Path | None = None,
+    unsigned_prune_ok: bool = False,
 ) -> VerifyResult:
     """Verify the whole stored chain against its checkpoints and the head row.
 
     ``public_key`` is the key the caller trusts: derived from the signing key through
     the key provider (or given out of band), never the copy stored in the database,
     which anyone with write access could replace along with re-signed checkpoints. A
-    stored copy that differs from it is reported too. With ``anchor_dir``, the chain
-    must also agree with every anchor kept there (:mod:`vault.audit.anchors`).
+    stored copy that differs from it is reported too. ``seal`` (from the root-derived
+    keys) checks the head row's MAC, which covers the tail no checkpoint signs yet; an
+    offline check with only a public key cannot, and bounds that tail by the lag rule.
+    With ``anchor_dir``, the chain must also agree with every anchor kept there
+    (:mod:`vault.audit.anchors`).
     """
     anchors: Mapping[int, str] | None = None
     if anchor_dir is not None:
@@ -136,19 +149,32 @@ def verify_database(
     with snapshot(engine) as conn:
         stored = _stored_public_key(conn)
         checkpoints = load_checkpoints(conn)
-        head = read_head_row(conn)
+        seq, hash_, mac = read_sealed_head(conn)
+        head = (seq, hash_)
         verifier = ChainVerifier(
             public_key=public_key,
             checkpoints=checkpoints,
             expected_head=head,
             tail=tail,
             anchors=anchors,
+            unsigned_prune_ok=unsigned_prune_ok,
         )
         events = stream_events(conn)
         try:
             result = verifier.run(events)
         finally:
             events.close()  # a failed check stops early: close the cursor while connected
+    if result.ok and seal is not None and not seal.ok(seq, hash_, mac):
+        return replace(
+            result,
+            ok=False,
+            first_bad_seq=seq,
+            problem="the chain head's MAC does not verify: the head was moved without the "
+            "root key (events forged or removed after the last checkpoint)"
+            if mac is not None
+            else "the chain head carries no MAC: start the server once after "
+            "`linevault migrate` to seal it",
+        )
     if result.ok and stored != public_key:
         return replace(
             result,

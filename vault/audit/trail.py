@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from vault.audit.chain import append_events
+from vault.audit.chain import HeadSeal, append_events
 from vault.audit.checkpoints import Checkpointer
 from vault.audit.events import AuditEvent
 from vault.audit.writer import AuditWriter
@@ -34,6 +34,10 @@ class AuditTrail:
         return self._checkpointer
 
     @property
+    def seal(self) -> HeadSeal:
+        return self._writer.seal
+
+    @property
     def clock(self) -> Clock:
         return self._clock
 
@@ -44,7 +48,7 @@ class AuditTrail:
         rolls back, so the state change is undone with it.
         """
         try:
-            rows = append_events(session, [event], now=self._clock.now())
+            rows = append_events(session, [event], now=self._clock.now(), seal=self.seal)
             if self._checkpointer is not None:
                 self._checkpointer.after_append(session, rows)
         except AuditUnavailable:

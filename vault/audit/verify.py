@@ -99,7 +99,9 @@ class ChainVerifier:
     ``expected_head`` is the database's head row and ``tail`` its lag policy;
     ``require_covered_tail`` is set for exports, whose last event must be signed by a
     checkpoint; ``anchors`` are (seq, hash) pairs read from signed notes kept outside
-    the database (already checked against ``public_key``).
+    the database (already checked against ``public_key``). ``unsigned_prune_ok``
+    accepts an ``audit.prune`` without a prune anchor signature (every other rule
+    still holds): only :func:`vault.audit.retention.adopt_unsigned_prune` sets it.
     """
 
     def __init__(
@@ -111,8 +113,10 @@ class ChainVerifier:
         require_covered_tail: bool = False,
         tail: TailPolicy | None = None,
         anchors: Mapping[int, str] | None = None,
+        unsigned_prune_ok: bool = False,
     ) -> None:
         self._public_key = public_key
+        self._unsigned_prune_ok = unsigned_prune_ok
         self._checkpoints = sorted(checkpoints, key=lambda c: c.seq)
         self._by_seq = {cp.seq: cp.hash for cp in self._checkpoints}
         self._expected_head = expected_head
@@ -262,6 +266,8 @@ class ChainVerifier:
             anchor_seq=first - 1, anchor_hash=self._start_hash, first_retained_seq=first
         )
         signature = details.get("anchor_signature")
+        if signature is None and self._unsigned_prune_ok:
+            return  # only for adopting a prune made before signed prune anchors
         try:
             raw = bytes.fromhex(signature) if isinstance(signature, str) else b""
         except ValueError:

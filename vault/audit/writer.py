@@ -42,7 +42,7 @@ from vault.audit.batching import (
     UnknownOutcome,
     WriteResult,
 )
-from vault.audit.chain import ChainHead, append_events, read_head
+from vault.audit.chain import HeadSeal, append_events, read_head
 from vault.audit.events import AuditEvent
 from vault.clock import Clock
 from vault.errors import AuditUnavailable
@@ -74,6 +74,7 @@ class AuditWriter:
         sessions: SessionFactory,
         *,
         clock: Clock,
+        seal: HeadSeal,
         batch_max: int = 512,
         hooks: Sequence[BatchHook] = (),
         fast: FastBatch | None = None,
@@ -84,6 +85,7 @@ class AuditWriter:
     ) -> None:
         self._sessions = sessions
         self._clock = clock
+        self._seal = seal
         self._batch_max = batch_max
         self._hooks = tuple(hooks)
         self._idle_hook = idle_hook
@@ -103,6 +105,11 @@ class AuditWriter:
         self._committing = False
         self._linger = linger_seconds
         self._last_commit = 0.0
+
+    @property
+    def seal(self) -> HeadSeal:
+        """The head MAC this writer sets; others appending to the chain set the same."""
+        return self._seal
 
     @property
     def epoch(self) -> int | None:
@@ -266,12 +273,12 @@ class AuditWriter:
                 return WriteResult(unknown, epoch)
             if guard is not None and epoch != guard:
                 return WriteResult(None, epoch)
-            rows = append_events(session, events, now=self._clock.now(), head=head)
+            rows = append_events(session, events, now=self._clock.now(), seal=self._seal, head=head)
             for hook in self._hooks:
                 hook(session, events, rows)
             self._committing = True  # leaving the block sends COMMIT
         if self._fast is not None and rows:
-            self._fast.observe_head(ChainHead.after(rows))
+            self._fast.observe_head(self._seal.successor(head, rows))
         return WriteResult(rows, epoch)
 
     def _write_batch(self, events: list[AuditEvent], guard: int | None) -> WriteResult:

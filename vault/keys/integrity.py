@@ -31,7 +31,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from kms.crypto import MacKey
+from vault.audit.chain import append_events
 from vault.audit.events import Actor, AuditEvent, RequestContext
+from vault.audit.store import read_sealed_head
 from vault.audit.trail import AuditTrail
 from vault.keys.context import grant_line_data, line_status_data
 from vault.keys.system import SystemKeys
@@ -46,6 +48,7 @@ __all__ = [
     "backfill_macs",
     "integrity_event",
     "row_macs",
+    "seal_audit_head",
     "stamp_grant_line",
     "stamp_line",
 ]
@@ -160,9 +163,7 @@ def backfill_macs(
     how many: reviewers should expect exactly one, right after the upgrade.
     """
     with unit_of_work(sessions) as session:
-        state = session.execute(
-            select(IntegrityState).where(IntegrityState.id == 1).with_for_update()
-        ).scalar_one_or_none()
+        state = _locked_state(session)
         if state is None or state.macs_backfilled_at is not None:
             return None
         grants = _stamp_grant_lines(session, macs)
@@ -181,6 +182,43 @@ def backfill_macs(
                 ),
             )
         return grants + lines
+
+
+def seal_audit_head(sessions: SessionFactory, *, audit: AuditTrail, now: datetime) -> bool:
+    """Seal a chain head that predates its MAC column, once; True if it sealed one.
+
+    Runs only while ``integrity_state.head_sealed_at`` is NULL (migration 0004f). A head
+    without a MAC is sealed by appending an ``integrity.backfill`` event (the append sets
+    the MAC); a head that already has one (``linevault init`` after 0004f) needs nothing.
+    Afterwards a head without a valid MAC fails ``audit verify``, and nothing here seals
+    it again: a second audit-head backfill in the trail means someone reset the marker.
+    """
+    with unit_of_work(sessions) as session:
+        state = _locked_state(session)
+        if state is None or state.head_sealed_at is not None:
+            return False
+        state.head_sealed_at = now
+        seq, _, mac = read_sealed_head(session.connection())
+        if seq == 0 or mac is not None:
+            return False
+        event = AuditEvent.by(
+            _SYSTEM,
+            BACKFILL_ACTION,
+            resource_type="system",
+            resource_id="audit_head",
+            reason="chain head written before migration 0004f sealed",
+            details={"head_seq": seq},
+        )
+        rows = append_events(session, [event], now=now, seal=audit.seal, adopt_unsealed=True)
+        if audit.checkpointer is not None:
+            audit.checkpointer.after_append(session, rows)
+        return True
+
+
+def _locked_state(session: Session) -> IntegrityState | None:
+    return session.execute(
+        select(IntegrityState).where(IntegrityState.id == 1).with_for_update()
+    ).scalar_one_or_none()
 
 
 def _stamp_grant_lines(session: Session, macs: RowMacs) -> int:

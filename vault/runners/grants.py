@@ -11,6 +11,7 @@ fetch in any server process sees it gone. Each ``grant_lines`` row carries a MAC
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,7 +25,7 @@ from vault.authz import Permission, UserPrincipal, authorize
 from vault.clock import Clock
 from vault.errors import InvalidRequest, NotFound
 from vault.ids import new_id
-from vault.keys.integrity import RowMacs, stamp_grant_line
+from vault.keys.integrity import RowMacs, integrity_event, stamp_grant_line
 from vault.lines.guard import failures_audited
 from vault.runners.events import grant_event
 from vault.storage.models import Grant, GrantLine, Line, Runner, Tenant
@@ -135,17 +136,46 @@ class GrantService:
                 .order_by(Grant.created_at, Grant.id)
             ).scalars()
         )
-        lines: dict[str, list[str]] = {g.id: [] for g in grants}
-        if grants:
-            for grant_id, line_id in self._session.execute(
-                select(GrantLine.grant_id, GrantLine.line_id)
-                .where(GrantLine.grant_id.in_(list(lines)))
-                .order_by(GrantLine.grant_id, GrantLine.line_id)
-            ):
-                lines[grant_id].append(line_id)
+        lines = self._granted_lines(grants)
         return [
             GrantView(g.id, g.tenant_id, g.runner_id, lines[g.id], g.created_at) for g in grants
         ]
+
+    def _granted_lines(self, grants: Sequence[Grant]) -> dict[str, builtins.list[str]]:
+        """Each grant's lines, as the fetch honours them: a ``grant_lines`` row whose MAC
+        does not verify for its grant (injected or edited by direct SQL) is left out, as
+        the fetch refuses it, and recorded as ``integrity.violation``."""
+        by_id = {g.id: g for g in grants}
+        lines: dict[str, builtins.list[str]] = {g.id: [] for g in grants}
+        if not grants:
+            return lines
+        rows = self._session.execute(
+            select(GrantLine.grant_id, GrantLine.line_id, GrantLine.mac)
+            .where(GrantLine.grant_id.in_(list(lines)))
+            .order_by(GrantLine.grant_id, GrantLine.line_id)
+        )
+        for grant_id, line_id, mac in rows:
+            grant = by_id[grant_id]
+            if self._macs.grant_line_ok(
+                mac,
+                grant_id=grant_id,
+                tenant_id=grant.tenant_id,
+                runner_id=grant.runner_id,
+                line_id=line_id,
+            ):
+                lines[grant_id].append(line_id)
+            else:
+                self._audit.record(
+                    self._session,
+                    integrity_event(
+                        runner_id=grant.runner_id,
+                        tenant_id=grant.tenant_id,
+                        resource=("grant", grant_id),
+                        reason=f"grant line {line_id} fails its MAC",
+                        context=self._context,
+                    ),
+                )
+        return lines
 
     def delete(self, tenant_id: str, grant_id: str) -> None:
         self._tenant(tenant_id, Permission.GRANT_WRITE, "grant.delete")

@@ -132,6 +132,8 @@ class IntegrityState(Base):
     __tablename__ = "integrity_state"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     macs_backfilled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # When the audit head was first sealed with its MAC (migration 0004f).
+    head_sealed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 # --- tenants, users ---------------------------------------------------------------------
@@ -310,12 +312,14 @@ class RunnerUsage(Base):
 
 
 class AuditHead(Base):
-    """The single row every chain append locks: last sequence number and hash."""
+    """The single row every chain append locks: last sequence number and hash, and the
+    MAC over both that every append sets (``vault.audit.chain.HeadSeal``)."""
 
     __tablename__ = "audit_head"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+    mac: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class AuthzEpoch(Base):
