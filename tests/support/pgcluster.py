@@ -7,9 +7,9 @@ from a running primary; the primary names every standby synchronous
 (``synchronous_standby_names = '*'``, ``synchronous_commit = on``), so a commit is
 acknowledged only once the standby has flushed it.
 
-:class:`NetNs` is a namespace joined to the host by one veth pair; :meth:`NetNs.netem`
-puts ``tc netem`` on both ends (``loss 100%``: a blackhole, packets dropped without RST;
-``delay 100ms``: added latency), :meth:`NetNs.clear` takes it off.
+:class:`NetNs` is a namespace joined to the host by one veth pair. :meth:`NetNs.blackhole`
+drops every packet on both ends without RST; :meth:`NetNs.delay` adds latency with
+``tc netem`` where the kernel has it; :meth:`NetNs.clear` takes either off.
 
 Whatever the machine cannot do (no ``postgres`` user, no PostgreSQL binaries, no
 namespaces) skips with the reason, and fails under ``LINEVAULT_TEST_REQUIRE_ALL=1``.
@@ -206,11 +206,20 @@ class NetNs:
             cmd = ["ip", "netns", "exec", self.name, *cmd]
         subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True)
 
-    def netem(self, *spec: str, both: bool = True) -> None:
-        """``tc netem`` on the host end (and the namespace end with ``both``)."""
-        self._tc("qdisc", "replace", "dev", self.host_dev, "root", "netem", *spec)
-        if both:
-            self._tc("qdisc", "replace", "dev", self.ns_dev, "root", "netem", *spec, inside=True)
+    def blackhole(self) -> None:
+        """Drop every packet both ways, silently (no RST, no ICMP): a zero-length FIFO
+        on both ends of the link (``pfifo limit 0``; built into every kernel, where
+        ``netem loss 100%`` needs a module that may be missing)."""
+        self._tc("qdisc", "replace", "dev", self.host_dev, "root", "pfifo", "limit", "0")
+        self._tc("qdisc", "replace", "dev", self.ns_dev, "root", "pfifo", "limit", "0", inside=True)
+
+    def delay(self, ms: int) -> bool:
+        """``tc netem delay`` on the host end; False where the kernel has no netem."""
+        try:
+            self._tc("qdisc", "replace", "dev", self.host_dev, "root", "netem", "delay", f"{ms}ms")
+        except subprocess.CalledProcessError:
+            return False
+        return True
 
     def clear(self) -> None:
         for dev, inside in ((self.host_dev, False), (self.ns_dev, True)):

@@ -110,7 +110,8 @@ class DbTimeouts:
             "keepalives_idle": 5,
             "keepalives_interval": 2,
             "keepalives_count": 3,
-            "tcp_user_timeout": max(statement_ms, self.connect * 1000, 10_000),
+            # Data sent and not acknowledged this long: the peer is gone (a blackhole).
+            "tcp_user_timeout": max(statement_ms, self.connect * 1000, 5_000),
         }
         if statement_ms > 0:
             # A transaction left open by a client that vanished must not hold its locks
