@@ -147,7 +147,8 @@ def test_blackhole_and_latency_between_server_and_postgres(tmp_path: Path) -> No
                 tenant_id, secrets = seed_tenant(served.runtime, 8)
                 token = runner_token(served, tenant_id)
                 pid = served.server.process.pid  # type: ignore[union-attr]
-                base, _ = _throughput(served.url, token, tenant_id, secrets, 3)
+                _throughput(served.url, token, tenant_id, secrets, 2)  # connections, caches
+                base, _ = _throughput(served.url, token, tenant_id, secrets, 4)
                 _blackhole(served, ns, token, tenant_id, secrets)
                 assert served.server.process.pid == pid  # type: ignore[union-attr]
                 assert served.server.process.poll() is None  # type: ignore[union-attr]
@@ -177,6 +178,7 @@ def _latency(
     if ns.delay(100):
         how = "tc netem delay 100ms on the veth link"
         try:
+            _throughput(served.url, token, tenant_id, secrets, 2)  # connections, caches
             slow, ok = _throughput(served.url, token, tenant_id, secrets, 8)
             listing = httpx.get(f"{served.url}/v1/tenants", headers=served.auth(), timeout=60)
             assert listing.status_code == 200, listing.text
@@ -193,6 +195,7 @@ def _latency(
         )
         try:
             delayed.start()
+            _throughput(delayed.url, token, tenant_id, secrets, 2)  # connections, caches
             slow, ok = _throughput(delayed.url, token, tenant_id, secrets, 8)
         finally:
             delayed.stop()
