@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kms.errors import KmsError, KmsUnavailable
@@ -165,9 +166,13 @@ def install_problem_handlers(app: FastAPI) -> None:
             return problem_for(e.InvalidRequest("a value is not acceptable"))
         if isinstance(exc, IntegrityError):
             return problem_for(e.Conflict("conflicts with existing data"))
-        if isinstance(exc, OperationalError | InterfaceError):
+        if isinstance(exc, OperationalError | InterfaceError | PoolTimeout):
             return problem_for(e.Unavailable("the database is unavailable"))
         return internal_error_response()
+
+    # Every connection of the pool stayed busy past the pool timeout (a hung database
+    # holds them): fail fast with 503 instead of queueing without end.
+    app.add_exception_handler(PoolTimeout, _database)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

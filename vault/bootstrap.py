@@ -19,9 +19,9 @@ from vault.identity.totp import new_secret
 from vault.identity.users import create_user_row
 from vault.ids import new_id
 from vault.keys.system import SystemKeys
-from vault.runtime import checkpointer_for, kms_config, provider_for_init
+from vault.runtime import checkpointer_for, engine_for, kms_config, provider_for_init
 from vault.settings import Settings
-from vault.storage.engine import make_engine, unit_of_work
+from vault.storage.engine import unit_of_work
 from vault.storage.migrate import current_revision, upgrade
 from vault.storage.models import SystemSecret
 from vault.storage.sessions import session_factory
@@ -56,7 +56,7 @@ def is_initialised(settings: Settings) -> bool:
         return True
     if settings.database_url is None and not (settings.data_dir / "linevault.db").exists():
         return False
-    engine = make_engine(settings.sqlalchemy_url, pool_size=1)
+    engine = engine_for(settings)
     try:
         if current_revision(engine) is None:
             return False
@@ -78,7 +78,7 @@ def initialise(
         raise AlreadyInitialised(f"{settings.data_dir} is already initialised")
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(settings.data_dir, 0o700)
-    engine = make_engine(settings.sqlalchemy_url, pool_size=1)
+    engine = engine_for(settings)
     try:
         upgrade(engine)
         provider = provider_for_init(settings)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -42,6 +43,7 @@ from vault.runners.fetch import CredentialFetcher
 from vault.runners.usage import UsageCounter
 from vault.settings import Settings
 from vault.storage.engine import (
+    DbTimeouts,
     SessionFactory,
     SqlitePaging,
     is_sqlite,
@@ -57,6 +59,8 @@ __all__ = [
     "Runtime",
     "audit_tail",
     "checkpointer_for",
+    "db_timeouts",
+    "engine_for",
     "kms_config",
     "open_runtime",
     "provider_for_init",
@@ -221,10 +225,8 @@ def open_runtime(
         writer=writer,
         clock=clock,
         usage=usage,
-        rate_limit_per_minute=settings.runner_rate_limit_per_minute,
-        lease_ttl_seconds=settings.lease_ttl_seconds,
-        cache_size=settings.fetch_cache_size,
         flood=flood,
+        **_fetch_limits(settings),
     )
     runtime = Runtime(
         settings=settings,
@@ -264,6 +266,16 @@ def _passwords(settings: Settings) -> Passwords:
     )
 
 
+def _fetch_limits(settings: Settings) -> dict[str, Any]:
+    return {
+        "rate_limit_per_minute": settings.runner_rate_limit_per_minute,
+        "lease_ttl_seconds": settings.lease_ttl_seconds,
+        # How long a fetch waits for its read and for its audit event to be durable.
+        "audit_timeout": settings.db_statement_timeout_seconds or 60.0,
+        "cache_size": settings.fetch_cache_size,
+    }
+
+
 def _flood_limits(settings: Settings) -> dict[str, int]:
     return {
         "window_seconds": settings.unauth_window_seconds,
@@ -272,15 +284,30 @@ def _flood_limits(settings: Settings) -> dict[str, int]:
     }
 
 
+def db_timeouts(settings: Settings) -> DbTimeouts:
+    return DbTimeouts(
+        connect=settings.db_connect_timeout_seconds,
+        statement=settings.db_statement_timeout_seconds,
+        pool=settings.db_pool_timeout_seconds,
+    )
+
+
+def engine_for(settings: Settings, *, pool_size: int = 1) -> Engine:
+    """An engine on the configured database, with the configured timeouts and paging:
+    the one way a process (server or CLI command) opens its database."""
+    return make_engine(
+        settings.sqlalchemy_url,
+        pool_size=pool_size,
+        paging=SqlitePaging(cache_mib=settings.sqlite_cache_mib, mmap_mib=settings.sqlite_mmap_mib),
+        timeouts=db_timeouts(settings),
+    )
+
+
 def _open_engine(settings: Settings) -> Engine:
     """The process's one pool, on a database whose schema is current."""
     # The API's share (half the thread pool) and two for the audit writer (its
     # transactions and the connection its one-statement batch keeps).
-    engine = make_engine(
-        settings.sqlalchemy_url,
-        pool_size=max(8, settings.threadpool_size // 2) + 2,
-        paging=SqlitePaging(cache_mib=settings.sqlite_cache_mib, mmap_mib=settings.sqlite_mmap_mib),
-    )
+    engine = engine_for(settings, pool_size=max(8, settings.threadpool_size // 2) + 2)
     if current_revision(engine) is None:
         engine.dispose()
         raise NotInitialised("the database has no schema: run `linevault init` first")

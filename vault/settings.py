@@ -90,6 +90,18 @@ class Settings(BaseSettings):
     # cannot write) where every signed checkpoint is also appended as a C2SP signed note.
     audit_anchor_dir: Path | None = None
 
+    # Database timeouts: nothing waits on the database forever (docs/operations.md,
+    # "Timeouts"). Connect: per host of the URL (libpq ``connect_timeout``). Statement:
+    # PostgreSQL's ``statement_timeout`` and, for a server that stops answering at all,
+    # TCP keepalives and ``tcp_user_timeout``; SQLite's busy timeout (waiting for the
+    # write lock). Pool: waiting for a free connection of the process's pool. A request
+    # that hits one of them gets 503 ``unavailable`` (``audit_unavailable`` when its audit
+    # event could not be written in time). 0 turns the statement timeout off (migrations
+    # of a very large database).
+    db_connect_timeout_seconds: int = Field(default=5, ge=1, le=300)
+    db_statement_timeout_seconds: float = Field(default=15.0, ge=0, le=3600)
+    db_pool_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+
     # SQLite's page cache per connection and its memory-mapped reads, shared by every
     # connection of the process through the OS page cache (0: no mmap). A large database
     # read at random through SQLite's default 2 MB cache pays a system call per page.

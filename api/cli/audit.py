@@ -29,9 +29,9 @@ from vault.audit.retention import adopt_unsigned_prune, prune_before
 from vault.audit.store import snapshot, verify_database
 from vault.audit.verify import VerifyResult
 from vault.errors import VaultError
-from vault.runtime import NotInitialised, Runtime, audit_tail, open_runtime
+from vault.runtime import NotInitialised, Runtime, audit_tail, engine_for, open_runtime
 from vault.settings import Settings
-from vault.storage.engine import make_engine, unit_of_work
+from vault.storage.engine import unit_of_work
 from vault.storage.migrate import current_revision
 from vault.storage.models import AuditEventRow
 
@@ -110,7 +110,7 @@ def verify_command(
 def _verify_offline(
     settings: Settings, key: bytes, anchors: Path | None, *, as_json: bool
 ) -> VerifyResult:
-    engine = make_engine(settings.sqlalchemy_url, pool_size=1)
+    engine = engine_for(settings)
     try:
         if current_revision(engine) is None:
             raise fail("the database has no schema: run `linevault init` first", 2)

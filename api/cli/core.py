@@ -10,10 +10,11 @@ import typer
 
 from api.cli import audit as audit_cli
 from api.cli import keys, users
+from api.cli.backup import backup_command, restore_command
 from api.cli.common import DataDir, build_settings, fail
 from vault import __version__
 from vault.bootstrap import AlreadyInitialised, initialise, is_initialised
-from vault.storage.engine import make_engine
+from vault.runtime import engine_for
 from vault.storage.migrate import upgrade
 
 __all__ = ["app"]
@@ -27,6 +28,8 @@ app = typer.Typer(
 app.add_typer(users.app, name="users")
 app.add_typer(audit_cli.app, name="audit")
 app.add_typer(keys.app, name="keys")
+app.command("backup")(backup_command)
+app.command("restore")(restore_command)
 
 
 @app.command("init")
@@ -78,7 +81,7 @@ def init_command(
 def migrate_command(data_dir: DataDir = None) -> None:
     """Bring the database schema up to date (safe to run repeatedly)."""
     settings = build_settings(data_dir)
-    engine = make_engine(settings.sqlalchemy_url, pool_size=1)
+    engine = engine_for(settings)
     try:
         upgrade(engine)
     finally:

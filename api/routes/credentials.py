@@ -16,6 +16,8 @@ from datetime import datetime
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import credentials_for, get_runtime, request_context
@@ -23,7 +25,7 @@ from api.problems import problem_for, problem_response
 from kms.errors import KmsError
 from vault.audit.events import RequestContext
 from vault.clock import rfc3339
-from vault.errors import Unauthenticated, VaultError
+from vault.errors import Unauthenticated, Unavailable, VaultError
 from vault.identity.sessions import SESSION_TOKEN_PREFIX
 from vault.runtime import Runtime
 from vault.storage.engine import unit_of_work
@@ -88,6 +90,8 @@ async def answer_fetch(
         )
     except (VaultError, KmsError) as exc:
         return problem_for(exc)
+    except (DBAPIError, PoolTimeout):  # a refusal's own database work (throttle, flood)
+        return problem_for(Unavailable("the database is unavailable"))
     # The credential is the stored canonical JSON object, spliced in as is.
     body = b"".join(
         (

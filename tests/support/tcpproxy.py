@@ -10,11 +10,13 @@ forwarded connection, at most ``max_connections`` of them (more are closed at on
 from __future__ import annotations
 
 import contextlib
+import queue
 import selectors
 import socket
 import threading
+import time
 
-__all__ = ["TcpProxy"]
+__all__ = ["DelayProxy", "TcpProxy"]
 
 
 class TcpProxy:
@@ -127,3 +129,67 @@ class TcpProxy:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
+
+
+class DelayProxy:
+    """A TCP forwarder that holds every byte from client to upstream ``delay`` seconds
+    (order kept), for added latency where the kernel has no ``tc netem``."""
+
+    def __init__(self, upstream: tuple[str, int], *, delay: float) -> None:
+        self.upstream = upstream
+        self.delay = delay
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self.port = int(self._listener.getsockname()[1])
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept_loop, daemon=True).start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
+
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            client.settimeout(None)
+            try:
+                upstream = socket.create_connection(self.upstream, timeout=10)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            held: queue.SimpleQueue[tuple[float, bytes]] = queue.SimpleQueue()
+            threading.Thread(target=self._read, args=(client, held), daemon=True).start()
+            threading.Thread(target=self._send_late, args=(held, upstream), daemon=True).start()
+            threading.Thread(target=self._copy, args=(upstream, client), daemon=True).start()
+
+    def _read(self, source: socket.socket, held: queue.SimpleQueue[tuple[float, bytes]]) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                held.put((time.monotonic() + self.delay, data))
+        held.put((0.0, b""))
+
+    @staticmethod
+    def _send_late(held: queue.SimpleQueue[tuple[float, bytes]], target: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                due, data = held.get()
+                if not data:
+                    break
+                time.sleep(max(0.0, due - time.monotonic()))
+                target.sendall(data)
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_RDWR)
+
+    @staticmethod
+    def _copy(source: socket.socket, target: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                target.sendall(data)
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_RDWR)

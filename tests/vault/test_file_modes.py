@@ -57,3 +57,20 @@ def test_an_existing_readable_database_is_made_private_when_opened(tmp_path: Pat
     make_engine(f"sqlite:///{database}", pool_size=1).dispose()
     assert mode(database) == 0o600
     assert mode(Path(f"{database}-wal")) == 0o600
+
+
+@pytest.mark.usefixtures("loose_umask")
+def test_a_backup_and_its_restore_are_private(tmp_path: Path) -> None:
+    """Issue 13: backups are 0600 too, whatever the umask; a restored data dir is 0700
+    with its database 0600 (tests/e2e/test_backup_drill.py takes one under load)."""
+    from vault.storage.backup import backup_sqlite, restore_sqlite
+
+    settings = Settings(data_dir=tmp_path / "var", log_level="warning")
+    initialise(settings, admin_email="admin@example.test", clock=FixedClock())
+    out = tmp_path / "backup.db"
+    backup_sqlite(tmp_path / "var" / "linevault.db", out)
+    assert mode(out) == 0o600
+    restored = tmp_path / "restored"
+    restore_sqlite(out, restored)
+    assert mode(restored) == 0o700
+    assert mode(restored / "linevault.db") == 0o600

@@ -44,6 +44,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from kms.crypto import hmac_sha256
 from kms.errors import KmsUnavailable
@@ -188,8 +189,11 @@ class CredentialFetcher:
                 except StaleDecision:
                     self._forget(params)
             try:
-                row = self._pick(await asyncio.to_thread(self._read, params))
-            except DBAPIError:
+                # The read's own timeouts (statement, TCP, pool) bound the thread; the
+                # request waits no longer than the audit wait either way.
+                read = asyncio.to_thread(self._read, params)
+                row = self._pick(await asyncio.wait_for(read, self._audit_timeout))
+            except (DBAPIError, PoolTimeout, TimeoutError):
                 raise Unavailable("the database is unavailable") from None
         decision = self._fresh(row, params, now=now, context=context, ids=(tenant_id, line_id))
         if decision.alarm is not None:
