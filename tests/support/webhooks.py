@@ -43,6 +43,7 @@ class Receiver:
     status: int = 200
     delay: float = 0.0
     received: list[Delivery] = field(default_factory=list)
+    arrived: list[str] = field(default_factory=list)  # webhook-ids, as requests come in
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -89,6 +90,8 @@ def receiver() -> Iterator[Receiver]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", "0"))).decode()
             headers = {k.lower(): v for k, v in self.headers.items()}
+            with state.lock:
+                state.arrived.append(headers.get("webhook-id", ""))
             status = state.status
             headers["x-test-status"] = str(status)
             state.record(headers, body)
