@@ -374,3 +374,30 @@ def test_line_expiring_once_per_line_and_expiry(
         second.stop()
     (row,) = _deliveries(runtime)
     assert row.event_type == "line.expiring" and soon.id in row.payload
+
+
+def test_concurrent_claims_are_disjoint(runtime: Runtime, hook: Receiver) -> None:
+    """Two dispatchers (two processes' worth) claim at the same instant: no row twice."""
+    import threading
+
+    tenant = make_tenant_with_kek(runtime)
+    _webhook(runtime, tenant, hook.url, ["line.created"])
+    for _ in range(12):
+        _create_line(runtime, tenant)
+    dispatchers = [_dispatcher(runtime) for _ in range(3)]
+    barrier = threading.Barrier(len(dispatchers))
+    claims: list[set[int]] = [set() for _ in dispatchers]
+
+    def claim(i: int) -> None:
+        barrier.wait()
+        claims[i] = {j.seq for j in dispatchers[i].claim(runtime.clock.now(), limit=12)}
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(len(dispatchers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for d in dispatchers:
+        d.stop()
+    union = set().union(*claims)
+    assert sum(len(c) for c in claims) == len(union) == 12

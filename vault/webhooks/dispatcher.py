@@ -136,8 +136,11 @@ class Dispatcher:
         clock: Clock,
         config: DispatchConfig,
         resolver: Resolver = system_resolver,
+        readonly_sessions: SessionFactory | None = None,
     ) -> None:
         self._sessions = sessions
+        # Idle polls look in a read-only transaction (no SQLite write lock) first.
+        self._readonly = readonly_sessions or sessions
         self._keyring = keyring
         self._system_keys = system_keys
         self._clock = clock
@@ -177,6 +180,9 @@ class Dispatcher:
     def claim(self, now: datetime, *, limit: int) -> list[_Job]:
         """Claim due deliveries (see the module docstring); the jobs this process owns."""
         lease_until = now + timedelta(seconds=self._config.lease_seconds)
+        with unit_of_work(self._readonly) as session:
+            if not _any_due(session, now):
+                return []
         with unit_of_work(self._sessions) as session:
             claimed: list[int] = []
             for seq in _candidates(session, now, limit):
@@ -347,6 +353,14 @@ def _free(now: datetime) -> ColumnElement[bool]:
     return or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until < now)
 
 
+def _any_due(session: Session, now: datetime) -> bool:
+    """A cheap look before claiming: is any delivery due and unleased?"""
+    stmt = select(WebhookDelivery.seq).where(
+        WebhookDelivery.state == PENDING, WebhookDelivery.next_attempt_at <= now, _free(now)
+    )
+    return session.execute(stmt.limit(1)).first() is not None
+
+
 def _candidates(session: Session, now: datetime, limit: int) -> list[int]:
     """Due, unleased deliveries with no earlier pending one of the same line and webhook."""
     earlier = aliased(WebhookDelivery)
@@ -397,4 +411,5 @@ def dispatcher_for(runtime: Runtime) -> Dispatcher:
         system_keys=runtime.system_keys,
         clock=runtime.clock,
         config=dispatch_config(runtime.settings),
+        readonly_sessions=runtime.readonly_sessions,
     )
