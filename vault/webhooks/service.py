@@ -159,9 +159,9 @@ class WebhookService:
 
     def create(self, tenant_id: str | None, *, url: object, events: object) -> WebhookView:
         with self._checked("webhook.create", tenant_id, "create", None):
-            self._lock_scope(tenant_id)
             wanted = parse_events(events)
-            target = self._parse_target(url)
+            target = self._parse_target(url)  # may resolve DNS: before taking the lock
+            self._lock_scope(tenant_id)
             self._check_room(tenant_id)
         row = Webhook(
             id=new_id("whk"),
