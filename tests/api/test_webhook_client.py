@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from api.webhook_client import InvalidDelivery, WebhookReceiver
 from tests.support.identity import add_membership, bearer, make_tenant, make_user, new_session
 from tests.support.lines import planted
-from tests.support.webhooks import Receiver, receiver
+from tests.support.webhooks import Receiver, receiver, webhook_settings
 from vault.runtime import Runtime
 from vault.settings import Settings
 
@@ -26,13 +26,7 @@ class Cache:
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str) -> Settings:
-    return Settings(  # type: ignore[call-arg]
-        data_dir=tmp_path / "var",
-        database_url=db_url,  # type: ignore[arg-type]
-        log_level="warning",
-        webhook_allow_private=True,
-        webhook_poll_seconds=0.05,
-    )
+    return webhook_settings(tmp_path, db_url, webhook_poll_seconds=0.05)
 
 
 @pytest.fixture

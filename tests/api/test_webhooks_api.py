@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from tests.support.identity import add_membership, bearer, make_tenant, make_user, new_session
 from tests.support.lines import planted
-from tests.support.webhooks import Receiver, receiver
+from tests.support.webhooks import Receiver, receiver, webhook_settings
 from vault.runtime import Runtime
 from vault.settings import Settings
 from vault.storage.engine import unit_of_work
@@ -22,11 +22,9 @@ from vault.storage.models import AuditEventRow, Webhook
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str) -> Settings:
-    return Settings(  # type: ignore[call-arg]
-        data_dir=tmp_path / "var",
-        database_url=db_url,  # type: ignore[arg-type]
-        log_level="warning",
-        webhook_allow_private=True,  # the receiver listens on loopback
+    return webhook_settings(
+        tmp_path,
+        db_url,
         webhook_poll_seconds=0.05,
         webhook_max_per_tenant=3,
         webhook_timeout_seconds=5.0,
@@ -173,11 +171,7 @@ class TestSsrfAtCreation:
 
     @pytest.fixture
     def settings(self, tmp_path: Path, db_url: str) -> Settings:
-        return Settings(  # type: ignore[call-arg]
-            data_dir=tmp_path / "var",
-            database_url=db_url,
-            log_level="warning",  # type: ignore[arg-type]
-        )
+        return webhook_settings(tmp_path, db_url, webhook_allow_private=False)
 
     @pytest.mark.parametrize(
         "url",

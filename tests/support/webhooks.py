@@ -14,11 +14,26 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from standardwebhooks.webhooks import Webhook as Verifier
 
-__all__ = ["Delivery", "Receiver", "receiver"]
+from vault.settings import Settings
+
+__all__ = ["Delivery", "Receiver", "receiver", "webhook_settings"]
+
+
+def webhook_settings(tmp_path: Path, db_url: str, **overrides: Any) -> Settings:
+    """Test settings whose dispatcher may deliver to a receiver on loopback."""
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "var",
+        "database_url": db_url,
+        "log_level": "warning",
+        "webhook_allow_private": True,
+        **overrides,
+    }
+    return Settings(**values)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from tests.support.lines import CTX, planted, service, uow, user
 from tests.support.lines import make_tenant as make_tenant_with_kek
-from tests.support.webhooks import Receiver, receiver
+from tests.support.webhooks import Receiver, receiver, webhook_settings
 from vault.clock import FixedClock
 from vault.errors import NotFound
 from vault.keys.webhook_secrets import open_webhook_secret
@@ -32,11 +32,9 @@ ALL_LINE_EVENTS = ["line.created", "line.replaced", "line.revoked", "line.expiri
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str) -> Settings:
-    return Settings(  # type: ignore[call-arg]
-        data_dir=tmp_path / "var",
-        database_url=db_url,  # type: ignore[arg-type]
-        log_level="warning",
-        webhook_allow_private=True,
+    return webhook_settings(
+        tmp_path,
+        db_url,
         webhook_retry_first_seconds=1.0,
         webhook_retry_max_seconds=4.0,
         webhook_retry_window_seconds=120.0,
