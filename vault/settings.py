@@ -110,6 +110,8 @@ class Settings(BaseSettings):
     # dispatcher scans for such lines every webhook_expiry_scan_seconds.
     webhook_expiring_window_seconds: float = Field(default=7 * 86_400.0, gt=0)
     webhook_expiry_scan_seconds: float = Field(default=300.0, gt=0)
+    # Delivered and dead deliveries (and their attempts) are kept this long for the log.
+    webhook_log_retention_days: float = Field(default=30.0, gt=0)
 
     # SQLite's page cache per connection and its memory-mapped reads, shared by every
     # connection of the process through the OS page cache (0: no mmap). A large database

@@ -399,3 +399,24 @@ def test_concurrent_claims_are_disjoint(runtime: Runtime, hook: Receiver) -> Non
         d.stop()
     union = set().union(*claims)
     assert sum(len(c) for c in claims) == len(union) == 12
+
+
+def test_finished_deliveries_are_pruned_after_retention(
+    runtime: Runtime, clock: FixedClock, hook: Receiver
+) -> None:
+    tenant = make_tenant_with_kek(runtime)
+    _webhook(runtime, tenant, hook.url, ["line.created"])
+    _create_line(runtime, tenant)
+    dispatcher = _dispatcher(runtime, webhook_log_retention_days=1.0)
+    try:
+        dispatcher.drain()
+        hook.status = 503
+        _create_line(runtime, tenant)  # stays pending (failing) however old it gets
+        dispatcher.drain()
+        dispatcher.scan()
+        assert [d.state for d in _deliveries(runtime)] == [DELIVERED, "pending"]
+        clock.advance(2 * 86_400)
+        dispatcher.scan()
+    finally:
+        dispatcher.stop()
+    assert [d.state for d in _deliveries(runtime)] == ["pending"]

@@ -55,7 +55,7 @@ from vault.settings import Settings
 from vault.storage.engine import SessionFactory, unit_of_work
 from vault.storage.models import Webhook, WebhookAttempt, WebhookDelivery
 from vault.webhooks.expiring import scan_expiring
-from vault.webhooks.outbox import PENDING
+from vault.webhooks.outbox import PENDING, prune_finished
 from vault.webhooks.targets import Resolver, TargetRefused, check_target, system_resolver
 
 if TYPE_CHECKING:  # the runtime builds the dispatcher
@@ -100,6 +100,7 @@ class DispatchConfig:
     poll_seconds: float = 1.0
     expiring_window_seconds: float = 7 * 86_400.0
     expiry_scan_seconds: float = 300.0
+    log_retention_days: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,7 +329,12 @@ class Dispatcher:
         self._http.close()
 
     def scan(self) -> int:
-        """Emit ``line.expiring`` for lines entering the window (once per line and expiry)."""
+        """Emit ``line.expiring`` for lines entering the window (once per line and expiry),
+        and forget finished deliveries older than the log's retention."""
+        prune_finished(
+            self._sessions,
+            before=self._clock.now() - timedelta(days=self._config.log_retention_days),
+        )
         return scan_expiring(
             self._sessions,
             now=self._clock.now(),
@@ -400,6 +406,7 @@ def dispatch_config(settings: Settings) -> DispatchConfig:
         poll_seconds=settings.webhook_poll_seconds,
         expiring_window_seconds=settings.webhook_expiring_window_seconds,
         expiry_scan_seconds=settings.webhook_expiry_scan_seconds,
+        log_retention_days=settings.webhook_log_retention_days,
     )
 
 

@@ -32,10 +32,18 @@ from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from vault.clock import rfc3339
+from vault.storage.engine import SessionFactory, unit_of_work
 from vault.storage.models import Webhook, WebhookAttempt, WebhookDedupe, WebhookDelivery
 from vault.webhooks.events import EVENT_TYPES
 
-__all__ = ["PENDING", "enqueue", "enqueue_once", "forget_tenant_webhooks", "new_event_id"]
+__all__ = [
+    "PENDING",
+    "enqueue",
+    "enqueue_once",
+    "forget_tenant_webhooks",
+    "new_event_id",
+    "prune_finished",
+]
 
 PENDING = "pending"
 
@@ -152,3 +160,25 @@ def forget_tenant_webhooks(session: Session, tenant_id: str) -> None:
         delete(Webhook).where(Webhook.tenant_id == tenant_id),
     ):
         session.execute(stmt.execution_options(synchronize_session=False))
+
+
+def prune_finished(sessions: SessionFactory, *, before: datetime) -> int:
+    """Delete delivered and dead deliveries finished before ``before``, with their
+    attempts (the delivery log's retention); pending ones are never touched."""
+    with unit_of_work(sessions) as session:
+        old = (
+            select(WebhookDelivery.seq)
+            .where(WebhookDelivery.state != PENDING, WebhookDelivery.finished_at < before)
+            .scalar_subquery()
+        )
+        session.execute(
+            delete(WebhookAttempt)
+            .where(WebhookAttempt.delivery_seq.in_(old))
+            .execution_options(synchronize_session=False)
+        )
+        result = session.execute(
+            delete(WebhookDelivery)
+            .where(WebhookDelivery.state != PENDING, WebhookDelivery.finished_at < before)
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
