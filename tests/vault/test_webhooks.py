@@ -420,3 +420,31 @@ def test_finished_deliveries_are_pruned_after_retention(
     finally:
         dispatcher.stop()
     assert [d.state for d in _deliveries(runtime)] == ["pending"]
+
+
+def test_grant_deleted_is_emitted_with_ids_only(runtime: Runtime, hook: Receiver) -> None:
+    import json
+
+    from tests.support.runners import admin_principal, grant, make_runner
+    from vault.keys.integrity import row_macs
+    from vault.runners import GrantService
+
+    tenant = make_tenant_with_kek(runtime)
+    _webhook(runtime, tenant, hook.url, ["grant.deleted"])
+    runner_id, _, client_secret = make_runner(runtime, "wh")
+    grant_id = grant(runtime, tenant, runner_id, ["*"])
+    assert _deliveries(runtime) == []  # creating a grant is not subscribed
+    with uow(runtime) as session:
+        GrantService(
+            session,
+            audit=runtime.audit,
+            clock=runtime.clock,
+            principal=admin_principal(runtime),
+            context=CTX,
+            macs=row_macs(runtime.system_keys),
+        ).delete(tenant, grant_id)
+    (row,) = _deliveries(runtime)
+    body = json.loads(row.payload)
+    assert body["type"] == "grant.deleted"
+    assert body["data"] == {"tenant_id": tenant, "grant_id": grant_id, "runner_id": runner_id}
+    assert client_secret not in row.payload
