@@ -7,7 +7,7 @@ per server process, unless a test hands one in.
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
@@ -27,6 +27,7 @@ from vault.keys.service import rewrap_worker_for, rotation_scheduler_for
 from vault.keys.worker import RewrapWorker
 from vault.runtime import Runtime, open_runtime
 from vault.settings import Settings
+from vault.webhooks.dispatcher import dispatcher_for
 
 __all__ = ["create_app"]
 
@@ -40,6 +41,23 @@ def _start_key_work(runtime: Runtime) -> tuple[RewrapWorker, RotationScheduler]:
     scheduler = rotation_scheduler_for(runtime, worker)
     scheduler.start(runtime.settings.revocation_rotation_poll_seconds)
     return worker, scheduler
+
+
+def _start_background_work(app: FastAPI) -> list[Callable[[], None]]:
+    """Start the key work and the webhook dispatcher (deliveries leave from every
+    process, off the request path); return their stops, in the order to call them."""
+    runtime: Runtime = app.state.runtime
+    worker, scheduler = _start_key_work(runtime)
+    app.state.rewrap_worker = worker
+    dispatcher = dispatcher_for(runtime)
+    dispatcher.start()
+    app.state.webhook_dispatcher = dispatcher
+
+    def forget() -> None:
+        app.state.rewrap_worker = None
+        app.state.webhook_dispatcher = None
+
+    return [dispatcher.stop, scheduler.stop, worker.stop, forget]
 
 
 def create_app(
@@ -63,17 +81,15 @@ def create_app(
         if app.state.runtime is None:
             app.state.runtime = open_runtime(settings, clock=clock)
         _count_checks(app.state.metrics, app.state.runtime)
-        worker, scheduler = _start_key_work(app.state.runtime)
-        app.state.rewrap_worker = worker
+        stops = _start_background_work(app)
         if freeze_gc:
             gc.collect()
             gc.freeze()
         try:
             yield
         finally:
-            scheduler.stop()
-            worker.stop()
-            app.state.rewrap_worker = None
+            for stop in stops:
+                stop()
             if owns_runtime and app.state.runtime is not None:
                 app.state.runtime.close()
                 app.state.runtime = None

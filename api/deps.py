@@ -7,7 +7,7 @@ audit event) that did not commit.
 
 A route reaches a service through one ``Annotated`` name: ``Lines``, ``Grants``,
 ``Runners``, ``RunnerTokens``, ``Tenants``, ``Users``, ``TenantKeys``, ``TenantErasure``,
-``TenantExport``, each made for the request from the runtime and the request's unit of
+``TenantExport``, ``Webhooks``, each made for the request from the runtime and the request's unit of
 work. Long-lived services (``runtime.authenticator``, ``runtime.factor_changes``,
 ``runtime.audit_reader``) are fields of the runtime (``Rt``).
 
@@ -55,6 +55,7 @@ from vault.runners import GrantService, RunnerRegistry, TokenIssuer
 from vault.runtime import Runtime
 from vault.storage.engine import unit_of_work as storage_unit_of_work
 from vault.validation import is_valid_id
+from vault.webhooks.service import WebhookPolicy, WebhookService
 
 __all__ = [
     "Ctx",
@@ -70,6 +71,7 @@ __all__ = [
     "TenantKeys",
     "Tenants",
     "Users",
+    "Webhooks",
     "check_path_ids",
     "context_from_scope",
     "credentials_for",
@@ -270,6 +272,23 @@ def _tenant_export(runtime: Rt, db: Db) -> TenantExporter:
     return TenantExporter(db, audit=runtime.audit, clock=runtime.clock)
 
 
+def _webhooks(runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser) -> WebhookService:
+    settings = runtime.settings
+    return WebhookService(
+        db,
+        keyring=runtime.keyring,
+        system_keys=runtime.system_keys,
+        audit=runtime.audit,
+        clock=runtime.clock,
+        principal=user,
+        context=ctx,
+        policy=WebhookPolicy(
+            max_per_tenant=settings.webhook_max_per_tenant,
+            allow_private=settings.webhook_allow_private,
+        ),
+    )
+
+
 Lines = Annotated[LineService, Depends(_lines)]
 Grants = Annotated[GrantService, Depends(_grants)]
 Runners = Annotated[RunnerRegistry, Depends(_runners)]
@@ -279,3 +298,4 @@ Users = Annotated[UserService, Depends(_users)]
 TenantKeys = Annotated[TenantKeyService, Depends(_tenant_keys)]
 TenantErasure = Annotated[TenantEraser, Depends(_tenant_erasure)]
 TenantExport = Annotated[TenantExporter, Depends(_tenant_export)]
+Webhooks = Annotated[WebhookService, Depends(_webhooks)]

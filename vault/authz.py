@@ -70,6 +70,9 @@ class Permission(StrEnum):
     KEY_READ = "key.read"
     KEY_ROTATE = "key.rotate"
     AUDIT_READ = "audit.read"
+    WEBHOOK_CREATE = "webhook.create"
+    WEBHOOK_MANAGE = "webhook.manage"  # delete, send a test event
+    WEBHOOK_READ = "webhook.read"  # list, the delivery log
 
 
 _ALL = frozenset(TENANT_ROLES)
@@ -91,6 +94,9 @@ TENANT_PERMISSIONS: Mapping[Permission, frozenset[str]] = {
     Permission.KEY_READ: _MANAGERS | {"auditor"},
     Permission.KEY_ROTATE: _MANAGERS,
     Permission.AUDIT_READ: frozenset({"owner", "auditor"}),
+    Permission.WEBHOOK_CREATE: _MANAGERS,
+    Permission.WEBHOOK_MANAGE: _MANAGERS,
+    Permission.WEBHOOK_READ: _MANAGERS,
 }
 
 
@@ -112,6 +118,10 @@ TENANT_NEEDS_MFA: Mapping[Permission, bool] = {
     Permission.KEY_READ: False,
     Permission.KEY_ROTATE: True,
     Permission.AUDIT_READ: False,
+    # A new webhook receives every lifecycle event of the tenant: sudo mode, like grants.
+    Permission.WEBHOOK_CREATE: True,
+    Permission.WEBHOOK_MANAGE: False,
+    Permission.WEBHOOK_READ: False,
 }
 
 
@@ -127,6 +137,9 @@ class PlatformPermission(StrEnum):
     RUNNER_DISABLE = "platform.runner.disable"
     AUDIT_READ_ALL = "platform.audit.read_all"
     AUDIT_VERIFY = "platform.audit.verify"
+    WEBHOOK_CREATE = "platform.webhook.create"
+    WEBHOOK_MANAGE = "platform.webhook.manage"
+    WEBHOOK_READ = "platform.webhook.read"
 
 
 _PLATFORM_ADMIN = frozenset({"admin"})
@@ -142,6 +155,9 @@ PLATFORM_PERMISSIONS: Mapping[PlatformPermission, frozenset[str]] = {
     PlatformPermission.RUNNER_DISABLE: _PLATFORM_ADMIN,
     PlatformPermission.AUDIT_READ_ALL: _PLATFORM_READERS,
     PlatformPermission.AUDIT_VERIFY: _PLATFORM_READERS,
+    PlatformPermission.WEBHOOK_CREATE: _PLATFORM_ADMIN,
+    PlatformPermission.WEBHOOK_MANAGE: _PLATFORM_ADMIN,
+    PlatformPermission.WEBHOOK_READ: _PLATFORM_READERS,
 }
 
 # The "needs MFA" column of the platform table.
@@ -155,6 +171,9 @@ PLATFORM_NEEDS_MFA: Mapping[PlatformPermission, bool] = {
     PlatformPermission.RUNNER_DISABLE: True,
     PlatformPermission.AUDIT_READ_ALL: False,
     PlatformPermission.AUDIT_VERIFY: False,
+    PlatformPermission.WEBHOOK_CREATE: True,
+    PlatformPermission.WEBHOOK_MANAGE: False,
+    PlatformPermission.WEBHOOK_READ: False,
 }
 
 

@@ -102,6 +102,29 @@ class Settings(BaseSettings):
     db_statement_timeout_seconds: float = Field(default=15.0, ge=0, le=3600)
     db_pool_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
 
+    # Webhooks (docs/webhooks.md). Targets resolving to private, loopback or link-local
+    # addresses are refused at creation and at every delivery unless this is true.
+    webhook_allow_private: bool = False
+    webhook_max_per_tenant: int = Field(default=10, ge=1, le=1000)
+    # Each server process's dispatcher: how often it looks for due deliveries, how many
+    # it sends at once, each request's timeout, and how long a claim holds before another
+    # process may take the delivery over (a crashed sender's claim runs out).
+    webhook_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    webhook_concurrency: int = Field(default=4, ge=1, le=64)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    webhook_lease_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # Retries: exponential backoff with jitter from the first delay up to the longest,
+    # until the retry window (from the event) has passed; then the delivery is dead.
+    webhook_retry_first_seconds: float = Field(default=5.0, gt=0)
+    webhook_retry_max_seconds: float = Field(default=3600.0, gt=0)
+    webhook_retry_window_seconds: float = Field(default=3 * 86_400.0, gt=0)
+    # line.expiring: sent once per line and expiry, this long before expires_at; the
+    # dispatcher scans for such lines every webhook_expiry_scan_seconds.
+    webhook_expiring_window_seconds: float = Field(default=7 * 86_400.0, gt=0)
+    webhook_expiry_scan_seconds: float = Field(default=300.0, gt=0)
+    # Delivered and dead deliveries (and their attempts) are kept this long for the log.
+    webhook_log_retention_days: float = Field(default=30.0, gt=0)
+
     # SQLite's page cache per connection and its memory-mapped reads, shared by every
     # connection of the process through the OS page cache (0: no mmap). A large database
     # read at random through SQLite's default 2 MB cache pays a system call per page.
@@ -123,6 +146,8 @@ class Settings(BaseSettings):
             raise ValueError("audit_max_unsigned_events must be >= audit_checkpoint_every")
         if self.audit_max_unsigned_seconds < self.audit_checkpoint_seconds:
             raise ValueError("audit_max_unsigned_seconds must be >= audit_checkpoint_seconds")
+        if self.webhook_lease_seconds <= self.webhook_timeout_seconds:
+            raise ValueError("webhook_lease_seconds must be > webhook_timeout_seconds")
         return self
 
     @field_validator(

@@ -16,6 +16,7 @@ from api.routes import (
     runners,
     system,
     tenants,
+    webhooks,
 )
 
 __all__ = ["ROUTERS"]
@@ -34,4 +35,5 @@ ROUTERS: list[APIRouter] = [
     keys.router,
     runners.router,
     grants.router,
+    webhooks.router,
 ]

@@ -57,6 +57,7 @@ class World:
     counter: int = 0
     line_id: str = ""
     runner: dict[str, str] = field(default_factory=dict)
+    webhooks: dict[str, str] = field(default_factory=dict)
 
     def unique(self, prefix: str) -> str:
         self.counter += 1
@@ -140,6 +141,54 @@ def _doomed_tenant(world: World) -> dict[str, str]:
     for role in ("owner", "admin", "member", "auditor"):
         add_membership(world.runtime, tenant, world.user_ids[role], role)
     return {"tenant_id": tenant}
+
+
+# A loopback https target (the matrix allows private targets): a test event sent to it
+# fails at once (nothing listens on port 9), so no background delivery lingers.
+_HOOK = {"url": "https://127.0.0.1:9/hook", "events": ["line.revoked"]}
+
+
+def _make_webhook(world: World, tenant_id: str | None) -> str:
+    from tests.support.lines import CTX, uow, user
+    from vault.webhooks.service import WebhookPolicy, WebhookService
+
+    with uow(world.runtime) as session:
+        principal = user({}, platform_role="admin")
+        return (
+            WebhookService(
+                session,
+                keyring=world.runtime.keyring,
+                system_keys=world.runtime.system_keys,
+                audit=world.runtime.audit,
+                clock=world.runtime.clock,
+                principal=principal,
+                context=CTX,
+                policy=WebhookPolicy(max_per_tenant=1000, allow_private=True),
+            )
+            .create(tenant_id, url=_HOOK["url"], events=_HOOK["events"])
+            .id
+        )
+
+
+def _tenant_webhook(world: World) -> dict[str, str]:
+    """The main tenant's webhook, made once (tests and delivery logs)."""
+    if "tenant" not in world.webhooks:
+        world.webhooks["tenant"] = _make_webhook(world, world.tenant_id)
+    return {"webhook_id": world.webhooks["tenant"]}
+
+
+def _platform_webhook(world: World) -> dict[str, str]:
+    if "platform" not in world.webhooks:
+        world.webhooks["platform"] = _make_webhook(world, None)
+    return {"webhook_id": world.webhooks["platform"]}
+
+
+def _fresh_tenant_webhook(world: World) -> dict[str, str]:
+    return {"webhook_id": _make_webhook(world, world.tenant_id)}
+
+
+def _fresh_platform_webhook(world: World) -> dict[str, str]:
+    return {"webhook_id": _make_webhook(world, None)}
 
 
 _PUBLIC = row({_ALL: 200})
@@ -262,6 +311,34 @@ EXPECTATIONS: dict[tuple[str, str], dict[str, Any]] = {
         {**_TENANT_MANAGERS, "platform_admin": 204, "owner": 204, "admin": 204},
         params=_fresh_grant,
     ),
+    # Webhooks: a tenant's owners/admins (creating needs MFA), and the platform's admins.
+    ("POST", "/v1/tenants/{tenant_id}/webhooks"): row(
+        {**_TENANT_MANAGERS, "platform_admin": 201, "owner": 201, "admin": 201},
+        body=lambda w: dict(_HOOK),
+    ),
+    ("GET", "/v1/tenants/{tenant_id}/webhooks"): row(_TENANT_MANAGERS),
+    ("DELETE", "/v1/tenants/{tenant_id}/webhooks/{webhook_id}"): row(
+        {**_TENANT_MANAGERS, "platform_admin": 204, "owner": 204, "admin": 204},
+        params=_fresh_tenant_webhook,
+    ),
+    ("POST", "/v1/tenants/{tenant_id}/webhooks/{webhook_id}/test"): row(
+        {**_TENANT_MANAGERS, "platform_admin": 202, "owner": 202, "admin": 202},
+        params=_tenant_webhook,
+    ),
+    ("GET", "/v1/tenants/{tenant_id}/webhooks/{webhook_id}/deliveries"): row(
+        _TENANT_MANAGERS, params=_tenant_webhook
+    ),
+    ("POST", "/v1/webhooks"): row(_PLATFORM_ADMIN_ONLY, body=lambda w: dict(_HOOK)),
+    ("GET", "/v1/webhooks"): row(_PLATFORM_READERS),
+    ("DELETE", "/v1/webhooks/{webhook_id}"): row(
+        {**_PLATFORM_ADMIN_ONLY, "platform_admin": 204}, params=_fresh_platform_webhook
+    ),
+    ("POST", "/v1/webhooks/{webhook_id}/test"): row(
+        {**_PLATFORM_ADMIN_ONLY, "platform_admin": 202}, params=_platform_webhook
+    ),
+    ("GET", "/v1/webhooks/{webhook_id}/deliveries"): row(
+        _PLATFORM_READERS, params=_platform_webhook
+    ),
     # Only runners receive secrets: every human session gets 403, a granted runner 200.
     ("GET", "/v1/tenants/{tenant_id}/lines/{line_id}/credential"): row(
         {**dict.fromkeys(USERS, 403), "runner": 200, _ALL: 401}, params=_fresh_line
@@ -276,6 +353,7 @@ def path_params(world: World) -> dict[str, str]:
         "line_id": _line(world),
         "runner_id": _runner(world)["id"],
         "grant_id": "grt_none",
+        "webhook_id": "whk_none",  # rows that need a real one name it in ``params``
     }
 
 
@@ -288,6 +366,7 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
         log_level="warning",
         throttle_free_failures=100_000,
         unauth_failures_per_window=100_000,
+        webhook_allow_private=True,
     )
 
 
@@ -462,6 +541,16 @@ NEEDS_MFA: dict[tuple[str, str], bool | str] = {
     ("POST", "/v1/tenants/{tenant_id}/grants"): True,
     ("GET", "/v1/tenants/{tenant_id}/grants"): False,
     ("DELETE", "/v1/tenants/{tenant_id}/grants/{grant_id}"): True,
+    ("POST", "/v1/tenants/{tenant_id}/webhooks"): True,
+    ("GET", "/v1/tenants/{tenant_id}/webhooks"): False,
+    ("DELETE", "/v1/tenants/{tenant_id}/webhooks/{webhook_id}"): False,
+    ("POST", "/v1/tenants/{tenant_id}/webhooks/{webhook_id}/test"): False,
+    ("GET", "/v1/tenants/{tenant_id}/webhooks/{webhook_id}/deliveries"): False,
+    ("POST", "/v1/webhooks"): True,
+    ("GET", "/v1/webhooks"): False,
+    ("DELETE", "/v1/webhooks/{webhook_id}"): False,
+    ("POST", "/v1/webhooks/{webhook_id}/test"): False,
+    ("GET", "/v1/webhooks/{webhook_id}/deliveries"): False,
 }
 
 

@@ -31,6 +31,7 @@ from vault.clock import Clock
 from vault.errors import NotFound
 from vault.keys.keyring import KeyRing
 from vault.keys.rotation import RUNNING, RotationView, key_resource, rotation_view
+from vault.keys.webhook_secrets import rewrap_webhook_secrets
 from vault.storage.engine import SessionFactory, unit_of_work
 from vault.storage.models import Kek, KeyRotation, Line
 
@@ -190,6 +191,13 @@ class Rewrapper:
             old = self._unreferenced_old_keks(session, rotation)
             if old is None:
                 return False
+            # Webhook secrets are sealed under the tenant's KEK too: move them first.
+            rewrap_webhook_secrets(
+                session,
+                keyring=self._keyring,
+                tenant_id=rotation.tenant_id,
+                to_version=rotation.to_version,
+            )
             self._destroy(session, rotation, old)
         self._keyring.cache.forget_tenant(rotation.tenant_id)
         return True

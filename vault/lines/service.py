@@ -42,6 +42,7 @@ from vault.lines.expiry import parse_window
 from vault.lines.guard import failures_audited
 from vault.lines.schemas import ParsedCredential, parse_credential, parse_line_name, parse_line_type
 from vault.storage.models import Line, Tenant
+from vault.webhooks.outbox import enqueue
 
 if TYPE_CHECKING:  # the runtime builds the services that use this module
     from vault.runtime import Runtime
@@ -289,6 +290,7 @@ class LineService:
         self._session.add(line)
         self._session.flush()
         self._record("credential.create", principal, line, context)
+        self._emit("line.created", line)
         return line_view(line, generated=parsed.generated)
 
     def replace(
@@ -324,6 +326,7 @@ class LineService:
         self._session.flush()
         self._request_rotation(tenant_id)
         self._record("credential.replace", principal, line, context)
+        self._emit("line.replaced", line)
         return line_view(line, generated=parsed.generated)
 
     def revoke(
@@ -363,6 +366,7 @@ class LineService:
         self._session.flush()
         self._request_rotation(tenant_id)
         self._record("credential.revoke", principal, line, context, reason=line.revoke_reason)
+        self._emit("line.revoked", line)
         return line_view(line)
 
     # -- internals --------------------------------------------------------------------
@@ -403,6 +407,16 @@ class LineService:
             tenant_id=tenant_id,
             now=self._clock.now(),
             delay=self._rotation_delay,
+        )
+
+    def _emit(self, event_type: str, line: Line) -> None:
+        """The webhook event of this change, in its transaction (vault/webhooks/outbox.py)."""
+        enqueue(
+            self._session,
+            tenant_id=line.tenant_id,
+            event_type=event_type,
+            data={"line_id": line.id, "version": line.version, "type": line.type},
+            now=self._clock.now(),
         )
 
     def _kek(self, tenant: Tenant) -> bytes:

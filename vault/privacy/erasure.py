@@ -31,6 +31,7 @@ from vault.keys.shred import shred_tenant_keys
 from vault.lines.service import load_tenant
 from vault.privacy.events import tenant_event, tenant_failures_audited
 from vault.storage.models import Grant, GrantLine, KeyRotation, Line, Membership, Tenant
+from vault.webhooks.outbox import enqueue, forget_tenant_webhooks
 
 __all__ = ["DeletedTenant", "TenantEraser"]
 
@@ -80,6 +81,9 @@ class TenantEraser:
             ).scalar_one()
         )
         keys = shred_tenant_keys(session, tenant_id=tenant_id, now=now, cache=self._cache)
+        # The tenant's own webhooks go with it (their secrets were sealed under the KEKs
+        # just destroyed); the platform's webhooks still hear of the deletion.
+        forget_tenant_webhooks(session, tenant_id)
         for stmt in (
             delete(GrantLine).where(GrantLine.tenant_id == tenant_id),
             delete(Grant).where(Grant.tenant_id == tenant_id),
@@ -97,4 +101,5 @@ class TenantEraser:
         self._audit.record(
             session, tenant_event("tenant.delete", principal, tenant_id, context, details)
         )
+        enqueue(session, tenant_id=tenant_id, event_type="tenant.deleted", data={}, now=now)
         return DeletedTenant(id=tenant_id, deleted_at=now, keys_destroyed=keys, lines_deleted=lines)

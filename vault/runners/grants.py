@@ -29,6 +29,7 @@ from vault.keys.integrity import RowMacs, integrity_event, stamp_grant_line
 from vault.lines.guard import failures_audited
 from vault.runners.events import grant_event
 from vault.storage.models import Grant, GrantLine, Line, Runner, Tenant
+from vault.webhooks.outbox import enqueue
 
 __all__ = ["ALL_LINES", "GrantService", "GrantView"]
 
@@ -187,6 +188,13 @@ class GrantService:
         self._session.delete(grant)
         self._session.flush()
         self._record("grant.delete", grant)
+        enqueue(
+            self._session,
+            tenant_id=tenant_id,
+            event_type="grant.deleted",
+            data={"grant_id": grant.id, "runner_id": grant.runner_id},
+            now=self._clock.now(),
+        )
 
     def _record(self, action: str, grant: Grant, **details: str | int | bool | None) -> None:
         self._audit.record(

@@ -50,6 +50,10 @@ __all__ = [
     "Tenant",
     "Throttle",
     "User",
+    "Webhook",
+    "WebhookAttempt",
+    "WebhookDedupe",
+    "WebhookDelivery",
 ]
 
 NAMING = {
@@ -377,3 +381,82 @@ class AuditCheckpoint(Base):
     ts: Mapped[str] = mapped_column(String(40))
     key_id: Mapped[str] = mapped_column(String(64))
     signature: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+# --- webhooks (vault/webhooks/) ---------------------------------------------------------
+
+
+class Webhook(Base):
+    """A delivery target: a tenant's (``tenant_id``) or the platform's (NULL: every tenant).
+
+    ``events`` is the subscribed event names, comma-separated with a leading and trailing
+    comma (``,line.revoked,line.replaced,``) so a subscription is one ``LIKE``. The signing
+    secret is sealed like a credential: a tenant's under a fresh DEK wrapped by the
+    tenant's KEK (``kek_version``, ``wrapped_dek``), the platform's under a key derived
+    from the root-protected HMAC secret (``kek_version`` NULL). Tenant deletion destroys
+    the KEK, so a copied row opens nothing (``vault/keys/webhook_secrets.py``).
+    """
+
+    __tablename__ = "webhooks"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    tenant_id: Mapped[str | None] = mapped_column(ID, nullable=True, index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    events: Mapped[str] = mapped_column(String(1000))
+    kek_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    wrapped_dek: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    secret_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WebhookDelivery(Base):
+    """The transactional outbox: one event for one webhook, written with the change.
+
+    ``seq`` orders deliveries; ``order_key`` (the line, else the tenant) keeps one line's
+    events in order. A dispatcher claims a due row by setting ``claimed_by`` and
+    ``lease_until`` with a conditional UPDATE; a crashed claimer's lease runs out.
+    ``event_id`` is the ``webhook-id`` header, the same on every retry.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
+        Index("ix_webhook_deliveries_order", "webhook_id", "order_key", "seq"),
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(64), index=True)
+    webhook_id: Mapped[str] = mapped_column(ID)
+    tenant_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    order_key: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))  # pending | delivered | dead
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class WebhookAttempt(Base):
+    """One delivery attempt and its outcome, for the delivery log."""
+
+    __tablename__ = "webhook_attempts"
+    delivery_seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    webhook_id: Mapped[str] = mapped_column(ID, index=True)
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class WebhookDedupe(Base):
+    """Events sent at most once per key (``line.expiring`` per line and expiry)."""
+
+    __tablename__ = "webhook_dedupe"
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
