@@ -14,6 +14,7 @@ from api.routes import (
     me,
     privacy,
     runners,
+    states,
     system,
     tenants,
 )
@@ -29,6 +30,7 @@ ROUTERS: list[APIRouter] = [
     me.router,
     tenants.router,
     lines.router,
+    states.router,
     privacy.router,
     audit.router,
     keys.router,
