@@ -41,7 +41,7 @@ from vault.keys.schedule import request_rotation
 from vault.keys.shred import shred_line_credential
 from vault.keys.system import SystemKeys
 from vault.lines.expiry import parse_window
-from vault.lines.guard import failures_audited
+from vault.lines.guard import attempt_audited
 from vault.lines.schemas import ParsedCredential, parse_credential, parse_line_name, parse_line_type
 from vault.lines.status import ACTIVE, REVOKED
 from vault.storage.models import Line, Tenant
@@ -418,14 +418,13 @@ class LineService:
         resource: tuple[str, str],
         context: RequestContext,
     ) -> AbstractContextManager[None]:
-        return failures_audited(
+        return attempt_audited(
             self._session,
             self._audit,
-            action=action,
-            principal=principal,
+            action,
+            principal,
             tenant_id=tenant_id,
-            resource_type=resource[0],
-            resource_id=resource[1],
+            resource=resource,
             context=context,
         )
 

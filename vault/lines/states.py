@@ -7,7 +7,7 @@ needs MFA (the permission table's "needs MFA" column, checked by ``authorize``).
 
 Each change is one transaction with its audit event (``credential.suspend``,
 ``credential.resume``, ``tenant.suspend``, ``tenant.resume``); every refused attempt is
-audited too (:func:`vault.lines.guard.failures_audited`). A line's new status is
+audited too (:func:`vault.lines.guard.attempt_audited`). A line's new status is
 stamped with its MAC (:mod:`vault.keys.integrity`), so a status edited by hand is
 refused by the fetch. Both ``lines.status`` and ``tenants`` rows move the authorization
 epoch by trigger (migration 0002), so every server process's cached fetch decisions
@@ -19,8 +19,8 @@ each ``_record_*`` call below, in the same transaction.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -33,7 +33,7 @@ from vault.clock import Clock
 from vault.errors import Conflict, NotFound, Unprocessable
 from vault.keys.integrity import row_macs, stamp_line
 from vault.keys.system import SystemKeys
-from vault.lines.guard import failures_audited
+from vault.lines.guard import attempt_audited
 from vault.lines.service import (
     MAX_REASON,
     LineView,
@@ -90,6 +90,7 @@ class LineStates:
         self._system_keys = system_keys
         self._audit = audit
         self._clock = clock
+        self._attempt = partial(attempt_audited, session, audit)
 
     # -- lines ------------------------------------------------------------------------
 
@@ -103,7 +104,13 @@ class LineStates:
         context: RequestContext,
     ) -> LineView:
         """Stop serving the line; its secret is kept. A revoked line: 409. Idempotent."""
-        with self._guard(LINE_SUSPEND, principal, tenant_id, ("line", line_id), context):
+        with self._attempt(
+            LINE_SUSPEND,
+            principal,
+            tenant_id=tenant_id,
+            resource=("line", line_id),
+            context=context,
+        ):
             authorize(principal, tenant_id, Permission.LINE_SUSPEND)
             load_tenant(self._session, tenant_id)
             line = load_line(self._session, tenant_id, line_id, lock=True)
@@ -119,7 +126,9 @@ class LineStates:
         self, principal: UserPrincipal, tenant_id: str, line_id: str, *, context: RequestContext
     ) -> LineView:
         """Serve the line again (MFA). A revoked line: 409. Resuming an active line: 200."""
-        with self._guard(LINE_RESUME, principal, tenant_id, ("line", line_id), context):
+        with self._attempt(
+            LINE_RESUME, principal, tenant_id=tenant_id, resource=("line", line_id), context=context
+        ):
             authorize(principal, tenant_id, Permission.LINE_RESUME)
             load_tenant(self._session, tenant_id)
             line = load_line(self._session, tenant_id, line_id, lock=True)
@@ -178,7 +187,9 @@ class LineStates:
         reason: str | None = None,
     ) -> TenantState:
         action, permission = _TENANT_CHANGES[status]
-        with self._guard(action, principal, tenant_id, ("tenant", tenant_id), context):
+        with self._attempt(
+            action, principal, tenant_id=tenant_id, resource=("tenant", tenant_id), context=context
+        ):
             authorize(principal, tenant_id, permission)
             tenant = self._tenant_for_update(tenant_id)
             cleaned = _clean_reason(reason)
@@ -210,25 +221,6 @@ class LineStates:
         if tenant is None:
             raise NotFound()
         return tenant
-
-    def _guard(
-        self,
-        action: str,
-        principal: UserPrincipal,
-        tenant_id: str,
-        resource: tuple[str, str],
-        context: RequestContext,
-    ) -> AbstractContextManager[None]:
-        return failures_audited(
-            self._session,
-            self._audit,
-            action=action,
-            principal=principal,
-            tenant_id=tenant_id,
-            resource_type=resource[0],
-            resource_id=resource[1],
-            context=context,
-        )
 
 
 def line_states_for(runtime: Runtime, session: Session) -> LineStates:
