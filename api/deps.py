@@ -5,7 +5,7 @@ The unit of work uses ``scope="function"`` so the commit happens when the route 
 before the response is sent: a client never sees success for a transaction (or an
 audit event) that did not commit.
 
-A route reaches a service through one ``Annotated`` name: ``Lines``, ``Grants``,
+A route reaches a service through one ``Annotated`` name: ``Lines``, ``States``, ``Grants``,
 ``Runners``, ``RunnerTokens``, ``Tenants``, ``Users``, ``TenantKeys``, ``TenantErasure``,
 ``TenantExport``, ``Webhooks``, each made for the request from the runtime and the request's unit of
 work. Long-lived services (``runtime.authenticator``, ``runtime.factor_changes``,
@@ -49,6 +49,7 @@ from vault.keys.integrity import row_macs
 from vault.keys.rotation import TenantKeyService
 from vault.keys.service import tenant_key_service_for
 from vault.lines.service import LineService, line_service_for
+from vault.lines.states import LineStates, line_states_for
 from vault.privacy.erasure import TenantEraser
 from vault.privacy.export import TenantExporter
 from vault.runners import GrantService, RunnerRegistry, TokenIssuer
@@ -66,6 +67,7 @@ __all__ = [
     "Rt",
     "RunnerTokens",
     "Runners",
+    "States",
     "TenantErasure",
     "TenantExport",
     "TenantKeys",
@@ -215,6 +217,10 @@ def _lines(runtime: Rt, db: Db) -> LineService:
     return line_service_for(runtime, db)
 
 
+def _states(runtime: Rt, db: Db) -> LineStates:
+    return line_states_for(runtime, db)
+
+
 def _grants(runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser) -> GrantService:
     return GrantService(
         db,
@@ -290,6 +296,7 @@ def _webhooks(runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser) -> WebhookServic
 
 
 Lines = Annotated[LineService, Depends(_lines)]
+States = Annotated[LineStates, Depends(_states)]
 Grants = Annotated[GrantService, Depends(_grants)]
 Runners = Annotated[RunnerRegistry, Depends(_runners)]
 RunnerTokens = Annotated[TokenIssuer, Depends(_runner_tokens)]

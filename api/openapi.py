@@ -51,6 +51,7 @@ _DESCRIPTIONS = {
     410: "revoked",
     413: "payload_too_large: the body is over the limit",
     422: "invalid_request: names the invalid fields, never their values",
+    423: "suspended: the line or its tenant is suspended",
     429: "rate_limited: retry after the number of seconds in Retry-After",
     503: "unavailable or audit_unavailable (fail closed: nothing was done)",
 }

@@ -46,6 +46,7 @@ PROBLEM_TABLE: Mapping[type[Exception], tuple[int, str, str]] = {
     e.NotFound: (404, "not_found", "Not found"),
     e.Conflict: (409, "conflict", "Conflict"),
     e.Revoked: (410, "revoked", "Revoked"),
+    e.Suspended: (423, "suspended", "Suspended"),
     e.RateLimited: (429, "rate_limited", "Too many requests"),
     e.AuditUnavailable: (503, "audit_unavailable", "Audit trail unavailable"),
     e.Unavailable: (503, "unavailable", "Service unavailable"),
@@ -62,6 +63,7 @@ _HTTP_CODES: Mapping[int, tuple[str, str]] = {
     413: ("payload_too_large", "Payload too large"),
     415: ("invalid_request", "Unsupported media type"),
     422: ("invalid_request", "Invalid request"),
+    423: ("suspended", "Suspended"),
     429: ("rate_limited", "Too many requests"),
     503: ("unavailable", "Service unavailable"),
 }

@@ -48,6 +48,7 @@ __all__ = [
     "needs_mfa",
     "platform_allows",
     "require_second_factor",
+    "runner_directory_allowed",
 ]
 
 TENANT_ROLES = ("owner", "admin", "member", "auditor")
@@ -65,6 +66,11 @@ class Permission(StrEnum):
     LINE_WRITE = "line.write"
     LINE_REPLACE = "line.replace"
     LINE_REVOKE = "line.revoke"
+    LINE_SUSPEND = "line.suspend"
+    LINE_RESUME = "line.resume"
+    TENANT_SUSPEND = "tenant.suspend"
+    TENANT_RESUME = "tenant.resume"
+    RUNNER_DIRECTORY = "runner.directory"
     GRANT_READ = "grant.read"
     GRANT_WRITE = "grant.write"
     KEY_READ = "key.read"
@@ -89,6 +95,14 @@ TENANT_PERMISSIONS: Mapping[Permission, frozenset[str]] = {
     Permission.LINE_WRITE: _MANAGERS,
     Permission.LINE_REPLACE: _MANAGERS,
     Permission.LINE_REVOKE: _MANAGERS,
+    Permission.LINE_SUSPEND: _MANAGERS,
+    Permission.LINE_RESUME: _MANAGERS,
+    Permission.TENANT_SUSPEND: frozenset({"owner"}),
+    Permission.TENANT_RESUME: frozenset({"owner"}),
+    # Listing runners (id, name, created_at, status) so that they can be granted: a
+    # manager of any one tenant (see runner_directory_allowed); registering them stays
+    # with platform admins (PlatformPermission.RUNNER_CREATE).
+    Permission.RUNNER_DIRECTORY: _MANAGERS,
     Permission.GRANT_READ: _MANAGERS | {"auditor"},
     Permission.GRANT_WRITE: _MANAGERS,
     Permission.KEY_READ: _MANAGERS | {"auditor"},
@@ -113,6 +127,13 @@ TENANT_NEEDS_MFA: Mapping[Permission, bool] = {
     Permission.LINE_WRITE: False,
     Permission.LINE_REPLACE: True,
     Permission.LINE_REVOKE: True,
+    # Suspending is protective (it only stops serving): no second factor, so a stale
+    # session can stop a leak at once. Resuming widens access again: MFA.
+    Permission.LINE_SUSPEND: False,
+    Permission.LINE_RESUME: True,
+    Permission.TENANT_SUSPEND: False,
+    Permission.TENANT_RESUME: True,
+    Permission.RUNNER_DIRECTORY: False,
     Permission.GRANT_READ: False,
     Permission.GRANT_WRITE: True,
     Permission.KEY_READ: False,
@@ -260,6 +281,15 @@ def member_permission(*, new_role: str | None, current_role: str | None) -> Perm
 def platform_allows(principal: UserPrincipal, permission: PlatformPermission) -> bool:
     """Does the user's platform role carry ``permission``? (For scoping what they see.)"""
     return principal.platform_role in PLATFORM_PERMISSIONS.get(permission, _NOBODY)
+
+
+def runner_directory_allowed(principal: UserPrincipal) -> bool:
+    """May the user list runners? Platform readers (the full rows) or a member whose role
+    in some tenant carries ``runner.directory`` (the table's row: owners and admins)."""
+    if platform_allows(principal, PlatformPermission.RUNNER_READ):
+        return True
+    allowed = TENANT_PERMISSIONS.get(Permission.RUNNER_DIRECTORY, _NOBODY)
+    return any(role in allowed for role in principal.tenant_roles.values())
 
 
 def authorize_platform(principal: UserPrincipal, permission: PlatformPermission) -> UserPrincipal:

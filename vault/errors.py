@@ -17,6 +17,7 @@ __all__ = [
     "NotFound",
     "RateLimited",
     "Revoked",
+    "Suspended",
     "Unauthenticated",
     "Unavailable",
     "Unprocessable",
@@ -80,6 +81,15 @@ class Conflict(VaultError):
 
 class Revoked(VaultError):
     default_detail = "the credential has been revoked"
+
+
+class Suspended(VaultError):
+    """The line, or its tenant, is suspended: its secret is kept but not served (423)."""
+
+    default_detail = (
+        "the line or its tenant is suspended; an owner or admin can resume it"
+        " (POST .../resume, with a second factor)"
+    )
 
 
 class RateLimited(VaultError):

@@ -147,6 +147,7 @@ def _tail(expires_at: datetime | None, lease_ttl: int) -> bytes:
         403: {"description": "a human session (only runners receive secrets)"},
         404: {"description": "not granted to this runner (existence is not revealed)"},
         410: {"description": "revoked"},
+        423: {"description": "suspended: the line or its tenant is suspended"},
         429: {"description": "rate limited (Retry-After)"},
         503: {"description": "audit_unavailable: no secret without a durable audit event"},
     },

@@ -48,7 +48,7 @@ class LineOut(BaseModel):
     tenant_id: str
     type: str
     name: str
-    status: Literal["active", "revoked"]
+    status: Literal["active", "suspended", "revoked"]
     version: int
     fingerprint: str | None
     created_at: str

@@ -1,5 +1,8 @@
 """Runner management (platform admins) and the OAuth 2.0 token endpoint for runners.
 
+Tenant owners and admins may list runners (id, name, created_at, status) so that they
+can grant them; everything else here is for platform admins (auditors read).
+
 The token endpoint speaks RFC 6749, not problem+json: clients of section 4.4 expect
 ``{"error": "invalid_client"}`` with 401 and ``WWW-Authenticate`` (section 5.2), and
 ``Cache-Control: no-store`` on every answer that carries a token.
@@ -10,7 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime
-from typing import Annotated, NamedTuple
+from typing import Annotated, Literal, NamedTuple
 from urllib.parse import parse_qs, unquote_plus
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -18,9 +21,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import Ctx, CurrentUser, Runners, RunnerTokens, credentials_for
-from vault.authz import PlatformPermission, authorize_platform
+from vault.authz import (
+    PlatformPermission,
+    authorize_platform,
+    platform_allows,
+    runner_directory_allowed,
+)
 from vault.clock import rfc3339
-from vault.errors import Unauthenticated
+from vault.errors import Forbidden, Unauthenticated
 from vault.runners.secrets import looks_like_runner_token
 from vault.storage.models import Runner
 
@@ -38,11 +46,17 @@ class RunnerCreate(BaseModel):
     mfa_code: str | None = Field(default=None, max_length=32, description="sudo mode")
 
 
-class RunnerOut(BaseModel):
+class RunnerSummary(BaseModel):
+    """What a tenant owner or admin sees of a runner: enough to grant it."""
+
     id: str
     name: str
-    client_id: str
     created_at: str | None
+    status: Literal["active", "disabled"]
+
+
+class RunnerOut(RunnerSummary):
+    client_id: str
     secret_rotated_at: str | None
     disabled_at: str | None
 
@@ -56,7 +70,7 @@ class RunnerSecretOut(BaseModel):
 
 
 class RunnerList(BaseModel):
-    runners: list[RunnerOut]
+    runners: list[RunnerOut | RunnerSummary]
 
 
 class TokenOut(BaseModel):
@@ -70,14 +84,28 @@ class OAuthError(BaseModel):
     error_description: str | None = None
 
 
+def _status(runner: Runner) -> Literal["active", "disabled"]:
+    return "active" if runner.disabled_at is None else "disabled"
+
+
 def _out(runner: Runner) -> RunnerOut:
     return RunnerOut(
         id=runner.id,
         name=runner.name,
         client_id=runner.client_id,
         created_at=rfc3339(runner.created_at),
+        status=_status(runner),
         secret_rotated_at=rfc3339(runner.secret_rotated_at),
         disabled_at=rfc3339(runner.disabled_at),
+    )
+
+
+def _summary(runner: Runner) -> RunnerSummary:
+    return RunnerSummary(
+        id=runner.id,
+        name=runner.name,
+        created_at=rfc3339(runner.created_at),
+        status=_status(runner),
     )
 
 
@@ -108,8 +136,13 @@ def create_runner(body: RunnerCreate, user: CurrentUser, runners: Runners) -> Ru
 
 @router.get("/v1/runners", response_model=RunnerList)
 def list_runners(user: CurrentUser, runners: Runners) -> RunnerList:
-    authorize_platform(user, PlatformPermission.RUNNER_READ)
-    return RunnerList(runners=[_out(r) for r in runners.list()])
+    """Platform admins and auditors: every field; tenant owners and admins: id, name,
+    created_at and status, so that they can grant runners."""
+    if platform_allows(user, PlatformPermission.RUNNER_READ):
+        return RunnerList(runners=[_out(r) for r in runners.list()])
+    if not runner_directory_allowed(user):
+        raise Forbidden()
+    return RunnerList(runners=[_summary(r) for r in runners.list()])
 
 
 @router.get("/v1/runners/{runner_id}", response_model=RunnerOut)

@@ -263,6 +263,16 @@ EXPECTATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/tenants/{tenant_id}/lines/{line_id}/revoke"): row(
         _TENANT_MANAGERS, body=lambda w: {"reason": "matrix"}
     ),
+    # Suspend (no MFA: protective) and resume (MFA; sessions here are fresh). Repeats are
+    # idempotent, so every allowed caller gets 200 on the same line or tenant.
+    ("POST", "/v1/tenants/{tenant_id}/lines/{line_id}/suspend"): row(
+        _TENANT_MANAGERS, body=lambda w: {"reason": "matrix"}, params=_fresh_line
+    ),
+    ("POST", "/v1/tenants/{tenant_id}/lines/{line_id}/resume"): row(
+        _TENANT_MANAGERS, body=lambda w: {}, params=_fresh_line
+    ),
+    ("POST", "/v1/tenants/{tenant_id}/suspend"): row(_TENANT_OWNER, params=_doomed_tenant),
+    ("POST", "/v1/tenants/{tenant_id}/resume"): row(_TENANT_OWNER, params=_doomed_tenant),
     ("DELETE", "/v1/tenants/{tenant_id}"): row(_TENANT_OWNER, params=_doomed_tenant),
     ("GET", "/v1/tenants/{tenant_id}/export"): row(_TENANT_OWNER),
     # Audit: platform admins/auditors read all; tenant readers must name their tenant
@@ -285,9 +295,12 @@ EXPECTATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/v1/tenants/{tenant_id}/keys"): row(
         {**_TENANT_MANAGERS, "auditor": 200, "platform_auditor": 200}
     ),
-    # Runners (platform admins manage them; auditors may list them).
+    # Runners (platform admins manage them; auditors list them, and so do tenant owners
+    # and admins, so that they can grant them: id, name, created_at, status only).
     ("POST", "/v1/runners"): row(_PLATFORM_ADMIN_ONLY, body=lambda w: {"name": "matrix runner"}),
-    ("GET", "/v1/runners"): row(_PLATFORM_READERS),
+    ("GET", "/v1/runners"): row(
+        {**_PLATFORM_READERS, "owner": 200, "admin": 200, "other_owner": 200}
+    ),
     ("GET", "/v1/runners/{runner_id}"): row(_PLATFORM_READERS),
     ("POST", "/v1/runners/{runner_id}/rotate-secret"): row(
         {**_PLATFORM_ADMIN_ONLY, "platform_admin": 200}, params=_fresh_runner
@@ -527,6 +540,10 @@ NEEDS_MFA: dict[tuple[str, str], bool | str] = {
     ("GET", "/v1/tenants/{tenant_id}/lines/{line_id}"): False,
     ("PUT", "/v1/tenants/{tenant_id}/lines/{line_id}/credential"): True,
     ("POST", "/v1/tenants/{tenant_id}/lines/{line_id}/revoke"): True,
+    ("POST", "/v1/tenants/{tenant_id}/lines/{line_id}/suspend"): False,
+    ("POST", "/v1/tenants/{tenant_id}/lines/{line_id}/resume"): True,
+    ("POST", "/v1/tenants/{tenant_id}/suspend"): False,
+    ("POST", "/v1/tenants/{tenant_id}/resume"): True,
     ("DELETE", "/v1/tenants/{tenant_id}"): True,
     ("GET", "/v1/tenants/{tenant_id}/export"): True,
     ("GET", "/v1/audit/events"): False,

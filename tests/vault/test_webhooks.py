@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from tests.support.lines import CTX, planted, service, uow, user
+from tests.support.lines import CTX, planted, planted_line, service, uow, user
 from tests.support.lines import make_tenant as make_tenant_with_kek
 from tests.support.webhooks import Receiver, receiver, webhook_settings
 from vault.clock import FixedClock
@@ -93,19 +93,7 @@ def _deliveries(runtime: Runtime) -> list[WebhookDelivery]:
 
 
 def _create_line(runtime: Runtime, tenant_id: str) -> str:
-    with uow(runtime) as session:
-        return (
-            service(runtime, session)
-            .create(
-                user({tenant_id: "owner"}),
-                tenant_id,
-                line_type="telegram",
-                name="bot",
-                credential=planted("telegram"),
-                context=CTX,
-            )
-            .id
-        )
+    return planted_line(runtime, tenant_id)[0]
 
 
 def test_rolled_back_change_emits_nothing(runtime: Runtime, hook: Receiver) -> None:
@@ -425,9 +413,7 @@ def test_finished_deliveries_are_pruned_after_retention(
 def test_grant_deleted_is_emitted_with_ids_only(runtime: Runtime, hook: Receiver) -> None:
     import json
 
-    from tests.support.runners import admin_principal, grant, make_runner
-    from vault.keys.integrity import row_macs
-    from vault.runners import GrantService
+    from tests.support.runners import grant, grant_service, make_runner
 
     tenant = make_tenant_with_kek(runtime)
     _webhook(runtime, tenant, hook.url, ["grant.deleted"])
@@ -435,16 +421,34 @@ def test_grant_deleted_is_emitted_with_ids_only(runtime: Runtime, hook: Receiver
     grant_id = grant(runtime, tenant, runner_id, ["*"])
     assert _deliveries(runtime) == []  # creating a grant is not subscribed
     with uow(runtime) as session:
-        GrantService(
-            session,
-            audit=runtime.audit,
-            clock=runtime.clock,
-            principal=admin_principal(runtime),
-            context=CTX,
-            macs=row_macs(runtime.system_keys),
-        ).delete(tenant, grant_id)
+        grant_service(runtime, session).delete(tenant, grant_id)
     (row,) = _deliveries(runtime)
     body = json.loads(row.payload)
     assert body["type"] == "grant.deleted"
     assert body["data"] == {"tenant_id": tenant, "grant_id": grant_id, "runner_id": runner_id}
     assert client_secret not in row.payload
+
+
+def test_suspend_and_resume_emit_their_events_once(runtime: Runtime, hook: Receiver) -> None:
+    """Suspension is a change like any other: its event is in the outbox with it, and a
+    repeated suspend (already suspended) emits nothing."""
+    import json
+
+    from vault.lines.states import line_states_for
+
+    tenant = make_tenant_with_kek(runtime)
+    line = _create_line(runtime, tenant)
+    _webhook(runtime, tenant, hook.url, ["line.suspended", "line.resumed", "tenant.suspended"])
+    owner_now = user({tenant: "owner"})
+    for step in ("suspend", "suspend", "resume", "tenant"):
+        with uow(runtime) as session:
+            states = line_states_for(runtime, session)
+            if step == "suspend":
+                states.suspend_line(owner_now, tenant, line, reason=None, context=CTX)
+            elif step == "resume":
+                states.resume_line(owner_now, tenant, line, context=CTX)
+            else:
+                states.suspend_tenant(owner_now, tenant, reason=None, context=CTX)
+    bodies = [json.loads(d.payload) for d in _deliveries(runtime)]
+    assert [b["type"] for b in bodies] == ["line.suspended", "line.resumed", "tenant.suspended"]
+    assert bodies[0]["data"] == {"tenant_id": tenant, "line_id": line, "version": 1}

@@ -9,7 +9,7 @@ Reasons name the error kind and, for invalid input, the field; never a submitted
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from sqlalchemy.orm import Session
 
@@ -26,7 +26,7 @@ from vault.errors import (
     VaultError,
 )
 
-__all__ = ["MfaCheck", "failures_audited", "no_mfa_check"]
+__all__ = ["MfaCheck", "attempt_audited", "failures_audited", "no_mfa_check"]
 
 MfaCheck = Callable[[], None]
 
@@ -90,3 +90,26 @@ def failures_audited(
             )
         )
         raise
+
+
+def attempt_audited(
+    session: Session,
+    audit: AuditTrail,
+    action: str,
+    principal: UserPrincipal,
+    *,
+    tenant_id: str,
+    resource: tuple[str, str],
+    context: RequestContext,
+) -> AbstractContextManager[None]:
+    """:func:`failures_audited` for a resource given as (type, id), as services hold it."""
+    return failures_audited(
+        session,
+        audit,
+        action=action,
+        principal=principal,
+        tenant_id=tenant_id,
+        resource_type=resource[0],
+        resource_id=resource[1],
+        context=context,
+    )

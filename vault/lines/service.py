@@ -1,5 +1,7 @@
 """Lines and their credentials: create, list, read, replace and revoke.
 
+(Suspending and resuming lines and tenants: :mod:`vault.lines.states`.)
+
 Each credential version is sealed through the key hierarchy (tenant KEK -> fresh DEK ->
 AES-GCM) and only the current version is stored: replacing overwrites the envelope, so
 the previous version's DEK and ciphertext are gone when the transaction commits, and
@@ -39,8 +41,9 @@ from vault.keys.schedule import request_rotation
 from vault.keys.shred import shred_line_credential
 from vault.keys.system import SystemKeys
 from vault.lines.expiry import parse_window
-from vault.lines.guard import failures_audited
+from vault.lines.guard import attempt_audited
 from vault.lines.schemas import ParsedCredential, parse_credential, parse_line_name, parse_line_type
+from vault.lines.status import ACTIVE, REVOKED
 from vault.storage.models import Line, Tenant
 from vault.webhooks.outbox import enqueue
 
@@ -52,8 +55,10 @@ __all__ = [
     "LineService",
     "LineView",
     "fingerprint",
+    "line_event",
     "line_service_for",
     "line_view",
+    "load_line",
     "load_tenant",
     "new_line",
     "seal_line",
@@ -176,7 +181,7 @@ def new_line(
         tenant_id=tenant_id,
         type=parsed.line_type,
         name=name,
-        status="active",
+        status=ACTIVE,
         version=1,
         created_at=now,
         updated_at=now,
@@ -196,6 +201,43 @@ def load_tenant(session: Session, tenant_id: str, *, share_lock: bool = False) -
     if tenant is None:
         raise NotFound()
     return tenant
+
+
+def load_line(session: Session, tenant_id: str, line_id: str, *, lock: bool) -> Line:
+    """The tenant's line (``FOR UPDATE`` if ``lock``), or NotFound."""
+    stmt = select(Line).where(Line.id == line_id, Line.tenant_id == tenant_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    line = session.execute(stmt).scalar_one_or_none()
+    if line is None:
+        raise NotFound()
+    return line
+
+
+def line_event(
+    action: str,
+    principal: UserPrincipal,
+    line: Line,
+    context: RequestContext,
+    *,
+    reason: str | None = None,
+) -> AuditEvent:
+    """The success event of a change to ``line``: ids, type, version, fingerprint only."""
+    return AuditEvent.by(
+        Actor("user", principal.user_id),
+        action,
+        tenant_id=line.tenant_id,
+        resource_type="line",
+        resource_id=line.id,
+        reason=reason,
+        context=context,
+        details={
+            "type": line.type,
+            "version": line.version,
+            "fingerprint": line.fingerprint,
+            "kek_version": line.kek_version,
+        },
+    )
 
 
 class LineService:
@@ -241,7 +283,7 @@ class LineService:
         if expiring_within is not None:
             cutoff = self._clock.now() + expiring_within
             stmt = stmt.where(
-                Line.status == "active", Line.expires_at.is_not(None), Line.expires_at <= cutoff
+                Line.status == ACTIVE, Line.expires_at.is_not(None), Line.expires_at <= cutoff
             )
         stmt = stmt.order_by(Line.created_at, Line.id)
         return [line_view(row) for row in self._session.execute(stmt).scalars()]
@@ -305,13 +347,14 @@ class LineService:
         """Seal a new version (version + 1); the previous envelope is overwritten.
 
         A revoked line stays revoked (409): revocation is terminal, create a new line.
+        A suspended line may be replaced and stays suspended.
         """
         with self._guard("credential.replace", principal, tenant_id, ("line", line_id), context):
             authorize(principal, tenant_id, Permission.LINE_REPLACE)
             tenant = load_tenant(self._session, tenant_id, share_lock=True)
             line = self._line(tenant_id, line_id, lock=True)
             parsed = parse_credential(line.type, credential)
-            if line.status != "active":
+            if line.status == REVOKED:
                 raise Conflict("the line is revoked; create a new line instead")
         line.version += 1
         line.updated_at = self._clock.now()
@@ -353,12 +396,12 @@ class LineService:
                 raise Unprocessable(
                     f"invalid value for: reason (at most {MAX_REASON} characters)", field="reason"
                 )
-        if line.status == "revoked":
+        if line.status == REVOKED:
             self._record("credential.revoke", principal, line, context, reason="already_revoked")
             return line_view(line)
         now = self._clock.now()
         shred_line_credential(self._session, line=line)
-        line.status = "revoked"
+        line.status = REVOKED
         line.revoked_at = now
         line.updated_at = now
         line.revoke_reason = sanitize(reason, MAX_REASON) if reason else None
@@ -379,25 +422,18 @@ class LineService:
         resource: tuple[str, str],
         context: RequestContext,
     ) -> AbstractContextManager[None]:
-        return failures_audited(
+        return attempt_audited(
             self._session,
             self._audit,
-            action=action,
-            principal=principal,
+            action,
+            principal,
             tenant_id=tenant_id,
-            resource_type=resource[0],
-            resource_id=resource[1],
+            resource=resource,
             context=context,
         )
 
     def _line(self, tenant_id: str, line_id: str, *, lock: bool) -> Line:
-        stmt = select(Line).where(Line.id == line_id, Line.tenant_id == tenant_id)
-        if lock:
-            stmt = stmt.with_for_update()
-        line = self._session.execute(stmt).scalar_one_or_none()
-        if line is None:
-            raise NotFound()
-        return line
+        return load_line(self._session, tenant_id, line_id, lock=lock)
 
     def _request_rotation(self, tenant_id: str) -> None:
         """The superseded envelope may survive in a copy of the database: schedule the
@@ -435,22 +471,7 @@ class LineService:
         reason: str | None = None,
     ) -> None:
         self._audit.record(
-            self._session,
-            AuditEvent.by(
-                Actor("user", principal.user_id),
-                action,
-                tenant_id=line.tenant_id,
-                resource_type="line",
-                resource_id=line.id,
-                reason=reason,
-                context=context,
-                details={
-                    "type": line.type,
-                    "version": line.version,
-                    "fingerprint": line.fingerprint,
-                    "kek_version": line.kek_version,
-                },
-            ),
+            self._session, line_event(action, principal, line, context, reason=reason)
         )
 
 

@@ -17,6 +17,10 @@ group commit:
 3. The ``credential.fetch`` event goes to the group-commit writer; the secret is returned
    only once the event is durable (fail-closed: 503 and no secret otherwise).
 
+A suspended line or a line of a suspended tenant is refused with 423 ``suspended``
+(:func:`vault.lines.status.state_refusal`, from the statuses of that same read); a
+suspension moves the epoch like a revocation, so it reaches every process at once.
+
 Step 1 is skipped when the same (token, tenant, line) was served before: the row that
 allowed it is kept in a bounded in-memory cache (envelopes stay sealed in it) with the
 epoch it was read under, and the event is submitted with that epoch as its guard. The
@@ -67,6 +71,7 @@ from vault.keys.integrity import integrity_event, row_macs
 from vault.keys.keyring import KeyRing
 from vault.keys.system import SystemKeys
 from vault.lines.expiry import fetch_expiry_reason
+from vault.lines.status import state_refusal
 from vault.runners.bridge import AuditBridge
 from vault.runners.decisions import DecisionCache, Key
 from vault.runners.events import fetch_event
@@ -419,9 +424,12 @@ class CredentialFetcher:
             version=row.version,
         ):
             return LINE_TAMPERED, NotFound()
+        # Suspended line or tenant: 423; revoked: 410 (the one rule, vault/lines/status.py).
+        refusal = state_refusal(row.status, row.tenant_status)
+        if refusal is not None:
+            return refusal
         if (
-            row.status != "active"
-            or row.ciphertext is None
+            row.ciphertext is None
             or row.wrapped_dek is None
             or row.kek_state in (None, "destroyed")
             or row.kek_wrapped is None

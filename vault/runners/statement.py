@@ -1,6 +1,7 @@
 """The one SQL read of the credential fetch, and how it runs.
 
-Keyed by the token's keyed hash, it joins the token and its runner, the tenant, the line,
+Keyed by the token's keyed hash, it joins the token and its runner, the tenant (with its
+status: a suspended tenant's lines are not served), the line (with its status),
 the line's KEK version row, the grant (the ``grant_lines`` rows on (runner, tenant,
 line-or-*), with their MACs, so more than one result row when several grants match),
 this minute's usage counter and the authorization epoch. Every table
@@ -69,6 +70,7 @@ def fetch_statement() -> Any:
             _R.c.disabled_at.label("runner_disabled_at"),
             _T.c.id.label("tenant_id"),
             _T.c.deleted_at.label("tenant_deleted_at"),
+            _T.c.status.label("tenant_status"),
             _L.c.id.label("line_id"),
             _L.c.type,
             _L.c.status,

@@ -150,6 +150,9 @@ class Tenant(Base):
     active_kek_version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # active | suspended (vault/lines/states.py): a suspended tenant's lines are not
+    # served. Read by the fetch's one SQL read; a change moves the authorization epoch.
+    status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
 
 
 class User(Base):
@@ -238,7 +241,7 @@ class Line(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     type: Mapped[str] = mapped_column(String(16))
     name: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16))  # active | revoked
+    status: Mapped[str] = mapped_column(String(16))  # active | suspended | revoked
     version: Mapped[int] = mapped_column(Integer)
     fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     kek_version: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -16,8 +16,9 @@ body is readable by the receiver and stored in clear, so it must never hold a se
 ``tenant_id`` is added to ``data`` here. A line's events carry ``line_id`` and are
 delivered in order per line and webhook; other events are ordered per tenant.
 
-Wired today into line created, replaced and revoked (``vault/lines/service.py``), grant
-deleted (``vault/runners/grants.py``) and tenant deleted (``vault/privacy/erasure.py``).
+Wired today into line created, replaced and revoked (``vault/lines/service.py``),
+suspended and resumed, tenant suspended (``vault/lines/states.py``), grant deleted
+(``vault/runners/grants.py``) and tenant deleted (``vault/privacy/erasure.py``).
 """
 
 from __future__ import annotations
