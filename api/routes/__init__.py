@@ -16,6 +16,7 @@ from api.routes import (
     runners,
     system,
     tenants,
+    vault_compat,
 )
 
 __all__ = ["ROUTERS"]
@@ -34,4 +35,5 @@ ROUTERS: list[APIRouter] = [
     keys.router,
     runners.router,
     grants.router,
+    vault_compat.router,
 ]

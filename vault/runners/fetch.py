@@ -95,6 +95,8 @@ class FetchedCredential:
     credential_json: bytes
     expires_at: datetime | None
     lease_ttl: int
+    # When the line's current version was written (the KV v2 read's ``created_time``).
+    updated_at: datetime | None = None
 
     @property
     def credential(self) -> dict[str, Any]:
@@ -476,5 +478,6 @@ class CredentialFetcher:
             credential_json=plaintext,
             expires_at=row.line_expires_at,
             lease_ttl=self._lease_ttl,
+            updated_at=row.line_updated_at,
         )
         return _Decision(event=event, result=result)
