@@ -177,6 +177,7 @@ async def read_line(tenant_id: str, line_id: str, request: Request) -> Response:
             tenant_id=tenant_id,
             line_id=line_id,
             ctx=ctx,
+            api="vault_kv",
         )
     except (VaultError, KmsError) as exc:
         return vault_error_response(exc)

@@ -66,6 +66,7 @@ from vault.keys.integrity import integrity_event, row_macs
 from vault.keys.keyring import KeyRing
 from vault.keys.system import SystemKeys
 from vault.lines.expiry import fetch_expiry_reason
+from vault.metrics import DECISION_CACHE
 from vault.runners.bridge import AuditBridge
 from vault.runners.decisions import DecisionCache, Key
 from vault.runners.events import fetch_event
@@ -186,9 +187,12 @@ class CredentialFetcher:
                 decision, guard = hit
                 try:
                     await self._durable(decision.event, guard)
+                    DECISION_CACHE.labels(result="hit").inc()
                     return self._answer(decision)
                 except StaleDecision:
+                    DECISION_CACHE.labels(result="stale").inc()
                     self._forget(params)
+            DECISION_CACHE.labels(result="miss").inc()
             try:
                 row = self._pick(await asyncio.to_thread(self._read, params))
             except DBAPIError:
