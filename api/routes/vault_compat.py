@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from api.deps import Ctx, RunnerTokens, credentials_for, get_runtime, request_context
 from api.problems import vault_error_response
@@ -49,6 +50,32 @@ _ENVELOPE: dict[str, Any] = {
 }
 
 
+class VaultErrors(BaseModel):
+    """Vault's error body (not problem+json: Vault clients read this shape)."""
+
+    errors: list[str]
+
+
+_RETRY_AFTER = {
+    "Retry-After": {
+        "required": True,
+        "description": "seconds to wait",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    }
+}
+
+
+def _errors(description: str, **extra: Any) -> dict[str, Any]:
+    """An OpenAPI response entry for a Vault-shaped error."""
+    return {"model": VaultErrors, "description": description, **extra}
+
+
+PROBLEM_REF = "#/components/schemas/Problem"
+_DENIED = _errors('a token that is not a live runner token: {"errors": ["permission denied"]}')
+_LIMITED = _errors("rate limited (Retry-After)", headers=_RETRY_AFTER)
+_DOWN = _errors("the database, the key provider or the audit trail is down")
+
+
 def vault_token(request: Request) -> str | None:
     """``X-Vault-Token``, else a bearer token, as Vault itself accepts both."""
     return request.headers.get("x-vault-token") or credentials_for(
@@ -72,19 +99,40 @@ async def _approle_body(request: Request) -> dict[str, Any]:
 
 @router.post(
     "/v1/auth/approle/login",
-    responses={400: {"description": '{"errors": ["invalid role or secret ID"]}'}},
+    responses={
+        400: _errors('{"errors": ["invalid role or secret ID"]}, or a missing field'),
+        429: _LIMITED,
+        503: _DOWN,
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["role_id", "secret_id"],
+                        "properties": {
+                            "role_id": {"type": "string", "description": "the client_id"},
+                            "secret_id": {"type": "string", "format": "password"},
+                        },
+                    }
+                }
+            },
+        }
+    },
 )
 def approle_login(
     ctx: Ctx, tokens: RunnerTokens, body: Annotated[dict[str, Any], Depends(_approle_body)]
 ) -> JSONResponse:
     """AppRole login: ``role_id`` is the runner's client_id, ``secret_id`` its secret."""
     role_id, secret_id = body.get("role_id"), body.get("secret_id")
-    for name, value in (("role_id", role_id), ("secret_id", secret_id)):
-        if not isinstance(value, str) or not value:
-            tokens.deny(reason=f"missing_{name}", context=ctx)
-            return JSONResponse({"errors": [f"missing {name}"]}, status_code=400)
-    assert isinstance(role_id, str) and isinstance(secret_id, str)
     try:
+        for name, value in (("role_id", role_id), ("secret_id", secret_id)):
+            if not isinstance(value, str) or not value:
+                tokens.deny(reason=f"missing_{name}", context=ctx)
+                return JSONResponse({"errors": [f"missing {name}"]}, status_code=400)
+        assert isinstance(role_id, str) and isinstance(secret_id, str)
         issued = tokens.issue(client_id=role_id, client_secret=secret_id, context=ctx)
     except Unauthenticated:  # already audited by the issuer
         return JSONResponse(_LOGIN_REFUSED, status_code=400, headers=_NO_STORE)
@@ -130,7 +178,7 @@ def _lookup_data(token: str, info: TokenInfo, now: datetime) -> dict[str, Any]:
 
 @router.get(
     "/v1/auth/token/lookup-self",
-    responses={403: {"description": '{"errors": ["permission denied"]}'}},
+    responses={403: _DENIED, 429: _LIMITED, 503: _DOWN},
 )
 def lookup_self(request: Request, ctx: Ctx, tokens: RunnerTokens) -> JSONResponse:
     """The caller's own token: ``type``, a numeric ``ttl`` and ``expire_time`` (ESO)."""
@@ -148,7 +196,7 @@ def lookup_self(request: Request, ctx: Ctx, tokens: RunnerTokens) -> JSONRespons
 @router.post(
     "/v1/auth/token/revoke-self",
     status_code=204,
-    responses={403: {"description": '{"errors": ["permission denied"]}'}},
+    responses={403: _DENIED, 503: _DOWN},
 )
 def revoke_self(request: Request, ctx: Ctx, tokens: RunnerTokens) -> Response:
     """The caller's token stops working at once (audited as ``runner.token_revoke``)."""
@@ -161,10 +209,13 @@ def revoke_self(request: Request, ctx: Ctx, tokens: RunnerTokens) -> Response:
 @router.get(
     f"/v1/{KV_MOUNT}/data/{{tenant_id}}/{{line_id}}",
     responses={
-        403: {"description": 'bad token or a human session: {"errors": ["permission denied"]}'},
-        404: {"description": 'not granted, unknown or revoked: {"errors": []}'},
-        429: {"description": "rate limited (Retry-After)"},
-        503: {"description": "no secret without a durable audit event"},
+        403: _errors('bad token or a human session: {"errors": ["permission denied"]}'),
+        404: _errors(
+            'not granted, unknown or revoked: {"errors": []} (a malformed id: a problem)',
+            content={"application/problem+json": {"schema": {"$ref": PROBLEM_REF}}},
+        ),
+        429: _LIMITED,
+        503: _errors("no secret without a durable audit event, or a dependency down"),
     },
 )
 async def read_line(tenant_id: str, line_id: str, request: Request) -> Response:
