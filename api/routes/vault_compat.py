@@ -14,6 +14,7 @@ side against a real OpenBao by tests/api/test_vault_compat_hvac.py.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -29,12 +30,14 @@ from vault.audit.events import RequestContext
 from vault.clock import rfc3339
 from vault.errors import Unauthenticated, VaultError
 from vault.runners.registry import TokenInfo
+from vault.runtime import Runtime
 
-__all__ = ["KV_MOUNT", "router"]
+__all__ = ["KV_MOUNT", "KV_PATH", "answer_kv_read", "router", "vault_token", "vault_token_of"]
 
 router = APIRouter(tags=["vault-compatible"])
 
 KV_MOUNT = "lines"
+KV_PATH = f"/v1/{KV_MOUNT}/data/{{tenant_id}}/{{line_id}}"
 POLICIES = ["linevault-runner"]
 _NO_STORE = {"Cache-Control": "no-store"}
 _LOGIN_REFUSED = {"errors": ["invalid role or secret ID"]}
@@ -76,10 +79,19 @@ _LIMITED = _errors("rate limited (Retry-After)", headers=_RETRY_AFTER)
 _DOWN = _errors("the database, the key provider or the audit trail is down")
 
 
+def vault_token_of(headers: Mapping[bytes, str]) -> str | None:
+    """``X-Vault-Token``, else a bearer token, as Vault itself accepts both (the first
+    value of each header, keyed by lower-case name)."""
+    return headers.get(b"x-vault-token") or credentials_for("bearer", headers.get(b"authorization"))
+
+
 def vault_token(request: Request) -> str | None:
-    """``X-Vault-Token``, else a bearer token, as Vault itself accepts both."""
-    return request.headers.get("x-vault-token") or credentials_for(
-        "bearer", request.headers.get("authorization")
+    return vault_token_of(
+        {
+            name: request.headers[name.decode()]
+            for name in (b"x-vault-token", b"authorization")
+            if name.decode() in request.headers
+        }
     )
 
 
@@ -207,7 +219,7 @@ def revoke_self(request: Request, ctx: Ctx, tokens: RunnerTokens) -> Response:
 
 
 @router.get(
-    f"/v1/{KV_MOUNT}/data/{{tenant_id}}/{{line_id}}",
+    KV_PATH,
     responses={
         403: _errors('bad token or a human session: {"errors": ["permission denied"]}'),
         404: _errors(
@@ -220,15 +232,23 @@ def revoke_self(request: Request, ctx: Ctx, tokens: RunnerTokens) -> Response:
 )
 async def read_line(tenant_id: str, line_id: str, request: Request) -> Response:
     """A line's credential as a KV v2 secret version (audited as ``credential.fetch``)."""
-    ctx = request_context(request)
+    return await answer_kv_read(
+        get_runtime(request),
+        tenant_id=tenant_id,
+        line_id=line_id,
+        token=vault_token(request),
+        ctx=request_context(request),
+    )
+
+
+async def answer_kv_read(
+    runtime: Runtime, *, tenant_id: str, line_id: str, token: str | None, ctx: RequestContext
+) -> Response:
+    """The KV v2 read, errors included, as one response: shared by the route above and
+    :class:`api.fastpath.FetchFastPath`, which answers it before FastAPI's routing."""
     try:
         got = await run_fetch(
-            get_runtime(request),
-            token=vault_token(request),
-            tenant_id=tenant_id,
-            line_id=line_id,
-            ctx=ctx,
-            api="vault_kv",
+            runtime, token=token, tenant_id=tenant_id, line_id=line_id, ctx=ctx, api="vault_kv"
         )
     except (VaultError, KmsError) as exc:
         return vault_error_response(exc)

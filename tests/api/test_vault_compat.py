@@ -12,12 +12,14 @@ tests/api/test_vault_compat_hvac.py.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+from api.app import create_app
 from tests.api import test_runners_api as runners_api
 from tests.support.runners import revoke_line
 from vault.runtime import Runtime
@@ -210,3 +212,46 @@ def test_failed_logins_are_400_and_audited(client: TestClient, runtime: Runtime,
     assert reasons[:1] == ["bad_secret"]
     for event in audit(runtime, "runner.token"):
         assert setup["secret"] not in str(event.details)
+
+
+@pytest.fixture
+def route_client(settings: Settings, runtime: Runtime) -> Iterator[TestClient]:
+    """The same app with the fast path taken out: FastAPI's KV route answers."""
+    app = create_app(settings, runtime=runtime)
+    app.fetch_fast_path = None
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def test_fast_path_and_route_answer_kv_reads_alike(
+    client: TestClient, route_client: TestClient, runtime: Runtime, setup, monkeypatch
+) -> None:
+    import api.fastpath
+
+    served_fast: list[str] = []
+    answer = api.fastpath.answer_kv_read
+
+    async def counting(*args, **kwargs):
+        served_fast.append(kwargs["line_id"])
+        return await answer(*args, **kwargs)
+
+    monkeypatch.setattr(api.fastpath, "answer_kv_read", counting)
+    token, human = setup["token"], session_token(runtime)
+    cases = [
+        (kv(setup), vault_token(token)),
+        (kv(setup), bearer(token)),  # Vault accepts a bearer token too
+        (kv(setup, line=setup["other"]), vault_token(token)),
+        (kv(setup), {}),
+        (kv(setup), vault_token(human)),
+    ]
+    for path, headers in cases:
+        fast, slow = client.get(path, headers=headers), route_client.get(path, headers=headers)
+        assert fast.status_code == slow.status_code, path
+        for header in ("content-type", "cache-control", "retry-after"):
+            assert fast.headers.get(header) == slow.headers.get(header), header
+        a, b = fast.json(), slow.json()
+        a.pop("request_id", None), b.pop("request_id", None)
+        assert a == b
+    assert len(served_fast) == len(cases)  # the served app answered every one up front
+    metrics = client.get("/metrics").text
+    assert 'route="/v1/lines/data/{tenant_id}/{line_id}",status="200"' in metrics
