@@ -77,6 +77,10 @@ _VAULT_INTERNAL = (500, ("internal error",))
 def vault_error_response(exc: Exception) -> JSONResponse:
     """A domain error as Vault would answer it (``Retry-After`` on 429, never cached)."""
     found = next((VAULT_ERROR_TABLE[c] for c in type(exc).__mro__ if c in VAULT_ERROR_TABLE), None)
+    if found is None and (problem := _lookup(exc)) is not None:
+        # A domain error Vault has no word for (e.g. a suspended line): the native
+        # status, and the machine code as the message.
+        found = (problem[0], (problem[1],))
     if found is None:
         log.error("unhandled error: %s", type(exc).__name__)
         found = _VAULT_INTERNAL

@@ -255,3 +255,13 @@ def test_fast_path_and_route_answer_kv_reads_alike(
     assert len(served_fast) == len(cases)  # the served app answered every one up front
     metrics = client.get("/metrics").text
     assert 'route="/v1/lines/data/{tenant_id}/{line_id}",status="200"' in metrics
+
+
+def test_errors_vault_has_no_word_for_keep_their_native_status() -> None:
+    """E.g. a suspended line (423 natively): its status and code, not a 500."""
+    from api.problems import vault_error_response
+    from vault.errors import Conflict
+
+    answer = vault_error_response(Conflict("x"))
+    assert (answer.status_code, answer.body) == (409, b'{"errors":["conflict"]}')
+    assert vault_error_response(RuntimeError("boom")).status_code == 500
