@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-SRC    := vault kms api tests bench
+SRC    := vault kms api tests bench clients/python
 
 .PHONY: run test lint typecheck layers pytest wrk bench-fetch bench-fetch-scale bench-keys bench-audit bench-login-rss soak clean
 
@@ -13,8 +13,9 @@ $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
 	@touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[dev]'
+# The runner client is its own distribution (clients/python); the server's tests use it.
+$(VENV)/.installed-dev: pyproject.toml clients/python/pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ./clients/python -e '.[dev]'
 	@touch $@ $(VENV)/.installed-run
 
 ## make run: install, initialise ./var on first run (prints the admin's credentials once), serve on 127.0.0.1:8210

@@ -80,7 +80,6 @@ def create_app(
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
         if app.state.runtime is None:
             app.state.runtime = open_runtime(settings, clock=clock)
-        _count_checks(app.state.metrics, app.state.runtime)
         stops = _start_background_work(app)
         if freeze_gc:
             gc.collect()
@@ -115,18 +114,3 @@ def create_app(
         metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes
     )
     return app
-
-
-def _count_checks(metrics: Metrics, runtime: Runtime) -> None:
-    """The guessable-input checks this process evaluated, for /metrics (ASVS V6.3: a
-    throttle that holds is one whose evaluations can be counted from outside)."""
-    metrics.count_from(
-        "argon2_verifications_total",
-        "Password verifications (argon2id) evaluated by this process.",
-        lambda: runtime.passwords.verifications,
-    )
-    metrics.count_from(
-        "totp_checks_total",
-        "TOTP and recovery codes evaluated by this process.",
-        lambda: runtime.authenticator.totp_checks,
-    )

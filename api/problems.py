@@ -22,11 +22,13 @@ from vault import errors as e
 
 __all__ = [
     "PROBLEM_TABLE",
+    "VAULT_ERROR_TABLE",
     "install_problem_handlers",
     "internal_error_response",
     "problem_body",
     "problem_for",
     "problem_response",
+    "vault_error_response",
 ]
 
 log = logging.getLogger("linevault.api")
@@ -52,6 +54,44 @@ PROBLEM_TABLE: Mapping[type[Exception], tuple[int, str, str]] = {
     e.Unavailable: (503, "unavailable", "Service unavailable"),
     KmsUnavailable: (503, "unavailable", "Key provider unavailable"),
 }
+
+# The same domain errors in HashiCorp Vault's shape, ``{"errors": [...]}``, for the
+# Vault-compatible read API (api/routes/vault_compat.py): hvac, External Secrets Operator
+# and vault-agent act on the status. What OpenBao answers, checked side by side in
+# tests/api/test_vault_compat_hvac.py: a bad or missing token is 403 "permission denied"
+# (hvac ``Forbidden``), a path the token may not read or that holds nothing is 404 with
+# no message (``InvalidPath``), a failed AppRole login 400 (``InvalidRequest``). A
+# revoked line is destroyed, which KV v2 also answers with 404.
+VAULT_ERROR_TABLE: Mapping[type[Exception], tuple[int, tuple[str, ...]]] = {
+    e.InvalidRequest: (400, ("invalid request",)),
+    e.Unauthenticated: (403, ("permission denied",)),
+    e.Forbidden: (403, ("permission denied",)),
+    e.NotFound: (404, ()),
+    e.Revoked: (404, ()),
+    e.RateLimited: (429, ("rate limit quota exceeded",)),
+    e.AuditUnavailable: (503, ("audit unavailable: no answer without a durable audit record",)),
+    e.Unavailable: (503, ("service unavailable",)),
+    KmsUnavailable: (503, ("key provider unavailable",)),
+}
+_VAULT_INTERNAL = (500, ("internal error",))
+
+
+def vault_error_response(exc: Exception) -> JSONResponse:
+    """A domain error as Vault would answer it (``Retry-After`` on 429, never cached)."""
+    found = next((VAULT_ERROR_TABLE[c] for c in type(exc).__mro__ if c in VAULT_ERROR_TABLE), None)
+    if found is None and (problem := _lookup(exc)) is not None:
+        # A domain error Vault has no word for (e.g. a suspended line): the native
+        # status, and the machine code as the message.
+        found = (problem[0], (problem[1],))
+    if found is None:
+        log.error("unhandled error: %s", type(exc).__name__)
+        found = _VAULT_INTERNAL
+    status, errors = found
+    headers = {"Cache-Control": "no-store"}
+    if isinstance(exc, e.RateLimited):
+        headers["Retry-After"] = str(exc.retry_after)
+    return JSONResponse({"errors": list(errors)}, status_code=status, headers=headers)
+
 
 _HTTP_CODES: Mapping[int, tuple[str, str]] = {
     400: ("invalid_request", "Invalid request"),

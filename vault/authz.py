@@ -205,9 +205,13 @@ class RunnerPermission(StrEnum):
 
 
 # A runner may fetch the current credential of a line its tenant granted it, and nothing
-# else; a person never may (only runners receive stored secrets). The fetch checks the
-# token, the runner and the grant in its one SQL read (vault/runners/statement.py), so
-# no request looks this row up: it states the rule that read implements.
+# else; a person never may (only runners receive stored secrets). The row covers both
+# ways of asking: GET /v1/tenants/{t}/lines/{l}/credential and the Vault-compatible KV v2
+# read GET /v1/lines/data/{t}/{l}, which runs the same fetch. (A runner's own token, its
+# lookup-self and revoke-self, is the holder's own business, like a session's logout.)
+# The fetch checks the token, the runner and the grant in its one SQL read
+# (vault/runners/statement.py), so no request looks this row up: it states the rule that
+# read implements.
 RUNNER_PERMISSIONS: frozenset[RunnerPermission] = frozenset({RunnerPermission.CREDENTIAL_FETCH})
 
 _NOBODY: frozenset[str] = frozenset()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -104,6 +106,8 @@ def serve_command(
         raise fail(f"{settings.data_dir} is not initialised: run `linevault init` first", 2)
     # Worker processes rebuild the same settings from the environment.
     os.environ["LINEVAULT_DATA_DIR"] = str(settings.data_dir)
+    if settings.workers > 1:
+        _metrics_dir_for_workers(settings.data_dir)
     loop = "uvloop"
     try:
         import uvloop  # noqa: F401
@@ -127,6 +131,21 @@ def serve_command(
         proxy_headers=settings.trusted_proxies is not None,
         forwarded_allow_ips=settings.trusted_proxies or "",
     )
+
+
+def _metrics_dir_for_workers(data_dir: Path) -> None:
+    """prometheus_client's multiprocess mode for the workers about to start: a fresh
+    directory (the files of an earlier run would add its counts) named before any worker
+    imports prometheus_client. One the operator set (``PROMETHEUS_MULTIPROC_DIR``) is
+    theirs to empty between runs, as prometheus_client documents."""
+    from api.metrics import MULTIPROC_ENV
+
+    if os.environ.get(MULTIPROC_ENV):
+        return
+    metrics_dir = data_dir / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(mode=0o700, parents=True)
+    os.environ[MULTIPROC_ENV] = str(metrics_dir)
 
 
 @app.command("version")

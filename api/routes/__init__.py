@@ -17,6 +17,7 @@ from api.routes import (
     states,
     system,
     tenants,
+    vault_compat,
     webhooks,
 )
 
@@ -37,5 +38,6 @@ ROUTERS: list[APIRouter] = [
     keys.router,
     runners.router,
     grants.router,
+    vault_compat.router,
     webhooks.router,
 ]

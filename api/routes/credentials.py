@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from datetime import datetime
 
 from fastapi import APIRouter, Request, Response
@@ -21,16 +22,18 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import credentials_for, get_runtime, request_context
+from api.metrics import FETCH_DURATION
 from api.problems import problem_for, problem_response
 from kms.errors import KmsError
 from vault.audit.events import RequestContext
 from vault.clock import rfc3339
 from vault.errors import Unauthenticated, Unavailable, VaultError
 from vault.identity.sessions import SESSION_TOKEN_PREFIX
+from vault.runners.fetch import FetchedCredential
 from vault.runtime import Runtime
 from vault.storage.engine import unit_of_work
 
-__all__ = ["FETCH_PATH", "answer_fetch", "router"]
+__all__ = ["FETCH_PATH", "answer_fetch", "router", "run_fetch"]
 
 FETCH_PATH = "/v1/tenants/{tenant_id}/lines/{line_id}/credential"
 
@@ -59,6 +62,33 @@ def _refuse_humans(
         )
 
 
+async def run_fetch(
+    runtime: Runtime,
+    *,
+    token: str | None,
+    tenant_id: str,
+    line_id: str,
+    ctx: RequestContext,
+    api: str = "native",
+) -> FetchedCredential:
+    """The fetch as every API that hands out secrets runs it (this route, the fast path
+    and the Vault-compatible KV read): a human session is refused (audited), then
+    :class:`vault.runners.CredentialFetcher` decides, audits and returns the secret, or
+    raises the typed error each API renders in its own shape."""
+    start, outcome = time.perf_counter(), "success"
+    try:
+        if token and token.startswith(SESSION_TOKEN_PREFIX):
+            await run_in_threadpool(_refuse_humans, runtime, token, tenant_id, line_id, ctx)
+        return await runtime.fetcher.fetch(
+            token=token, tenant_id=tenant_id, line_id=line_id, context=ctx
+        )
+    except Exception as exc:
+        outcome = type(exc).__name__
+        raise
+    finally:
+        FETCH_DURATION.labels(api, outcome).observe(time.perf_counter() - start)
+
+
 async def answer_fetch(
     runtime: Runtime,
     *,
@@ -75,11 +105,7 @@ async def answer_fetch(
     """
     token = credentials_for("bearer", authorization)
     try:
-        if token and token.startswith(SESSION_TOKEN_PREFIX):
-            await run_in_threadpool(_refuse_humans, runtime, token, tenant_id, line_id, ctx)
-        got = await runtime.fetcher.fetch(
-            token=token, tenant_id=tenant_id, line_id=line_id, context=ctx
-        )
+        got = await run_fetch(runtime, token=token, tenant_id=tenant_id, line_id=line_id, ctx=ctx)
     except Unauthenticated as exc:
         return problem_response(
             401,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from api.deps import Rt
+from api.metrics import render as render_metrics
 from vault import __version__
 from vault.storage.engine import readonly
 
@@ -63,7 +64,7 @@ def health(runtime: Rt) -> JSONResponse:
 
 
 @router.get("/metrics", include_in_schema=False)
-def metrics(request: Request) -> PlainTextResponse:
-    return PlainTextResponse(
-        request.app.state.metrics.render(), media_type="text/plain; version=0.0.4"
-    )
+def metrics() -> Response:
+    """Prometheus text format; with several workers, all of them summed (api/metrics.py)."""
+    body, content_type = render_metrics()
+    return Response(body, media_type=content_type)

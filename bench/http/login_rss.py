@@ -101,7 +101,9 @@ def run(budget_mib: int, logins: int) -> dict[str, object]:
                 time.sleep(3)
                 after = _rss_kib(proc.pid)
                 metrics = http.get("/metrics").text
-                found = re.search(r"^linevault_argon2_verifications_total (\d+)$", metrics, re.M)
+                found = re.search(
+                    r"^linevault_argon2_verifications_total ([0-9.e+]+)$", metrics, re.M
+                )
         finally:
             stop_process(proc)
     return {
@@ -109,7 +111,7 @@ def run(budget_mib: int, logins: int) -> dict[str, object]:
         "logins": logins,
         "statuses": dict(statuses),
         "seconds": round(elapsed, 2),
-        "argon2_verifications": int(found.group(1)) if found else None,
+        "argon2_verifications": int(float(found.group(1))) if found else None,
         "rss_mib_before": round(before / 1024),
         "rss_mib_peak": round(peak[0] / 1024),
         "rss_mib_after": round(after / 1024),

@@ -359,17 +359,15 @@ class VaultTarget:
         """200 answers on the fetch route as the server counted them (``GET /metrics``).
 
         Exact where wrk's count is not (wrk drops the answers in flight when it stops),
-        but per process: None with more than one worker, where one scrape sees only one
-        process's counters.
+        and for every worker: with several, one scrape sums them all (prometheus_client's
+        multiprocess mode, set up by ``linevault serve --workers N``).
         """
-        if self.workers != 1:
-            return None
         resp = httpx.get(self.base_url + "/metrics", timeout=10)
         resp.raise_for_status()
         marker = f'route="{FETCH_ROUTE}",status="200"}} '
         for line in resp.text.splitlines():
             if line.startswith("linevault_http_requests_total{") and marker in line:
-                return int(line.rsplit(" ", 1)[1])
+                return int(float(line.rsplit(" ", 1)[1]))
         return 0
 
     def count_fetch_audit_events_in_db(self) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from api.webhook_client import InvalidDelivery, WebhookReceiver
+from linevault_client.webhooks import InvalidDelivery, WebhookReceiver
 from tests.support.identity import add_membership, bearer, make_tenant, make_user, new_session
 from tests.support.lines import planted
 from tests.support.webhooks import Receiver, receiver, webhook_settings
@@ -69,3 +69,38 @@ def test_revocation_drops_the_cached_line_once(
             created.body, created.headers
         )
     assert cache.dropped == [(tenant, line)]
+
+
+def test_the_helper_agrees_with_the_standardwebhooks_signer() -> None:
+    """The client checks signatures with the standard library; the package the server
+    signs with is the reference."""
+    import base64
+    import json
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from standardwebhooks.webhooks import Webhook
+
+    secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    body = json.dumps({"type": "line.revoked", "data": {"tenant_id": "tn_1", "line_id": "ln_1"}})
+    now = datetime.now(UTC)
+
+    def headers(msg_id: str, when: datetime) -> dict[str, str]:
+        signature = Webhook(secret).sign(msg_id, when, body)
+        return {
+            "Webhook-Id": msg_id,
+            "Webhook-Timestamp": str(int(when.timestamp())),
+            "Webhook-Signature": "v1,bm90IGl0 " + signature,  # a rotated-out key first
+        }
+
+    cache = Cache()
+    helper = WebhookReceiver(secret, cache=cache)
+    assert helper.handle(body, headers("msg_1", now))["type"] == "line.revoked"
+    assert cache.dropped == [("tn_1", "ln_1")]
+    stale = headers("msg_2", now - timedelta(minutes=10))
+    with pytest.raises(InvalidDelivery, match="too far"):
+        helper.handle(body, stale)
+    with pytest.raises(InvalidDelivery, match="missing"):
+        helper.handle(body, {"webhook-id": "msg_3", "webhook-timestamp": str(int(time.time()))})
+    with pytest.raises(ValueError):
+        WebhookReceiver("whsec_not base64!", cache=cache)

@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, func, select
 
-from api.client import AsyncRunnerClient, AuthenticationError, NotGranted, Revoked, RunnerClient
+from linevault_client import (
+    AsyncRunnerClient,
+    AuthenticationError,
+    NotGranted,
+    Revoked,
+    RunnerClient,
+)
 from tests.support.runners import TELEGRAM, grant, make_line, make_runner, make_tenant, revoke_line
 from tests.support.server import ServerProcess, running_server
 from vault.runtime import Runtime, open_runtime

@@ -356,6 +356,17 @@ EXPECTATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/v1/tenants/{tenant_id}/lines/{line_id}/credential"): row(
         {**dict.fromkeys(USERS, 403), "runner": 200, _ALL: 401}, params=_fresh_line
     ),
+    # The Vault-compatible read API (Vault's statuses: 400 for a failed AppRole login,
+    # 403 "permission denied" for any token that is not a live runner token).
+    ("POST", "/v1/auth/approle/login"): row(
+        {_ALL: 400}, body=lambda w: {"role_id": "rnc_none", "secret_id": "wrong"}
+    ),
+    ("GET", "/v1/auth/token/lookup-self"): row({"runner": 200, _ALL: 403}),
+    ("POST", "/v1/auth/token/revoke-self"): row({"runner": 204, _ALL: 403}),
+    # The same fetch as above: humans 403 (refused, audited), a granted runner 200.
+    ("GET", "/v1/lines/data/{tenant_id}/{line_id}"): row(
+        {**dict.fromkeys(USERS, 403), "runner": 200, _ALL: 403}, params=_fresh_line
+    ),
 }
 
 
@@ -456,6 +467,7 @@ WITHOUT_A_ROW: dict[tuple[str, str], str] = {
     ("POST", "/v1/auth/login"): "public: the credentials in the body decide",
     ("POST", "/v1/auth/mfa"): "public: the challenge and code in the body decide",
     ("POST", "/v1/runner/token"): "public: the client credentials decide",
+    ("POST", "/v1/auth/approle/login"): "public: the role_id and secret_id decide",
     ("POST", "/v1/auth/step-up"): _OWN,
     ("POST", "/v1/auth/logout"): _OWN,
     ("GET", "/v1/me"): _OWN,
@@ -463,10 +475,13 @@ WITHOUT_A_ROW: dict[tuple[str, str], str] = {
     ("POST", "/v1/me/totp/confirm"): _OWN,
     ("POST", "/v1/me/password"): _OWN,
     ("DELETE", "/v1/runner/token"): _OWN,
+    ("GET", "/v1/auth/token/lookup-self"): _OWN,
+    ("POST", "/v1/auth/token/revoke-self"): _OWN,
     # The runner row: checked by the fetch's one SQL read, never looked up per request.
     ("GET", "/v1/tenants/{tenant_id}/lines/{line_id}/credential"): (
         RunnerPermission.CREDENTIAL_FETCH
     ),
+    ("GET", "/v1/lines/data/{tenant_id}/{line_id}"): RunnerPermission.CREDENTIAL_FETCH,
 }
 
 
@@ -524,6 +539,9 @@ NEEDS_MFA: dict[tuple[str, str], bool | str] = {
     ("POST", "/v1/auth/step-up"): "n/a: the step-up is how a session becomes fresh",
     ("POST", "/v1/me/totp/confirm"): "n/a: the code in the body decides",
     ("DELETE", "/v1/runner/token"): _NO_SESSION,
+    ("GET", "/v1/auth/token/lookup-self"): _NO_SESSION,
+    ("POST", "/v1/auth/token/revoke-self"): _NO_SESSION,
+    ("GET", "/v1/lines/data/{tenant_id}/{line_id}"): "n/a: runners only",
     ("GET", "/v1/tenants/{tenant_id}/lines/{line_id}/credential"): "n/a: runners only",
     ("POST", "/v1/auth/logout"): False,
     ("GET", "/v1/me"): False,

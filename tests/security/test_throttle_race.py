@@ -36,9 +36,9 @@ ENV = {
 
 def _counter(http: httpx.Client, name: str) -> int:
     text = http.get("/metrics").text
-    found = re.search(rf"^linevault_{name} (\d+)$", text, re.MULTILINE)
+    found = re.search(rf"^linevault_{name} ([0-9.e+]+)$", text, re.MULTILINE)
     assert found, f"{name} is not on /metrics"
-    return int(found.group(1))
+    return int(float(found.group(1)))
 
 
 def _burst(send: Callable[[int], httpx.Response]) -> list[int]:

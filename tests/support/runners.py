@@ -87,10 +87,13 @@ def make_line(
     line_id = new_id("ln")
     plaintext = json.dumps(credential or TELEGRAM, sort_keys=True, separators=(",", ":")).encode()
     with unit_of_work(runtime.sessions) as session:
-        kek = runtime.keyring.load_kek(session, tenant_id=tenant_id, version=1)
+        # The tenant's active KEK (an earlier key rotation may have destroyed version 1).
+        active = session.get(Tenant, tenant_id)
+        kek_version = active.active_kek_version if active is not None else 1
+        kek = runtime.keyring.load_kek(session, tenant_id=tenant_id, version=kek_version)
         sealed = runtime.keyring.seal_credential(
             kek=kek,
-            kek_version=1,
+            kek_version=kek_version,
             tenant_id=tenant_id,
             line_id=line_id,
             line_type=line_type,

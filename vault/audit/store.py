@@ -120,6 +120,18 @@ def stream_events(
         cursor.close()
 
 
+def _head_mac_problem(mac: str | None) -> str:
+    if mac is None:
+        return (
+            "the chain head carries no MAC: start the server once after "
+            "`linevault migrate` to seal it"
+        )
+    return (
+        "the chain head's MAC does not verify: the head was moved without the root key "
+        "(events forged or removed after the last checkpoint)"
+    )
+
+
 def verify_database(
     engine: Engine,
     *,
@@ -165,16 +177,7 @@ def verify_database(
         finally:
             events.close()  # a failed check stops early: close the cursor while connected
     if result.ok and seal is not None and not seal.ok(seq, hash_, mac):
-        return replace(
-            result,
-            ok=False,
-            first_bad_seq=seq,
-            problem="the chain head's MAC does not verify: the head was moved without the "
-            "root key (events forged or removed after the last checkpoint)"
-            if mac is not None
-            else "the chain head carries no MAC: start the server once after "
-            "`linevault migrate` to seal it",
-        )
+        return replace(result, ok=False, first_bad_seq=seq, problem=_head_mac_problem(mac))
     if result.ok and stored != public_key:
         return replace(
             result,

@@ -46,6 +46,7 @@ from vault.audit.chain import HeadSeal, append_events, read_head
 from vault.audit.events import AuditEvent
 from vault.clock import Clock
 from vault.errors import AuditUnavailable
+from vault.metrics import AUDIT_BATCH_EVENTS
 from vault.storage.engine import SessionFactory, retry_on_disconnect, unit_of_work
 from vault.storage.epoch import read_epoch
 
@@ -316,6 +317,7 @@ class AuditWriter:
                             done(None, StaleDecision())
                     batch = [item for item in batch if item[2] is None]
                     continue
+                AUDIT_BATCH_EVENTS.observe(len(batch))
                 for (_, done, _), row in zip(batch, result.rows, strict=True):
                     done(cast(int, row["seq"]), None)
                 return

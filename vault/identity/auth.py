@@ -33,6 +33,7 @@ from vault.identity.throttle import Reservation, Throttler
 from vault.identity.totp import consume_step, match_step
 from vault.ids import new_id, new_token
 from vault.keys.system import SystemKeys
+from vault.metrics import TOTP_CHECKS
 from vault.storage.engine import SessionFactory, unit_of_work
 from vault.storage.models import MfaChallenge, User
 
@@ -96,6 +97,7 @@ class Authenticator:
     def count_totp_check(self) -> None:
         with self._count_lock:
             self.totp_checks += 1
+        TOTP_CHECKS.inc()
 
     def verify_code(
         self, session: Session, user: User, code: str, *, now: datetime, allow_recovery: bool

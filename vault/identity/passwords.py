@@ -27,6 +27,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from vault.errors import RateLimited
+from vault.metrics import ARGON2_VERIFICATIONS
 
 __all__ = ["Passwords", "generate_password"]
 
@@ -99,6 +100,7 @@ class Passwords:
     def _verify(self, stored_hash: str | None, password: str) -> bool:
         with self._count_lock:
             self.verifications += 1
+        ARGON2_VERIFICATIONS.inc()
         try:
             return (
                 self._hasher.verify(stored_hash or self._dummy, password)

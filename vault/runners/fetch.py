@@ -72,6 +72,7 @@ from vault.keys.keyring import KeyRing
 from vault.keys.system import SystemKeys
 from vault.lines.expiry import fetch_expiry_reason
 from vault.lines.status import state_refusal
+from vault.metrics import DECISION_CACHE
 from vault.runners.bridge import AuditBridge
 from vault.runners.decisions import DecisionCache, Key
 from vault.runners.events import fetch_event
@@ -101,6 +102,8 @@ class FetchedCredential:
     credential_json: bytes
     expires_at: datetime | None
     lease_ttl: int
+    # When the line's current version was written (the KV v2 read's ``created_time``).
+    updated_at: datetime | None = None
 
     @property
     def credential(self) -> dict[str, Any]:
@@ -190,9 +193,12 @@ class CredentialFetcher:
                 decision, guard = hit
                 try:
                     await self._durable(decision.event, guard)
+                    DECISION_CACHE.labels(result="hit").inc()
                     return self._answer(decision)
                 except StaleDecision:
+                    DECISION_CACHE.labels(result="stale").inc()
                     self._forget(params)
+            DECISION_CACHE.labels(result="miss").inc()
             try:
                 # The read's own timeouts (statement, TCP, pool) bound the thread; the
                 # request waits no longer than the audit wait either way.
@@ -488,5 +494,6 @@ class CredentialFetcher:
             credential_json=plaintext,
             expires_at=row.line_expires_at,
             lease_ttl=self._lease_ttl,
+            updated_at=row.line_updated_at,
         )
         return _Decision(event=event, result=result)

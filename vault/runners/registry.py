@@ -13,7 +13,7 @@ every server process.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -31,6 +31,7 @@ from vault.lines.guard import failures_audited
 from vault.runners.events import runner_event, token_event
 from vault.runners.secrets import (
     client_id_for_audit,
+    looks_like_runner_token,
     new_client_id,
     new_client_secret,
     new_runner_token,
@@ -40,7 +41,7 @@ from vault.runners.secrets import (
 from vault.storage.models import Runner, RunnerToken
 from vault.validation import clean_display_name
 
-__all__ = ["IssuedToken", "NewRunner", "RunnerRegistry", "TokenIssuer"]
+__all__ = ["IssuedToken", "NewRunner", "RunnerRegistry", "TokenInfo", "TokenIssuer"]
 
 # Hash computed for an unknown client id, so a miss costs what a hit costs.
 _DUMMY_RUNNER = "rnr_" + "0" * 32
@@ -65,6 +66,17 @@ class IssuedToken:
 
     def __repr__(self) -> str:
         return f"IssuedToken(runner_id={self.runner_id!r}, expires_in={self.expires_in})"
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What the holder of a live runner token may learn about it (Vault's lookup-self)."""
+
+    runner_id: str
+    runner_name: str
+    accessor: str
+    created_at: datetime
+    expires_at: datetime
 
 
 def _clean_name(name: str) -> str:
@@ -284,6 +296,36 @@ class TokenIssuer:
             self._flood.record(event, context)
         else:
             self._audit.emit(event)
+
+    def accessor(self, token: str) -> str:
+        """A stable handle of the token that does not reveal it (Vault's accessor)."""
+        return self._keys.mac("runner-token-accessor", token.encode())[:12].hex()
+
+    def lookup(self, token: str, *, context: RequestContext) -> TokenInfo:
+        """The live token's runner and lifetime; an unknown, expired or disabled one is
+        audited like a refused token request and raised as ``Unauthenticated``."""
+        found = None
+        if looks_like_runner_token(token):
+            found = self._session.execute(
+                select(Runner.id, Runner.name, RunnerToken.created_at, RunnerToken.expires_at)
+                .join(Runner, Runner.id == RunnerToken.runner_id)
+                .where(
+                    RunnerToken.token_hash == token_hash(self._keys, token),
+                    RunnerToken.expires_at > self._clock.now(),
+                    Runner.disabled_at.is_(None),
+                )
+            ).first()
+        if found is None:
+            self._session.rollback()
+            self.deny(reason="invalid_token", context=context)
+            raise Unauthenticated("a valid runner access token is required")
+        return TokenInfo(
+            runner_id=found.id,
+            runner_name=found.name,
+            accessor=self.accessor(token),
+            created_at=found.created_at,
+            expires_at=found.expires_at,
+        )
 
     def revoke(self, token: str, *, context: RequestContext) -> bool:
         """Delete one token (the runner logging out); True when it existed."""

@@ -79,6 +79,7 @@ def fetch_statement() -> Any:
             _L.c.wrapped_dek,
             _L.c.ciphertext,
             _L.c.expires_at.label("line_expires_at"),
+            _L.c.updated_at.label("line_updated_at"),
             _L.c.status_mac,
             _K.c.state.label("kek_state"),
             _K.c.root_key_id,

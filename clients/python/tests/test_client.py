@@ -1,6 +1,6 @@
 """The runner SDK's retry, renewal, cache and error logic against a scripted transport.
 
-(The SDK against a real server process is in tests/e2e/test_runner_client.py.)
+(The client against a real server process: tests/e2e/test_runner_client.py of linevault.)
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from api.client import (
+from linevault_client import (
     AsyncRunnerClient,
     AuditUnavailable,
     AuthenticationError,

@@ -1,0 +1,112 @@
+"""The asyncio driver of the sans-I/O core (``httpx.AsyncClient``, an asyncio lock)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TypeVar
+
+import httpx
+import stamina
+
+from linevault_client._core import Call, Core, Credential, Flow, NeedToken, RetryableResponse
+
+__all__ = ["AsyncRunnerClient"]
+
+T = TypeVar("T")
+
+
+class AsyncRunnerClient:
+    """The same client for asyncio code (one event loop)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        timeout: float = 10.0,
+        max_retries: int = 3,
+        backoff: float = 0.1,
+        max_backoff: float = 5.0,
+        cache_size: int = 1024,
+        workflow_id: str | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._core = Core(
+            client_id, client_secret, max_retries=max_retries, backoff=backoff,
+            max_backoff=max_backoff, cache_size=cache_size, workflow_id=workflow_id,
+        )  # fmt: skip
+        self._http = http or httpx.AsyncClient(base_url=base_url, timeout=timeout)
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> AsyncRunnerClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _send(self, call: Call) -> httpx.Response:
+        core = self._core
+        try:
+            async for attempt in stamina.retry_context(**core.retry_options()):
+                with attempt:
+                    return core.check(
+                        await self._http.request(
+                            call.method, call.url, headers=call.headers, data=call.data
+                        )
+                    )
+        except RetryableResponse as exc:
+            return exc.response
+        except httpx.TransportError as exc:
+            raise core.unreachable(exc) from None
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    async def _run(self, flow: Flow[T]) -> T:
+        try:
+            step = next(flow)
+            while True:
+                if isinstance(step, NeedToken):
+                    step = flow.send(await self.token(renew=step.renew))
+                else:
+                    step = flow.send(await self._send(step))
+        except StopIteration as done:
+            result: T = done.value
+            return result
+
+    async def token(self, *, renew: bool = False) -> str:
+        """A valid access token, fetched or renewed when needed."""
+        async with self._lock:
+            if not renew and (token := self._core.valid_token()) is not None:
+                return token
+            return await self._run(self._core.token_flow())
+
+    async def fetch(
+        self,
+        tenant_id: str,
+        line_id: str,
+        *,
+        workflow_id: str | None = None,
+        run_id: str | None = None,
+        use_cache: bool = True,
+    ) -> Credential:
+        """The line's current credential (from the lease cache when still valid)."""
+        return await self._run(
+            self._core.fetch_flow(
+                tenant_id, line_id, workflow_id=workflow_id, run_id=run_id, use_cache=use_cache
+            )
+        )
+
+    def invalidate(self, tenant_id: str | None = None, line_id: str | None = None) -> None:
+        """Forget one cached credential, or all of them."""
+        self._core.invalidate(tenant_id, line_id)
+
+    async def aclose(self) -> None:
+        """Give the token up (best effort) and close the connection pool."""
+        call = self._core.release_call()
+        try:
+            if call is not None:
+                await self._http.request(call.method, call.url, headers=call.headers)
+        except httpx.HTTPError:
+            pass
+        finally:
+            await self._http.aclose()
