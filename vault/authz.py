@@ -65,6 +65,7 @@ class Permission(StrEnum):
     LINE_WRITE = "line.write"
     LINE_REPLACE = "line.replace"
     LINE_REVOKE = "line.revoke"
+    LINE_CHECK = "line.check"
     GRANT_READ = "grant.read"
     GRANT_WRITE = "grant.write"
     KEY_READ = "key.read"
@@ -86,6 +87,7 @@ TENANT_PERMISSIONS: Mapping[Permission, frozenset[str]] = {
     Permission.LINE_WRITE: _MANAGERS,
     Permission.LINE_REPLACE: _MANAGERS,
     Permission.LINE_REVOKE: _MANAGERS,
+    Permission.LINE_CHECK: _MANAGERS,
     Permission.GRANT_READ: _MANAGERS | {"auditor"},
     Permission.GRANT_WRITE: _MANAGERS,
     Permission.KEY_READ: _MANAGERS | {"auditor"},
@@ -107,6 +109,7 @@ TENANT_NEEDS_MFA: Mapping[Permission, bool] = {
     Permission.LINE_WRITE: False,
     Permission.LINE_REPLACE: True,
     Permission.LINE_REVOKE: True,
+    Permission.LINE_CHECK: False,  # asks the platform again; changes no secret
     Permission.GRANT_READ: False,
     Permission.GRANT_WRITE: True,
     Permission.KEY_READ: False,
