@@ -30,7 +30,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -59,6 +59,9 @@ class PlatformStandIn:
         self.calls: Counter[str] = Counter()
         self.queries: list[dict[str, str]] = []
         self.refreshes = 0
+        # Called (in the server's thread) while a request is being answered: tests use it
+        # to look at the vault's database while the vault waits for the platform.
+        self.during_call: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self.url = ""
 
@@ -68,20 +71,21 @@ class PlatformStandIn:
             self.queries.append(query)
 
     def answer(self, path: str, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """Count the call (before any delay), then answer as told."""
+        endpoint = _endpoint(path)
+        self.count(endpoint, query)
+        if self.during_call is not None:
+            self.during_call()
         if self.fail == "slow":
             time.sleep(self.slow_seconds)
         if self.fail == "500":
             return 500, {"error": "internal"}
-        if path.startswith("/bot") and path.endswith("/getMe"):
-            self.count("telegram.getMe", query)
+        if endpoint == "telegram.getMe":
             return self._telegram(path[len("/bot") : -len("/getMe")])
-        if path == "/me":
-            self.count("instagram.me", query)
+        if endpoint == "instagram.me":
             return self._graph({"user_id": "17841400000000001", "username": "acme.shop"})
-        if path == "/refresh_access_token":
-            self.count("instagram.refresh", query)
+        if endpoint == "instagram.refresh":
             return self._refresh(query)
-        self.count("graph.page", query)
         return self._page(path.strip("/"), query)
 
     def _telegram(self, token: str) -> tuple[int, dict[str, Any]]:
@@ -117,10 +121,20 @@ class PlatformStandIn:
         return self._graph({"id": page_id, "name": "Acme Page"})
 
 
+def _endpoint(path: str) -> str:
+    if path.startswith("/bot") and path.endswith("/getMe"):
+        return "telegram.getMe"
+    if path == "/me":
+        return "instagram.me"
+    if path == "/refresh_access_token":
+        return "instagram.refresh"
+    return "graph.page"
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         parts = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         status, body = self.server.standin.answer(parts.path, query)
@@ -134,7 +148,7 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass  # the client gave up (a timeout test)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         """Silent: the request line carries the token."""
 
 
