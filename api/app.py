@@ -7,7 +7,7 @@ per server process, unless a test hands one in.
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
@@ -25,6 +25,7 @@ from vault.clock import Clock
 from vault.keys.schedule import RotationScheduler
 from vault.keys.service import rewrap_worker_for, rotation_scheduler_for
 from vault.keys.worker import RewrapWorker
+from vault.lines.check_worker import provider_check_worker_for
 from vault.runtime import Runtime, open_runtime
 from vault.settings import Settings
 
@@ -40,6 +41,15 @@ def _start_key_work(runtime: Runtime) -> tuple[RewrapWorker, RotationScheduler]:
     scheduler = rotation_scheduler_for(runtime, worker)
     scheduler.start(runtime.settings.revocation_rotation_poll_seconds)
     return worker, scheduler
+
+
+def _start_provider_checks(runtime: Runtime) -> Callable[[], None]:
+    """The periodic platform check (off by default); returns how to stop it."""
+    checker = provider_check_worker_for(runtime)
+    if checker is None:
+        return lambda: None
+    checker.start()
+    return checker.stop
 
 
 def create_app(
@@ -65,12 +75,14 @@ def create_app(
         _count_checks(app.state.metrics, app.state.runtime)
         worker, scheduler = _start_key_work(app.state.runtime)
         app.state.rewrap_worker = worker
+        stop_checks = _start_provider_checks(app.state.runtime)
         if freeze_gc:
             gc.collect()
             gc.freeze()
         try:
             yield
         finally:
+            stop_checks()
             scheduler.stop()
             worker.stop()
             app.state.rewrap_worker = None
