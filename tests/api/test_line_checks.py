@@ -293,3 +293,32 @@ def test_platform_is_asked_outside_any_transaction(
     client.put(f"{url}/credential", json={"credential": planted("telegram")}, headers=world.owner)
     client.post(f"{url}/check", headers=world.owner)
     assert seen == [True, True, True]
+
+
+def test_replace_racing_another_replace_during_the_call_loses_no_version(
+    client: TestClient, runtime: Runtime, world: World, standin: PlatformStandIn
+) -> None:
+    """The line is re-read under its lock after the call: a replace that committed while
+    the platform was being asked is not overwritten with a stale version number."""
+    from tests.support.lines import CTX, owner, service
+    from vault.lines.provider import open_line
+
+    line = create(client, world, "telegram", planted("telegram")).json()
+    other, mine = planted("telegram"), planted("telegram")
+
+    def replace_meanwhile() -> None:
+        standin.during_call = None  # the inner replace asks the stand-in too
+        with uow(runtime) as session:
+            service(runtime, session).replace(
+                owner(world.tenant), world.tenant, line["id"], credential=other, context=CTX
+            )
+
+    standin.during_call = replace_meanwhile
+    url = f"/v1/tenants/{world.tenant}/lines/{line['id']}/credential"
+    response = client.put(url, json={"credential": mine}, headers=world.owner)
+    assert response.status_code == 200, response.text
+    assert response.json()["version"] == 3
+    with uow(runtime) as session:
+        row = session.execute(select(Line).where(Line.id == line["id"])).scalar_one()
+        assert row.version == 3
+        assert open_line(session, runtime.keyring, row) == mine

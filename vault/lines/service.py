@@ -220,7 +220,9 @@ def load_tenant(session: Session, tenant_id: str, *, share_lock: bool = False) -
     """The live tenant row, or NotFound (deleted tenants are gone)."""
     stmt = select(Tenant).where(Tenant.id == tenant_id, Tenant.deleted_at.is_(None))
     if share_lock:
-        stmt = stmt.with_for_update(read=True)
+        # populate_existing: a row this session read before (unlocked) is refreshed from
+        # the locked read, not served stale from the identity map.
+        stmt = stmt.with_for_update(read=True).execution_options(populate_existing=True)
     tenant = session.execute(stmt).scalar_one_or_none()
     if tenant is None:
         raise NotFound()
@@ -484,7 +486,9 @@ class LineService:
     def _line(self, tenant_id: str, line_id: str, *, lock: bool) -> Line:
         stmt = select(Line).where(Line.id == line_id, Line.tenant_id == tenant_id)
         if lock:
-            stmt = stmt.with_for_update()
+            # Refreshed from the locked read (the session may hold it from an unlocked
+            # one, before the platform was asked, and does not expire on commit).
+            stmt = stmt.with_for_update().execution_options(populate_existing=True)
         line = self._session.execute(stmt).scalar_one_or_none()
         if line is None:
             raise NotFound()
