@@ -23,7 +23,12 @@ from sqlalchemy.engine import make_url
 
 from tests.support.identity import add_membership, bearer, make_user, new_session
 from tests.support.lines import make_tenant, planted, uow
-from tests.support.platforms import PlatformStandIn, platform_standin, refused_url
+from tests.support.platforms import (
+    PlatformStandIn,
+    platform_standin,
+    refused_url,
+    standin_settings,
+)
 from vault.connectors import ProviderChecks
 from vault.runtime import Runtime, connector_config
 from vault.settings import Settings
@@ -46,18 +51,7 @@ def standin() -> Iterator[PlatformStandIn]:
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str, standin: PlatformStandIn) -> Settings:
-    """The shared settings with checks turned on and every platform at the stand-in."""
-    return Settings(  # type: ignore[call-arg]
-        data_dir=tmp_path / "var",
-        database_url=db_url,
-        log_level="warning",
-        provider_checks=True,
-        telegram_api_url=standin.url,
-        graph_api_url=standin.url,
-        instagram_api_url=standin.url,
-        connector_connect_timeout_seconds=1.0,
-        connector_read_timeout_seconds=READ_TIMEOUT,
-    )
+    return standin_settings(tmp_path, db_url, standin, connector_read_timeout_seconds=READ_TIMEOUT)
 
 
 @dataclass

@@ -33,10 +33,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["PlatformStandIn", "platform_standin", "refused_url"]
+from vault.settings import Settings
+
+__all__ = ["PlatformStandIn", "platform_standin", "refused_url", "standin_settings"]
 
 GRAPH_190 = {
     "message": "Error validating access token: The session has been invalidated because"
@@ -183,3 +186,22 @@ def refused_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+def standin_settings(
+    tmp_path: Path, db_url: str, standin: PlatformStandIn, **extra: Any
+) -> Settings:
+    """The tests' settings (tests/conftest.py) with platform checks on and every platform
+    at the stand-in: the one way a test turns outbound checks on."""
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "var",
+        "database_url": db_url,
+        "log_level": "warning",
+        "provider_checks": True,
+        "telegram_api_url": standin.url,
+        "graph_api_url": standin.url,
+        "instagram_api_url": standin.url,
+        "connector_connect_timeout_seconds": 1.0,
+        "connector_read_timeout_seconds": 1.0,
+    }
+    return Settings(**{**values, **extra})

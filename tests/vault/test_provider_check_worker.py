@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.support.lines import CTX, make_tenant, owner, planted, service, uow
-from tests.support.platforms import PlatformStandIn, platform_standin
+from tests.support.platforms import PlatformStandIn, platform_standin, standin_settings
 from vault.clock import FixedClock
 from vault.lines.check_worker import CHECK_ACTOR_ID, ProviderCheckWorker, provider_check_worker_for
 from vault.runtime import Runtime
@@ -32,17 +32,7 @@ def standin() -> Iterator[PlatformStandIn]:
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str, standin: PlatformStandIn) -> Settings:
-    return Settings(  # type: ignore[call-arg]
-        data_dir=tmp_path / "var",
-        database_url=db_url,
-        log_level="warning",
-        provider_checks=True,
-        telegram_api_url=standin.url,
-        graph_api_url=standin.url,
-        instagram_api_url=standin.url,
-        connector_read_timeout_seconds=1.0,
-        provider_check_interval_seconds=INTERVAL,
-    )
+    return standin_settings(tmp_path, db_url, standin, provider_check_interval_seconds=INTERVAL)
 
 
 def make_lines(runtime: Runtime, tenant: str) -> dict[str, str]:
