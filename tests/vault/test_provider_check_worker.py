@@ -5,6 +5,7 @@ its own answer, and the worker is off unless both settings enable it."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -122,3 +123,29 @@ def test_off_unless_enabled(runtime: Runtime, settings: Settings) -> None:
     off.checks.close()
     assert provider_check_worker_for(runtime) is not None
     assert Settings().provider_check_interval_seconds == 0  # type: ignore[call-arg]
+
+
+def test_the_app_runs_the_periodic_check_while_it_serves(
+    bootstrap: object, settings: Settings, standin: PlatformStandIn
+) -> None:
+    """Started with the app's other background work and stopped with it."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from vault.runtime import open_runtime
+
+    fast = settings.model_copy(update={"provider_check_interval_seconds": 0.3})
+    rt = open_runtime(fast)
+    try:
+        make_lines(rt, make_tenant(rt))
+        standin.fail = "401"
+        with TestClient(create_app(fast, runtime=rt)):
+            deadline = time.monotonic() + 10
+            while statuses(rt)["telegram"] != "invalid" and time.monotonic() < deadline:
+                time.sleep(0.1)
+        assert statuses(rt)["telegram"] == "invalid"
+        calls = sum(standin.calls.values())
+        time.sleep(0.8)  # stopped with the app: no more calls
+        assert sum(standin.calls.values()) == calls
+    finally:
+        rt.close()
