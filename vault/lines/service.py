@@ -349,11 +349,11 @@ class LineService:
             load_tenant(self._session, tenant_id)
             line = self._line(tenant_id, line_id, lock=False)
             parsed = parse_credential(line.type, credential)
-            self._require_active(line)
+            self._refuse_revoked(line)
         outcome = self._ask_platform(guard, line.type, credential_fields(parsed))
         with self._guard(*guard):
             tenant = load_tenant(self._session, tenant_id, share_lock=True)
-            line = self._active_line(tenant_id, line_id, lock=True)
+            line = self._live_line(tenant_id, line_id, lock=True)
         line.version += 1
         line.updated_at = self._clock.now()
         seal_line(
@@ -387,7 +387,7 @@ class LineService:
         with self._guard(*guard):
             authorize(principal, tenant_id, Permission.LINE_CHECK)
             load_tenant(self._session, tenant_id)
-            line = self._active_line(tenant_id, line_id, lock=False)
+            line = self._live_line(tenant_id, line_id, lock=False)
             checked_version, kind = line.version, line.type
             fields = open_line(self._session, self._keyring, line)
         if self._checks.calls_out(kind):
@@ -396,7 +396,7 @@ class LineService:
         del fields
         with self._guard(*guard):
             line = self._line(tenant_id, line_id, lock=True)
-        if line.status == "active" and line.version == checked_version:
+        if line.status != "revoked" and line.version == checked_version:
             apply_outcome(line, outcome, now=self._clock.now())
             self._session.flush()
         self._record("credential.check", principal, line, context, reason=outcome.status)
@@ -473,14 +473,15 @@ class LineService:
             refuse_rejected(outcome)
         return outcome
 
-    def _active_line(self, tenant_id: str, line_id: str, *, lock: bool) -> Line:
+    def _live_line(self, tenant_id: str, line_id: str, *, lock: bool) -> Line:
         line = self._line(tenant_id, line_id, lock=lock)
-        self._require_active(line)
+        self._refuse_revoked(line)
         return line
 
     @staticmethod
-    def _require_active(line: Line) -> None:
-        if line.status != "active":
+    def _refuse_revoked(line: Line) -> None:
+        """Revocation is terminal (other states, e.g. suspended, may be replaced/checked)."""
+        if line.status == "revoked":
             raise Conflict("the line is revoked; create a new line instead")
 
     def _line(self, tenant_id: str, line_id: str, *, lock: bool) -> Line:
