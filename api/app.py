@@ -25,6 +25,7 @@ from vault.clock import Clock
 from vault.keys.schedule import RotationScheduler
 from vault.keys.service import rewrap_worker_for, rotation_scheduler_for
 from vault.keys.worker import RewrapWorker
+from vault.lines.check_worker import provider_check_worker_for
 from vault.runtime import Runtime, open_runtime
 from vault.settings import Settings
 from vault.webhooks.dispatcher import dispatcher_for
@@ -43,21 +44,32 @@ def _start_key_work(runtime: Runtime) -> tuple[RewrapWorker, RotationScheduler]:
     return worker, scheduler
 
 
+def _start_provider_checks(runtime: Runtime) -> Callable[[], None]:
+    """The periodic platform check (off by default); returns how to stop it."""
+    checker = provider_check_worker_for(runtime)
+    if checker is None:
+        return lambda: None
+    checker.start()
+    return checker.stop
+
+
 def _start_background_work(app: FastAPI) -> list[Callable[[], None]]:
-    """Start the key work and the webhook dispatcher (deliveries leave from every
-    process, off the request path); return their stops, in the order to call them."""
+    """Start the key work, the webhook dispatcher (deliveries leave from every process,
+    off the request path) and the periodic platform check; return their stops, in the
+    order to call them."""
     runtime: Runtime = app.state.runtime
     worker, scheduler = _start_key_work(runtime)
     app.state.rewrap_worker = worker
     dispatcher = dispatcher_for(runtime)
     dispatcher.start()
     app.state.webhook_dispatcher = dispatcher
+    stop_checks = _start_provider_checks(runtime)
 
     def forget() -> None:
         app.state.rewrap_worker = None
         app.state.webhook_dispatcher = None
 
-    return [dispatcher.stop, scheduler.stop, worker.stop, forget]
+    return [stop_checks, dispatcher.stop, scheduler.stop, worker.stop, forget]
 
 
 def create_app(

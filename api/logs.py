@@ -12,6 +12,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from vault.connectors.http import quiet_http_loggers
+
 __all__ = ["JsonFormatter", "configure_logging"]
 
 _FIELDS = ("request_id", "method", "path", "status", "duration_ms", "client")
@@ -50,3 +52,5 @@ def configure_logging(level: str = "info") -> None:
     access.handlers[:] = []
     access.propagate = False
     access.disabled = True
+    # httpx/httpcore log each outbound request line, and the platforms' URLs carry tokens.
+    quiet_http_loggers()

@@ -39,6 +39,7 @@ _INTERNAL_DETAIL = "an internal error occurred"
 
 # domain error -> (status, code, title)
 PROBLEM_TABLE: Mapping[type[Exception], tuple[int, str, str]] = {
+    e.CredentialRejected: (422, "credential_rejected", "Credential rejected by the platform"),
     e.Unprocessable: (422, "invalid_request", "Invalid request"),
     e.InvalidRequest: (400, "invalid_request", "Invalid request"),
     e.Unauthenticated: (401, "unauthenticated", "Authentication required"),
@@ -176,7 +177,8 @@ def problem_for(exc: e.VaultError | KmsError) -> JSONResponse:
     if isinstance(exc, e.RateLimited):
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, e.InvalidRequest) and exc.field:
-        extra["fields"] = [{"field": exc.field, "problem": "invalid"}]
+        problem = "rejected" if isinstance(exc, e.CredentialRejected) else "invalid"
+        extra["fields"] = [{"field": exc.field, "problem": problem}]
     return problem_response(status, code, title, exc.detail, headers=headers, extra=extra)
 
 

@@ -6,6 +6,7 @@ with LINEVAULT_TEST_REQUIRE_ALL=1) when no server URL is configured.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,12 @@ from vault.clock import FixedClock
 from vault.runtime import Runtime, open_runtime
 from vault.settings import Settings
 from vault.storage.engine import make_engine
+
+# No test talks to a platform unless it asks to: every Settings built in this process or
+# in a server process a test starts (they inherit the environment) makes no outbound
+# call. Connector tests pass ``provider_checks=True`` and the URLs of the local stand-in
+# (tests/support/platforms.py) explicitly.
+os.environ["LINEVAULT_PROVIDER_CHECKS"] = "off"
 
 
 @pytest.fixture(scope="session")

@@ -71,6 +71,7 @@ class Permission(StrEnum):
     TENANT_SUSPEND = "tenant.suspend"
     TENANT_RESUME = "tenant.resume"
     RUNNER_DIRECTORY = "runner.directory"
+    LINE_CHECK = "line.check"
     GRANT_READ = "grant.read"
     GRANT_WRITE = "grant.write"
     KEY_READ = "key.read"
@@ -103,6 +104,7 @@ TENANT_PERMISSIONS: Mapping[Permission, frozenset[str]] = {
     # manager of any one tenant (see runner_directory_allowed); registering them stays
     # with platform admins (PlatformPermission.RUNNER_CREATE).
     Permission.RUNNER_DIRECTORY: _MANAGERS,
+    Permission.LINE_CHECK: _MANAGERS,
     Permission.GRANT_READ: _MANAGERS | {"auditor"},
     Permission.GRANT_WRITE: _MANAGERS,
     Permission.KEY_READ: _MANAGERS | {"auditor"},
@@ -134,6 +136,7 @@ TENANT_NEEDS_MFA: Mapping[Permission, bool] = {
     Permission.TENANT_SUSPEND: False,
     Permission.TENANT_RESUME: True,
     Permission.RUNNER_DIRECTORY: False,
+    Permission.LINE_CHECK: False,  # asks the platform again; changes no secret
     Permission.GRANT_READ: False,
     Permission.GRANT_WRITE: True,
     Permission.KEY_READ: False,

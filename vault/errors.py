@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "AuditUnavailable",
     "Conflict",
+    "CredentialRejected",
     "Forbidden",
     "InvalidRequest",
     "MfaInvalid",
@@ -49,6 +50,19 @@ class Unprocessable(InvalidRequest):
     The same ``invalid_request`` code as its parent; the status follows the contract,
     which asks for 422 where a field's value, not the request's shape, is wrong.
     """
+
+
+class CredentialRejected(Unprocessable):
+    """The platform definitely refused the credential (Telegram 401, Graph code 190, a
+    bot id that is not the token's): 422 ``credential_rejected``, nothing stored.
+
+    ``field`` names the credential field, ``detail`` carries the platform's reason
+    (cleaned of credential values by vault/connectors/platforms.py).
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"the platform refused {field}: {reason}", field=f"credential.{field}")
 
 
 class Unauthenticated(VaultError):

@@ -29,6 +29,7 @@ from vault.audit.trail import AuditTrail
 from vault.audit.verify import TailPolicy
 from vault.audit.writer import AuditWriter
 from vault.clock import Clock, SystemClock
+from vault.connectors import ConnectorConfig, ProviderChecks
 from vault.identity.auth import Authenticator
 from vault.identity.factors import FactorChanges
 from vault.identity.passwords import Passwords
@@ -59,6 +60,7 @@ __all__ = [
     "Runtime",
     "audit_tail",
     "checkpointer_for",
+    "connector_config",
     "db_timeouts",
     "engine_for",
     "kms_config",
@@ -122,6 +124,19 @@ def checkpointer_for(settings: Settings, system_keys: SystemKeys, clock: Clock) 
     )
 
 
+def connector_config(settings: Settings) -> ConnectorConfig:
+    """The platform connectors' switch, base URLs, timeouts and concurrency."""
+    return ConnectorConfig(
+        enabled=settings.provider_checks,
+        telegram_api_url=settings.telegram_api_url,
+        graph_api_url=settings.graph_api_url,
+        instagram_api_url=settings.instagram_api_url,
+        connect_timeout=settings.connector_connect_timeout_seconds,
+        read_timeout=settings.connector_read_timeout_seconds,
+        max_concurrent=settings.connector_max_concurrent,
+    )
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -142,6 +157,7 @@ class Runtime:
     authenticator: Authenticator = field(init=False)
     factor_changes: FactorChanges = field(init=False)
     audit_reader: AuditReader = field(init=False)
+    checks: ProviderChecks = field(init=False)
 
     def __post_init__(self) -> None:
         self.authenticator = _authenticator(self)
@@ -158,8 +174,10 @@ class Runtime:
             tail=audit_tail(self.settings),
             anchor_dir=self.settings.audit_anchor_dir,
         )
+        self.checks = ProviderChecks(connector_config(self.settings))
 
     def close(self) -> None:
+        self.checks.close()
         self.flood.stop()
         self.audit_writer.stop()
         self.audit_writer.dispose()

@@ -131,6 +131,22 @@ class Settings(BaseSettings):
     sqlite_cache_mib: int = Field(default=8, ge=1, le=4096)
     sqlite_mmap_mib: int = Field(default=1024, ge=0, le=65_536)
 
+    # Platform connectors (docs/connectors.md). Base URLs are settings so that a local
+    # stand-in can replace the platforms; PROVIDER_CHECKS=off makes no outbound call at
+    # all (provider_status "not_checked"). Each check is bounded by the two timeouts, and
+    # at most CONNECTOR_MAX_CONCURRENT outbound calls run at once per process (a call that
+    # finds no slot within the connect timeout counts as "unreachable").
+    provider_checks: bool = True
+    telegram_api_url: str = "https://api.telegram.org"
+    graph_api_url: str = "https://graph.facebook.com"
+    instagram_api_url: str = "https://graph.instagram.com"
+    connector_connect_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
+    connector_read_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    connector_max_concurrent: int = Field(default=8, ge=1, le=256)
+    # The periodic check of every active line's credential with its platform, every this
+    # many seconds per server process (0: off, the default).
+    provider_check_interval_seconds: float = Field(default=0.0, ge=0, le=7 * 86_400)
+
     # HTTP.
     # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (comma-separated
     # addresses or networks, as uvicorn's forwarded_allow_ips). Unset: the headers are

@@ -55,6 +55,13 @@ class LineOut(BaseModel):
     updated_at: str
     expires_at: str | None
     revoked_at: str | None
+    account: dict[str, str] | None = Field(
+        default=None, description="what the platform says the credential belongs to"
+    )
+    provider_status: Literal["ok", "unverified", "invalid", "refresh_failing", "not_checked"]
+    checked_at: str | None
+    last_refreshed_at: str | None
+    last_fetched_at: str | None = Field(description="not kept yet: always null")
 
 
 class LineCreatedOut(LineOut):
@@ -157,6 +164,17 @@ def replace_credential(
     view = lines.replace(user, tenant_id, line_id, credential=body.credential, context=ctx)
     tasks.add_task(scrub_after_shred, runtime.engine)  # the old version's bytes, too
     return _with_generated(view, 200)
+
+
+@router.post("/v1/tenants/{tenant_id}/lines/{line_id}/check", response_model=LineOut)
+def check_line(
+    tenant_id: str, line_id: str, *, ctx: Ctx, user: CurrentUser, lines: Lines
+) -> dict[str, Any]:
+    """Ask the line's platform about its credential again (docs/connectors.md).
+
+    A sync route: FastAPI runs it in the thread pool, so the outbound call (bounded by
+    the connector timeouts) never blocks the event loop."""
+    return lines.check(user, tenant_id, line_id, context=ctx).to_dict()
 
 
 @router.post("/v1/tenants/{tenant_id}/lines/{line_id}/revoke", response_model=LineOut)

@@ -23,6 +23,11 @@ METADATA_KEYS = {
     "updated_at",
     "expires_at",
     "revoked_at",
+    "account",
+    "provider_status",
+    "checked_at",
+    "last_refreshed_at",
+    "last_fetched_at",
 }
 
 

@@ -39,6 +39,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.support.lines import planted
+from tests.support.platforms import PlatformStandIn, platform_standin
 from tests.support.server import LINEVAULT, Admin, ServerProcess, running_server
 
 # Every unauthenticated failure audited in full (not aggregated after the first), so the
@@ -144,18 +145,28 @@ def _pg_dump(url: str) -> bytes:
 @pytest.fixture
 def served(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[tuple[ServerProcess, Admin, str | None]]:
+) -> Iterator[tuple[ServerProcess, Admin, str | None, PlatformStandIn]]:
+    """The server, with platform checks on against the local stand-in: every planted
+    token also travels in an outbound URL (and httpx would log it at debug)."""
     database_url: str | None = None
     if backend == "postgresql":
         database_url = request.getfixturevalue("postgres_server").create_database()
-    with running_server(tmp_path, database_url=database_url, env=LOG_ENV) as (server, admin):
-        yield server, admin, database_url
+    with platform_standin() as standin:
+        env = {
+            **LOG_ENV,
+            "LINEVAULT_PROVIDER_CHECKS": "on",
+            "LINEVAULT_TELEGRAM_API_URL": standin.url,
+            "LINEVAULT_GRAPH_API_URL": standin.url,
+            "LINEVAULT_INSTAGRAM_API_URL": standin.url,
+        }
+        with running_server(tmp_path, database_url=database_url, env=env) as (server, admin):
+            yield server, admin, database_url, standin
 
 
 def test_planted_secrets_appear_only_where_they_belong(
-    served: tuple[ServerProcess, Admin, str | None], tmp_path: Path
+    served: tuple[ServerProcess, Admin, str | None, PlatformStandIn], tmp_path: Path
 ) -> None:
-    server, admin, database_url = served
+    server, admin, database_url, standin = served
     s = Sweep(server)
     codes = Codes()
     s.plant(admin.password, admin.totp_secret)
@@ -306,6 +317,23 @@ def test_planted_secrets_appear_only_where_they_belong(
         {"type": leak, "name": "x", "credential": {}},
     ):
         s.call("POST", base, json=body, headers=owner, expect=422)
+    # -- platform checks: a token the platform refuses, and checks of every line ----------
+    standin.fail = "401"
+    refused = planted("telegram")
+    s.plant(refused["bot_token"])
+    r = s.call(
+        "POST",
+        base,
+        json={"type": "telegram", "name": "x", "credential": refused},
+        headers=owner,
+        expect=422,
+    )
+    assert r.json()["code"] == "credential_rejected"
+    standin.fail = None
+    for kind in ("telegram", "instagram", "messenger", "widget"):
+        r = s.call("POST", f"{base}/{lines[kind]}/check", headers=owner, expect=200)
+        assert r.json()["provider_status"] == ("not_checked" if kind == "widget" else "ok")
+    assert standin.calls["telegram.getMe"] >= 4 and standin.calls["graph.page"] >= 2
     s.call(
         "PUT",
         f"{base}/{lines['messenger']}/credential",
@@ -397,6 +425,7 @@ def test_planted_secrets_appear_only_where_they_belong(
         "auth.login",
         "auth.mfa",
         "credential.create",
+        "credential.check",
         "credential.fetch",
         "runner.token",
     ):

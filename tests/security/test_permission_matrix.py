@@ -259,6 +259,10 @@ EXPECTATIONS: dict[tuple[str, str], dict[str, Any]] = {
         _TENANT_MANAGERS,
         body=lambda w: {"credential": {"bot_token": "12345:" + secrets.token_urlsafe(30)}},
     ),
+    # Asks the platform again (checks are off in tests: provider_status "not_checked").
+    ("POST", "/v1/tenants/{tenant_id}/lines/{line_id}/check"): row(
+        _TENANT_MANAGERS, params=_fresh_line
+    ),
     # Idempotent: the first manager revokes, the next get 200 with the same metadata.
     ("POST", "/v1/tenants/{tenant_id}/lines/{line_id}/revoke"): row(
         _TENANT_MANAGERS, body=lambda w: {"reason": "matrix"}
@@ -562,6 +566,7 @@ NEEDS_MFA: dict[tuple[str, str], bool | str] = {
     ("POST", "/v1/tenants/{tenant_id}/lines/{line_id}/resume"): True,
     ("POST", "/v1/tenants/{tenant_id}/suspend"): False,
     ("POST", "/v1/tenants/{tenant_id}/resume"): True,
+    ("POST", "/v1/tenants/{tenant_id}/lines/{line_id}/check"): False,
     ("DELETE", "/v1/tenants/{tenant_id}"): True,
     ("GET", "/v1/tenants/{tenant_id}/export"): True,
     ("GET", "/v1/audit/events"): False,

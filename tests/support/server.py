@@ -49,6 +49,8 @@ def _env(
     env = {k: v for k, v in os.environ.items() if not k.startswith("LINEVAULT_")}
     env["LINEVAULT_DATA_DIR"] = str(data_dir)
     env["LINEVAULT_LOG_LEVEL"] = "warning"
+    # No server a test starts asks a platform, unless the test points it at the stand-in.
+    env["LINEVAULT_PROVIDER_CHECKS"] = "off"
     if database_url:
         env["LINEVAULT_DATABASE_URL"] = database_url
     env.update(extra or {})

@@ -18,6 +18,7 @@ from vault.audit.trail import AuditTrail
 from vault.authz import UserPrincipal
 from vault.errors import (
     Conflict,
+    CredentialRejected,
     Forbidden,
     InvalidRequest,
     MfaInvalid,
@@ -46,6 +47,8 @@ def no_mfa_check() -> None:
 
 
 def _reason(exc: VaultError) -> str:
+    if isinstance(exc, CredentialRejected):
+        return f"credential_rejected: {exc.field}"
     if isinstance(exc, InvalidRequest):
         return f"invalid_request: {exc.field}" if exc.field else "invalid_request"
     for cls, reason in _REASONS.items():

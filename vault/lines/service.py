@@ -16,6 +16,13 @@ Writers lock what they change: the line row (``FOR UPDATE``) so two replacements
 both produce version N+1, and the tenant row (``FOR SHARE``) so a KEK rotation cannot
 flip the active version between our read of it and our commit. On SQLite the
 ``BEGIN IMMEDIATE`` write lock already serializes writers.
+
+Create, replace and check ask the line's platform about the credential
+(``vault.connectors``). That call is never made inside a transaction: the access checks
+and the parsing run first, the request's transaction is then committed (which keeps a
+consumed MFA code consumed and drops SQLite's write lock and PostgreSQL's row locks),
+the platform is asked, and only then are the rows locked and written, re-reading
+anything that may have changed meanwhile.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from vault.audit.events import Actor, AuditEvent, RequestContext, sanitize
 from vault.audit.trail import AuditTrail
 from vault.authz import Permission, UserPrincipal, authorize
 from vault.clock import Clock, rfc3339
+from vault.connectors import CheckOutcome, ProviderChecks
 from vault.errors import Conflict, NotFound, Unprocessable
 from vault.ids import new_id
 from vault.keys.integrity import row_macs, stamp_line
@@ -42,6 +50,13 @@ from vault.keys.shred import shred_line_credential
 from vault.keys.system import SystemKeys
 from vault.lines.expiry import parse_window
 from vault.lines.guard import attempt_audited
+from vault.lines.provider import (
+    account_of,
+    apply_outcome,
+    credential_fields,
+    open_line,
+    refuse_rejected,
+)
 from vault.lines.schemas import ParsedCredential, parse_credential, parse_line_name, parse_line_type
 from vault.lines.status import ACTIVE, REVOKED
 from vault.storage.models import Line, Tenant
@@ -84,6 +99,11 @@ class LineView:
     updated_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
+    account: Mapping[str, str] | None = None
+    provider_status: str = "not_checked"
+    checked_at: datetime | None = None
+    last_refreshed_at: datetime | None = None
+    last_fetched_at: datetime | None = None
     generated: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,6 +120,11 @@ class LineView:
             "updated_at": rfc3339(self.updated_at),
             "expires_at": rfc3339(self.expires_at),
             "revoked_at": rfc3339(self.revoked_at),
+            "account": dict(self.account) if self.account is not None else None,
+            "provider_status": self.provider_status,
+            "checked_at": rfc3339(self.checked_at),
+            "last_refreshed_at": rfc3339(self.last_refreshed_at),
+            "last_fetched_at": rfc3339(self.last_fetched_at),
         }
 
 
@@ -116,6 +141,11 @@ def line_view(line: Line, *, generated: Mapping[str, str] | None = None) -> Line
         updated_at=line.updated_at,
         expires_at=line.expires_at,
         revoked_at=line.revoked_at,
+        account=account_of(line),
+        provider_status=line.provider_status or "not_checked",
+        checked_at=line.checked_at,
+        last_refreshed_at=line.last_refreshed_at,
+        last_fetched_at=line.last_fetched_at,
         generated=dict(generated or {}),
     )
 
@@ -196,7 +226,9 @@ def load_tenant(session: Session, tenant_id: str, *, share_lock: bool = False) -
     """The live tenant row, or NotFound (deleted tenants are gone)."""
     stmt = select(Tenant).where(Tenant.id == tenant_id, Tenant.deleted_at.is_(None))
     if share_lock:
-        stmt = stmt.with_for_update(read=True)
+        # populate_existing: a row this session read before (unlocked) is refreshed from
+        # the locked read, not served stale from the identity map.
+        stmt = stmt.with_for_update(read=True).execution_options(populate_existing=True)
     tenant = session.execute(stmt).scalar_one_or_none()
     if tenant is None:
         raise NotFound()
@@ -207,7 +239,10 @@ def load_line(session: Session, tenant_id: str, line_id: str, *, lock: bool) -> 
     """The tenant's line (``FOR UPDATE`` if ``lock``), or NotFound."""
     stmt = select(Line).where(Line.id == line_id, Line.tenant_id == tenant_id)
     if lock:
-        stmt = stmt.with_for_update()
+        # Refreshed from the locked read: the session may hold the row from an unlocked
+        # one (before the platform was asked, in a transaction since committed), and it
+        # does not expire objects on commit.
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
     line = session.execute(stmt).scalar_one_or_none()
     if line is None:
         raise NotFound()
@@ -250,8 +285,10 @@ class LineService:
         audit: AuditTrail,
         clock: Clock,
         rotation_delay: timedelta,
+        checks: ProviderChecks,
     ) -> None:
         self._session = session
+        self._checks = checks
         self._keyring = keyring
         self._system_keys = system_keys
         self._audit = audit
@@ -313,12 +350,16 @@ class LineService:
         credential: object,
         context: RequestContext,
     ) -> LineView:
-        with self._guard("credential.create", principal, tenant_id, ("tenant", tenant_id), context):
+        guard = ("credential.create", principal, tenant_id, ("tenant", tenant_id), context)
+        with self._guard(*guard):
             authorize(principal, tenant_id, Permission.LINE_WRITE)
-            tenant = load_tenant(self._session, tenant_id, share_lock=True)
+            load_tenant(self._session, tenant_id)
             kind = parse_line_type(line_type)
             display = parse_line_name(name)
             parsed = parse_credential(kind, credential)
+        outcome = self._ask_platform(guard, kind, credential_fields(parsed))
+        with self._guard(*guard):
+            tenant = load_tenant(self._session, tenant_id, share_lock=True)
         line = new_line(
             parsed,
             tenant_id=tenant_id,
@@ -329,6 +370,7 @@ class LineService:
             system_keys=self._system_keys,
             now=self._clock.now(),
         )
+        apply_outcome(line, outcome, now=self._clock.now())
         self._session.add(line)
         self._session.flush()
         self._record("credential.create", principal, line, context)
@@ -349,13 +391,17 @@ class LineService:
         A revoked line stays revoked (409): revocation is terminal, create a new line.
         A suspended line may be replaced and stays suspended.
         """
-        with self._guard("credential.replace", principal, tenant_id, ("line", line_id), context):
+        guard = ("credential.replace", principal, tenant_id, ("line", line_id), context)
+        with self._guard(*guard):
             authorize(principal, tenant_id, Permission.LINE_REPLACE)
-            tenant = load_tenant(self._session, tenant_id, share_lock=True)
-            line = self._line(tenant_id, line_id, lock=True)
+            load_tenant(self._session, tenant_id)
+            line = self._line(tenant_id, line_id, lock=False)
             parsed = parse_credential(line.type, credential)
-            if line.status == REVOKED:
-                raise Conflict("the line is revoked; create a new line instead")
+            self._refuse_revoked(line)
+        outcome = self._ask_platform(guard, line.type, credential_fields(parsed))
+        with self._guard(*guard):
+            tenant = load_tenant(self._session, tenant_id, share_lock=True)
+            line = self._live_line(tenant_id, line_id, lock=True)
         line.version += 1
         line.updated_at = self._clock.now()
         seal_line(
@@ -366,11 +412,44 @@ class LineService:
             keyring=self._keyring,
             system_keys=self._system_keys,
         )
+        apply_outcome(line, outcome, now=line.updated_at)
         self._session.flush()
         self._request_rotation(tenant_id)
         self._record("credential.replace", principal, line, context)
         self._emit("line.replaced", line)
         return line_view(line, generated=parsed.generated)
+
+    def check(
+        self,
+        principal: UserPrincipal,
+        tenant_id: str,
+        line_id: str,
+        *,
+        context: RequestContext,
+    ) -> LineView:
+        """Ask the platform again and keep the answer (a refusal makes it ``invalid``).
+
+        The credential is opened in a read transaction that ends before the call; the
+        answer is kept only if the line still holds the version that was checked.
+        """
+        guard = ("credential.check", principal, tenant_id, ("line", line_id), context)
+        with self._guard(*guard):
+            authorize(principal, tenant_id, Permission.LINE_CHECK)
+            load_tenant(self._session, tenant_id)
+            line = self._live_line(tenant_id, line_id, lock=False)
+            checked_version, kind = line.version, line.type
+            fields = open_line(self._session, self._keyring, line)
+        if self._checks.calls_out(kind):
+            self._session.commit()  # no transaction is held during the call
+        outcome = self._checks.check(kind, fields)
+        del fields
+        with self._guard(*guard):
+            line = self._line(tenant_id, line_id, lock=True)
+        if line.status != "revoked" and line.version == checked_version:
+            apply_outcome(line, outcome, now=self._clock.now())
+            self._session.flush()
+        self._record("credential.check", principal, line, context, reason=outcome.status)
+        return line_view(line)
 
     def revoke(
         self,
@@ -432,6 +511,28 @@ class LineService:
             context=context,
         )
 
+    def _ask_platform(
+        self, guard: tuple[Any, ...], line_type: str, fields: Mapping[str, Any]
+    ) -> CheckOutcome:
+        """End the transaction, then ask the platform; a definite refusal is 422 (audited)."""
+        if self._checks.calls_out(line_type):
+            self._session.commit()
+        outcome = self._checks.check(line_type, fields)
+        with self._guard(*guard):
+            refuse_rejected(outcome)
+        return outcome
+
+    def _live_line(self, tenant_id: str, line_id: str, *, lock: bool) -> Line:
+        line = self._line(tenant_id, line_id, lock=lock)
+        self._refuse_revoked(line)
+        return line
+
+    @staticmethod
+    def _refuse_revoked(line: Line) -> None:
+        """Revocation is terminal (other states, e.g. suspended, may be replaced/checked)."""
+        if line.status == "revoked":
+            raise Conflict("the line is revoked; create a new line instead")
+
     def _line(self, tenant_id: str, line_id: str, *, lock: bool) -> Line:
         return load_line(self._session, tenant_id, line_id, lock=lock)
 
@@ -484,4 +585,5 @@ def line_service_for(runtime: Runtime, session: Session) -> LineService:
         audit=runtime.audit,
         clock=runtime.clock,
         rotation_delay=timedelta(seconds=runtime.settings.revocation_rotation_delay_seconds),
+        checks=runtime.checks,
     )

@@ -255,6 +255,16 @@ class Line(Base):
     # HMAC over (id, tenant, status, version) under a root-derived key
     # (vault/keys/integrity.py): a status flipped by direct SQL is refused by the fetch.
     status_mac: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # What the platform says the credential belongs to (vault/connectors), as JSON text,
+    # and the outcome of the last check: ok | unverified | invalid | refresh_failing |
+    # not_checked. Never any secret.
+    account: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    provider_status: Mapped[str] = mapped_column(
+        String(16), default="not_checked", server_default="not_checked"
+    )
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_refreshed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 # --- runners and grants -----------------------------------------------------------------
