@@ -16,6 +16,7 @@ from api.routes import (
     runners,
     system,
     tenants,
+    users,
 )
 
 __all__ = ["ROUTERS"]
@@ -27,6 +28,7 @@ ROUTERS: list[APIRouter] = [
     system.router,
     auth.router,
     me.router,
+    users.router,
     tenants.router,
     lines.router,
     privacy.router,

@@ -31,6 +31,7 @@ from tests.support.audit import (
     verify_chain,
 )
 from tests.support.identity import bearer, make_user, new_session
+from tests.support.settings import make_settings
 from vault.audit.chain import format_ts
 from vault.audit.checkpoints import checkpoint_message, parse_ts
 from vault.audit.export import verify_export
@@ -45,7 +46,7 @@ N_EVENTS = 40
 def settings(tmp_path: Path, db_url: str) -> Settings:
     anchors = tmp_path / "anchors"
     anchors.mkdir()
-    return Settings(  # type: ignore[call-arg]
+    return make_settings(
         data_dir=tmp_path / "var",
         database_url=db_url,
         log_level="warning",

@@ -27,6 +27,7 @@ from tests.support.identity import (
     new_session,
 )
 from tests.support.routes import app_routes
+from tests.support.settings import make_settings
 from vault import authz
 from vault.authz import RUNNER_PERMISSIONS, RunnerPermission
 from vault.runtime import Runtime
@@ -282,9 +283,9 @@ def path_params(world: World) -> dict[str, str]:
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str) -> Settings:
     # Hundreds of deliberate failures from one client address: no throttling here.
-    return Settings(  # type: ignore[call-arg]
+    return make_settings(
         data_dir=tmp_path / "var",
-        database_url=db_url,  # type: ignore[arg-type]
+        database_url=db_url,
         log_level="warning",
         throttle_free_failures=100_000,
         unauth_failures_per_window=100_000,

@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from kms.crypto import verify_signature
 from tests.support.audit import fill_chain, sample_event, verify_chain
+from tests.support.settings import make_settings
 from vault.audit.anchors import ANCHOR_FILE, AnchorError, read_anchors
 from vault.runtime import Runtime
 from vault.settings import Settings
@@ -24,7 +25,7 @@ from vault.storage.engine import unit_of_work
 def settings(tmp_path: Path, db_url: str) -> Settings:
     anchors = tmp_path / "anchors"
     anchors.mkdir()
-    return Settings(  # type: ignore[call-arg]
+    return make_settings(
         data_dir=tmp_path / "var",
         database_url=db_url,
         log_level="warning",
