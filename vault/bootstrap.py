@@ -123,9 +123,4 @@ def initialise(
             provider.close()
     finally:
         engine.dispose()
-    return BootstrapResult(
-        admin_email=admin_email.strip().lower(),
-        admin_password=password,
-        admin_totp_secret=totp_secret,
-        admin_recovery_codes=tuple(codes),
-    )
+    return BootstrapResult(admin_email.strip().lower(), password, totp_secret, tuple(codes))
