@@ -7,9 +7,16 @@ audit event) that did not commit.
 
 A route reaches a service through one ``Annotated`` name: ``Lines``, ``States``, ``Grants``,
 ``Runners``, ``RunnerTokens``, ``Tenants``, ``Users``, ``TenantKeys``, ``TenantErasure``,
-``TenantExport``, ``Webhooks``, each made for the request from the runtime and the request's unit of
-work. Long-lived services (``runtime.authenticator``, ``runtime.factor_changes``,
-``runtime.audit_reader``) are fields of the runtime (``Rt``).
+``TenantExport``, ``UserErasure``, ``UserExport``, ``Webhooks``, each made for the
+request from the runtime and the request's unit of work. Long-lived services
+(``runtime.authenticator``, ``runtime.factor_changes``, ``runtime.audit_reader``) are
+fields of the runtime (``Rt``).
+
+Account safety: ``CurrentUser`` also applies ``vault.authz.check_account_ready`` with the
+route's path template and the ``require_mfa`` / ``require_password_change`` settings, so
+a user who has not yet enrolled a second factor (or changed a generated password)
+reaches only the set-up routes, in every process alike (the flags are read with the
+session, from the database, on every request). A refusal is audited (``auth.session``).
 
 ``CurrentUser`` is the signed-in person (:class:`~vault.authz.UserPrincipal`) behind an
 ``Authorization: Bearer`` session token; anything else (a runner token included) is 401
@@ -39,9 +46,9 @@ from fastapi.security.base import SecurityBase
 from sqlalchemy.orm import Session
 from starlette.types import Scope
 
-from vault.audit.events import RequestContext
-from vault.authz import UserPrincipal
-from vault.errors import NotFound
+from vault.audit.events import Actor, AuditEvent, RequestContext
+from vault.authz import UserPrincipal, check_account_ready
+from vault.errors import Forbidden, NotFound, PasswordChangeRequired
 from vault.identity.service import user_service_for
 from vault.identity.tenants import TenantService
 from vault.identity.users import UserService
@@ -50,8 +57,8 @@ from vault.keys.rotation import TenantKeyService
 from vault.keys.service import tenant_key_service_for
 from vault.lines.service import LineService, line_service_for
 from vault.lines.states import LineStates, line_states_for
-from vault.privacy.erasure import TenantEraser
-from vault.privacy.export import TenantExporter
+from vault.privacy.erasure import TenantEraser, UserEraser
+from vault.privacy.export import TenantExporter, UserExporter
 from vault.runners import GrantService, RunnerRegistry, TokenIssuer
 from vault.runtime import Runtime
 from vault.storage.engine import unit_of_work as storage_unit_of_work
@@ -72,6 +79,8 @@ __all__ = [
     "TenantExport",
     "TenantKeys",
     "Tenants",
+    "UserErasure",
+    "UserExport",
     "Users",
     "Webhooks",
     "check_path_ids",
@@ -196,14 +205,46 @@ class _SecondFactor:
         self._passed = True
 
 
+def _account_ready(runtime: Runtime, request: Request, user: UserPrincipal, ctx: Ctx) -> None:
+    """The account policies (module docstring); an audited 403 saying what to do next."""
+    route = request.scope.get("route")
+    path = getattr(route, "path", None) or request.url.path
+    settings = runtime.settings
+    try:
+        check_account_ready(
+            user,
+            path,
+            require_mfa=settings.require_mfa,
+            require_password_change=settings.require_password_change,
+        )
+    except Forbidden as exc:
+        changed = isinstance(exc, PasswordChangeRequired)
+        reason = "password change required" if changed else "mfa enrollment required"
+        runtime.audit.emit(
+            AuditEvent.by(
+                Actor("user", user.user_id),
+                "auth.session",
+                "denied",
+                resource_type="session",
+                resource_id=user.session_id,
+                reason=f"account not ready: {reason}",
+                context=ctx,
+            )
+        )
+        raise exc from None
+
+
 def current_user(
     runtime: Rt,
     ctx: Ctx,
     db: Db,
+    *,
+    request: Request,
     token: Annotated[str | None, Depends(_SessionToken())],
     code: Annotated[str | None, Depends(_request_mfa_code)],
 ) -> UserPrincipal:
     user = runtime.authenticator.authenticate(token, ctx=ctx)
+    _account_ready(runtime, request, user, ctx)
     return replace(user, second_factor=_SecondFactor(runtime, db, ctx, user, code))
 
 
@@ -295,6 +336,14 @@ def _webhooks(runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser) -> WebhookServic
     )
 
 
+def _user_erasure(runtime: Rt, db: Db) -> UserEraser:
+    return UserEraser(db, audit=runtime.audit, clock=runtime.clock)
+
+
+def _user_export(runtime: Rt, db: Db) -> UserExporter:
+    return UserExporter(db, audit=runtime.audit, clock=runtime.clock)
+
+
 Lines = Annotated[LineService, Depends(_lines)]
 States = Annotated[LineStates, Depends(_states)]
 Grants = Annotated[GrantService, Depends(_grants)]
@@ -306,3 +355,7 @@ TenantKeys = Annotated[TenantKeyService, Depends(_tenant_keys)]
 TenantErasure = Annotated[TenantEraser, Depends(_tenant_erasure)]
 TenantExport = Annotated[TenantExporter, Depends(_tenant_export)]
 Webhooks = Annotated[WebhookService, Depends(_webhooks)]
+
+
+UserErasure = Annotated[UserEraser, Depends(_user_erasure)]
+UserExport = Annotated[UserExporter, Depends(_user_export)]

@@ -46,6 +46,8 @@ PROBLEM_TABLE: Mapping[type[Exception], tuple[int, str, str]] = {
     e.MfaInvalid: (401, "mfa_invalid", "Second factor not accepted"),
     e.Forbidden: (403, "forbidden", "Forbidden"),
     e.MfaRequired: (403, "mfa_required", "Fresh second factor required"),  # detail: errors.py
+    e.MfaEnrollmentRequired: (403, "mfa_enrollment_required", "Second factor enrolment required"),
+    e.PasswordChangeRequired: (403, "password_change_required", "Password change required"),
     e.NotFound: (404, "not_found", "Not found"),
     e.Conflict: (409, "conflict", "Conflict"),
     e.Revoked: (410, "revoked", "Revoked"),

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from tests.support.db import PostgresServer, SqliteTemplate, postgres_url_or_skip, reset_database
+from tests.support.settings import make_settings
 from vault.bootstrap import BootstrapResult, initialise
 from vault.clock import FixedClock
 from vault.runtime import Runtime, open_runtime
@@ -94,7 +95,7 @@ def clock() -> FixedClock:
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str) -> Settings:
-    return Settings(data_dir=tmp_path / "var", database_url=db_url, log_level="warning")  # type: ignore[arg-type]
+    return make_settings(data_dir=tmp_path / "var", database_url=db_url, log_level="warning")
 
 
 @pytest.fixture

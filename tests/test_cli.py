@@ -41,7 +41,16 @@ def test_init_json_then_refuses_second_time(tmp_path: Path, db_url: str) -> None
     )
     assert first.returncode == 0, first.stderr
     doc = json.loads(first.stdout)
-    assert set(doc) == {"admin_email", "admin_password", "admin_totp_secret"}
+    assert set(doc) == {
+        "admin_email",
+        "admin_password",
+        "admin_totp_secret",
+        "admin_recovery_codes",
+    }
+    # Recovery codes for the bootstrap admin too, printed this once (tests/e2e/test_people.py
+    # signs in with one).
+    assert len(doc["admin_recovery_codes"]) == 10
+    assert len(set(doc["admin_recovery_codes"])) == 10
     assert doc["admin_email"] == "admin@example.test"
     assert len(doc["admin_password"]) >= 20
     assert len(pyotp.TOTP(doc["admin_totp_secret"]).now()) == 6

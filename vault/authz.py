@@ -26,9 +26,16 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
-from vault.errors import Forbidden, MfaRequired, NotFound
+from vault.errors import (
+    Forbidden,
+    MfaEnrollmentRequired,
+    MfaRequired,
+    NotFound,
+    PasswordChangeRequired,
+)
 
 __all__ = [
+    "ACCOUNT_SETUP_PATHS",
     "PLATFORM_NEEDS_MFA",
     "PLATFORM_PERMISSIONS",
     "PLATFORM_ROLES",
@@ -43,6 +50,7 @@ __all__ = [
     "authorize",
     "authorize_platform",
     "can_assign_role",
+    "check_account_ready",
     "effective_role",
     "member_permission",
     "needs_mfa",
@@ -155,6 +163,9 @@ class PlatformPermission(StrEnum):
     TENANT_CREATE = "platform.tenant.create"
     TENANT_LIST_ALL = "platform.tenant.list_all"
     USER_CREATE = "platform.user.create"
+    USER_READ = "platform.user.read"
+    USER_DELETE = "platform.user.delete"
+    USER_DISABLE = "platform.user.disable"  # and enable again
     RUNNER_CREATE = "platform.runner.create"
     RUNNER_READ = "platform.runner.read"
     RUNNER_ROTATE = "platform.runner.rotate"
@@ -173,6 +184,9 @@ PLATFORM_PERMISSIONS: Mapping[PlatformPermission, frozenset[str]] = {
     PlatformPermission.TENANT_CREATE: _PLATFORM_ADMIN,
     PlatformPermission.TENANT_LIST_ALL: _PLATFORM_READERS,
     PlatformPermission.USER_CREATE: _PLATFORM_ADMIN,
+    PlatformPermission.USER_READ: _PLATFORM_READERS,
+    PlatformPermission.USER_DELETE: _PLATFORM_ADMIN,
+    PlatformPermission.USER_DISABLE: _PLATFORM_ADMIN,
     PlatformPermission.RUNNER_CREATE: _PLATFORM_ADMIN,
     PlatformPermission.RUNNER_READ: _PLATFORM_READERS,
     PlatformPermission.RUNNER_ROTATE: _PLATFORM_ADMIN,
@@ -189,6 +203,9 @@ PLATFORM_NEEDS_MFA: Mapping[PlatformPermission, bool] = {
     PlatformPermission.TENANT_CREATE: False,
     PlatformPermission.TENANT_LIST_ALL: False,
     PlatformPermission.USER_CREATE: True,
+    PlatformPermission.USER_READ: False,
+    PlatformPermission.USER_DELETE: True,
+    PlatformPermission.USER_DISABLE: True,
     PlatformPermission.RUNNER_CREATE: True,
     PlatformPermission.RUNNER_READ: False,
     PlatformPermission.RUNNER_ROTATE: True,
@@ -236,6 +253,10 @@ class UserPrincipal:
     session_id: str
     mfa_fresh: bool
     tenant_roles: Mapping[str, str] = field(default_factory=dict)
+    # Account safety (check_account_ready): a second factor enrolled, and a password that
+    # the vault generated for someone else still waiting to be changed.
+    totp_enrolled: bool = False
+    password_change_required: bool = False
     # Verifies the request's own one-time code (raises MfaRequired / MfaInvalid); set by
     # the API per request, None where no code can come with the request.
     second_factor: Callable[[], None] | None = field(default=None, compare=False, repr=False)
@@ -312,3 +333,36 @@ def can_assign_role(actor_role: str, *, new_role: str, current_role: str | None)
     """May a member with ``actor_role`` change someone from ``current_role`` to ``new_role``?"""
     allowed = _ASSIGNABLE_BY.get(actor_role, frozenset())
     return new_role in allowed and (current_role is None or current_role in allowed)
+
+
+# Account safety: while a user is not yet compliant with the account policies (no second
+# factor enrolled, or a generated password not yet changed) their sessions reach only
+# these route paths, the ones that make them compliant (or end the session).
+ACCOUNT_SETUP_PATHS: frozenset[str] = frozenset(
+    {"/v1/me", "/v1/me/totp", "/v1/me/totp/confirm", "/v1/me/password", "/v1/auth/logout"}
+)
+
+
+def check_account_ready(
+    principal: UserPrincipal,
+    route_path: str,
+    *,
+    require_mfa: bool,
+    require_password_change: bool,
+) -> None:
+    """Raise ``PasswordChangeRequired`` / ``MfaEnrollmentRequired`` (403, saying what to do
+    next) when a policy that is on is not yet met and ``route_path`` is not a set-up route.
+
+    The generated password comes first: it was seen by whoever created the account.
+    """
+    if route_path in ACCOUNT_SETUP_PATHS:
+        return
+    if require_password_change and principal.password_change_required:
+        then = (
+            "; then enrol a second factor (POST /v1/me/totp, then POST /v1/me/totp/confirm)"
+            if require_mfa and not principal.totp_enrolled
+            else ""
+        )
+        raise PasswordChangeRequired(PasswordChangeRequired.default_detail + then)
+    if require_mfa and not principal.totp_enrolled:
+        raise MfaEnrollmentRequired()

@@ -15,6 +15,7 @@ from vault.audit.chain import append_events
 from vault.audit.events import Actor, AuditEvent
 from vault.clock import Clock, SystemClock
 from vault.identity.passwords import Passwords, generate_password
+from vault.identity.recovery import RecoveryCodes
 from vault.identity.totp import new_secret
 from vault.identity.users import create_user_row
 from vault.ids import new_id
@@ -44,6 +45,8 @@ class BootstrapResult:
     admin_email: str
     admin_password: str = ""
     admin_totp_secret: str = ""
+    # Single-use codes for when the authenticator is lost, like every enrolled user's.
+    admin_recovery_codes: tuple[str, ...] = ()
 
     def __repr__(self) -> str:  # never print the secrets by accident
         return f"BootstrapResult(admin_email={self.admin_email!r})"
@@ -100,6 +103,7 @@ def initialise(
                     totp_secret_enc=system.seal_totp(user_id=user_id, secret=totp_secret),
                 )
                 checkpointer = checkpointer_for(settings, system, clock)
+                codes = RecoveryCodes(system_keys=system).issue(session, user_id=user_id)
                 rows = append_events(
                     session,
                     [
@@ -121,8 +125,4 @@ def initialise(
             provider.close()
     finally:
         engine.dispose()
-    return BootstrapResult(
-        admin_email=admin_email.strip().lower(),
-        admin_password=password,
-        admin_totp_secret=totp_secret,
-    )
+    return BootstrapResult(admin_email.strip().lower(), password, totp_secret, tuple(codes))

@@ -13,9 +13,11 @@ __all__ = [
     "CredentialRejected",
     "Forbidden",
     "InvalidRequest",
+    "MfaEnrollmentRequired",
     "MfaInvalid",
     "MfaRequired",
     "NotFound",
+    "PasswordChangeRequired",
     "RateLimited",
     "Revoked",
     "Suspended",
@@ -82,6 +84,26 @@ class MfaRequired(VaultError):
         "this action needs a fresh second factor: send a current TOTP code as mfa_code in"
         " the JSON body (or the X-MFA-Code header when there is no body), or make the"
         " session MFA-fresh first with POST /v1/auth/step-up"
+    )
+
+
+class MfaEnrollmentRequired(Forbidden):
+    """The account has no second factor yet and the policy asks for one first."""
+
+    default_detail = (
+        "this account must enrol a second factor before it can do anything else: start with"
+        " POST /v1/me/totp (returns a secret and an otpauth:// URI for an authenticator"
+        ' app), then POST /v1/me/totp/confirm with {"code": <the app\'s current code>}'
+    )
+
+
+class PasswordChangeRequired(Forbidden):
+    """The vault generated this account's password for someone else: change it first."""
+
+    default_detail = (
+        "this account's password was generated for you and must be changed before"
+        ' anything else: POST /v1/me/password with {"current_password": <the password you'
+        ' were given>, "new_password": <12 to 128 characters>}'
     )
 
 

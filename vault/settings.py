@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     session_absolute_hours: float = Field(default=12.0, gt=0)
     mfa_fresh_minutes: float = Field(default=5.0, gt=0)
     mfa_token_ttl_seconds: int = Field(default=300, gt=0)
+    # Account safety (docs/security.md): until a user has enrolled a second factor, or
+    # has changed a password the vault generated for them, their sessions reach only the
+    # account set-up routes (vault.authz.ACCOUNT_SETUP_PATHS).
+    require_mfa: bool = True
+    require_password_change: bool = True
     throttle_free_failures: int = Field(default=5, ge=1)
     throttle_max_delay_seconds: int = Field(default=900, ge=1)
     # The block after the last free failure; each further failure doubles it (to the max).

@@ -61,6 +61,7 @@ def init_command(
                     "admin_email": result.admin_email,
                     "admin_password": result.admin_password,
                     "admin_totp_secret": result.admin_totp_secret,
+                    "admin_recovery_codes": list(result.admin_recovery_codes),
                 }
             )
         )
@@ -74,6 +75,9 @@ def init_command(
         "&issuer=linevault"
     )
     typer.echo(f"  authenticator URI:  {uri}")
+    typer.echo("  recovery codes (each works once, if the authenticator is lost):")
+    for code in result.admin_recovery_codes:
+        typer.echo(f"    {code}")
     from api.cli.qr import print_qr  # only ``init`` draws a QR code; other commands skip qrcode
 
     print_qr(uri)

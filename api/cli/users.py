@@ -20,7 +20,11 @@ from vault.storage.engine import unit_of_work
 
 __all__ = ["app"]
 
-app = typer.Typer(name="users", help="Create users and reset second factors.", no_args_is_help=True)
+app = typer.Typer(
+    name="users",
+    help="Create users, reset second factors, disable and enable accounts.",
+    no_args_is_help=True,
+)
 
 _ACTOR = Actor("system", "linevault-cli")
 
@@ -41,7 +45,7 @@ def create_command(
     data_dir: DataDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Create a user with a generated password (shown once)."""
+    """Create a user with a generated password (shown once; they must change it first)."""
     if platform_role not in (None, "admin", "auditor"):
         raise fail("--platform-role must be admin or auditor", 2)
     runtime = _runtime(data_dir)
@@ -78,3 +82,36 @@ def reset_mfa_command(
     finally:
         runtime.close()
     typer.echo(f"Second factor removed for {user.email}; all their sessions ended.")
+
+
+def _set_disabled(email: str, data_dir: DataDir, *, disabled: bool) -> str:
+    runtime = _runtime(data_dir)
+    try:
+        with unit_of_work(runtime.sessions) as session:
+            users = user_service_for(runtime, session)
+            user = users.set_disabled_as(users.by_email(email).id, disabled=disabled, actor=_ACTOR)
+            return user.email
+    except (NotFound, InvalidRequest) as exc:
+        raise fail(exc.detail, 1) from None
+    finally:
+        runtime.close()
+
+
+@app.command("disable")
+def disable_command(
+    email: Annotated[str, typer.Option("--email", help="Email address of the user.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Disable a user: their sessions end at once and they cannot sign in."""
+    address = _set_disabled(email, data_dir, disabled=True)
+    typer.echo(f"{address} is disabled; all their sessions ended.")
+
+
+@app.command("enable")
+def enable_command(
+    email: Annotated[str, typer.Option("--email", help="Email address of the user.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Enable a disabled user again (they sign in anew)."""
+    address = _set_disabled(email, data_dir, disabled=False)
+    typer.echo(f"{address} is enabled again.")

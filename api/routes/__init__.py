@@ -17,6 +17,7 @@ from api.routes import (
     states,
     system,
     tenants,
+    users,
     vault_compat,
     webhooks,
 )
@@ -30,6 +31,7 @@ ROUTERS: list[APIRouter] = [
     system.router,
     auth.router,
     me.router,
+    users.router,
     tenants.router,
     lines.router,
     states.router,

@@ -1,14 +1,19 @@
-"""The signed-in user: profile, TOTP enrollment, password change, and POST /v1/users."""
+"""The signed-in user: profile, TOTP enrollment, password change, their sessions, their
+own data (export, deletion), and POST /v1/users."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, BackgroundTasks, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import Ctx, CurrentUser, Rt, Users
+from api.deps import Ctx, CurrentUser, Db, Rt, UserErasure, UserExport, Users
+from vault.audit.events import Actor
 from vault.authz import require_second_factor
+from vault.clock import rfc3339
+from vault.errors import NotFound
+from vault.privacy.scrub import scrub_after_shred
 
 __all__ = ["router"]
 
@@ -29,6 +34,12 @@ class PasswordBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     current_password: str = Field(min_length=1, max_length=1024)
     new_password: str = Field(min_length=1, max_length=1024)
+
+
+class DeleteMeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    password: str = Field(min_length=1, max_length=1024)
+    mfa_code: str | None = Field(default=None, max_length=32)
 
 
 class NewUserBody(BaseModel):
@@ -85,3 +96,57 @@ def create_user(body: NewUserBody, ctx: Ctx, user: CurrentUser, users: Users) ->
         user, email=body.email, platform_role=body.platform_role, ctx=ctx
     )
     return {"id": created.id, "email": created.email, "initial_password": password}
+
+
+@router.get("/v1/me/sessions")
+def my_sessions(runtime: Rt, db: Db, user: CurrentUser) -> dict[str, Any]:
+    views = runtime.authenticator.store.live_sessions(db, user.user_id, now=runtime.clock.now())
+    return {
+        "sessions": [
+            {
+                "id": v.id,
+                "created_at": rfc3339(v.created_at),
+                "last_seen_at": rfc3339(v.last_seen_at),
+                "ip": v.ip,
+                "user_agent": v.user_agent,
+                "current": v.id == user.session_id,
+            }
+            for v in views
+        ]
+    }
+
+
+@router.delete("/v1/me/sessions/{session_id}", status_code=204)
+def end_my_session(
+    session_id: str, *, runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser, users: Users
+) -> Response:
+    now = runtime.clock.now()
+    if not runtime.authenticator.store.revoke_own(db, user.user_id, session_id, now=now):
+        raise NotFound("no such session")
+    users.session_ended(user, session_id, ctx=ctx)
+    return Response(status_code=204)
+
+
+@router.get("/v1/me/export")
+def export_me(ctx: Ctx, user: CurrentUser, export: UserExport) -> dict[str, Any]:
+    return export.export(user, context=ctx)
+
+
+@router.delete("/v1/me", status_code=204)
+def delete_me(
+    body: DeleteMeBody,
+    *,
+    runtime: Rt,
+    ctx: Ctx,
+    user: CurrentUser,
+    erasure: UserErasure,
+    tasks: BackgroundTasks,
+) -> Response:
+    # Both factors first, in transactions of their own (nothing may hold the request's
+    # write transaction meanwhile); then the erasure, which answers 409 for a last owner.
+    runtime.factor_changes.prove_identity(
+        user, password=body.password, code=body.mfa_code, action="user.delete", ctx=ctx
+    )
+    erasure.erase(user.user_id, actor=Actor("user", user.user_id), context=ctx)
+    tasks.add_task(scrub_after_shred, runtime.engine)  # runs after the commit
+    return Response(status_code=204)

@@ -1,13 +1,13 @@
-"""Tenants and members (docs/api.md, "Tenants and members").
+"""Tenants and members (docs/api.md, "Tenants and members"): add, change, remove.
 
 DELETE and export live in ``api/routes/privacy.py``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,6 +29,12 @@ class NewTenantBody(BaseModel):
 class MemberBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user_id: str = Field(min_length=1, max_length=40)
+    role: str = Field(min_length=1, max_length=16)
+    mfa_code: str | None = Field(default=None, max_length=32, description="sudo mode")
+
+
+class RoleBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     role: str = Field(min_length=1, max_length=16)
     mfa_code: str | None = Field(default=None, max_length=32, description="sudo mode")
 
@@ -76,3 +82,25 @@ def add_member(
 ) -> JSONResponse:
     view, created = tenants.set_member(user, tenant_id, user_id=body.user_id, role=body.role)
     return JSONResponse(_member(view), status_code=201 if created else 200)
+
+
+@router.patch("/v1/tenants/{tenant_id}/members/{user_id}")
+def change_member(
+    tenant_id: str, user_id: str, *, body: RoleBody, user: CurrentUser, tenants: Tenants
+) -> dict[str, Any]:
+    view = tenants.update_member(user, tenant_id, user_id=user_id, role=body.role)
+    return _member(view)
+
+
+@router.delete("/v1/tenants/{tenant_id}/members/{user_id}", status_code=204)
+def remove_member(
+    tenant_id: str,
+    user_id: str,
+    *,
+    user: CurrentUser,
+    tenants: Tenants,
+    mfa_code: Annotated[str | None, Header(alias="X-MFA-Code", max_length=32)] = None,
+) -> Response:
+    del mfa_code  # declared for the docs; the principal reads it (api/deps.py)
+    tenants.remove_member(user, tenant_id, user_id=user_id)
+    return Response(status_code=204)

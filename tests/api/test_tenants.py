@@ -126,6 +126,10 @@ def test_cli_users_create_and_reset_mfa(tmp_path: Path, db_url: str) -> None:
     reset = run("users", "reset-mfa", "--email", "root@example.test")
     assert reset.returncode == 0, reset.stderr
     assert run("users", "reset-mfa", "--email", "ghost@example.test").returncode == 1
+    disabled = run("users", "disable", "--email", "ops@example.test")
+    assert disabled.returncode == 0, disabled.stderr
+    assert run("users", "enable", "--email", "ops@example.test").returncode == 0
+    assert run("users", "disable", "--email", "ghost@example.test").returncode == 1
     from sqlalchemy import create_engine
 
     engine = create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
@@ -137,13 +141,21 @@ def test_cli_users_create_and_reset_mfa(tmp_path: Path, db_url: str) -> None:
             enrolled = conn.execute(
                 select(User.totp_enrolled).where(User.email == "root@example.test")
             ).scalar()
+            ops = conn.execute(
+                select(User.password_change_required, User.disabled_at).where(
+                    User.email == "ops@example.test"
+                )
+            ).one()
     finally:
         engine.dispose()
-    assert [tuple(r) for r in rows][-2:] == [
+    assert [tuple(r) for r in rows][-4:] == [
         ("user.create", "system"),
         ("user.mfa_reset", "system"),
+        ("user.disable", "system"),
+        ("user.enable", "system"),
     ]
     assert enrolled is False
+    assert tuple(ops) == (True, None)  # a generated password: to be changed; enabled again
 
 
 def test_the_last_owner_cannot_demote_themselves(runtime: Runtime, client: TestClient) -> None:

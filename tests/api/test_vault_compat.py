@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from tests.api import test_runners_api as runners_api
 from tests.support.runners import revoke_line
+from tests.support.settings import make_settings
 from vault.runtime import Runtime
 from vault.settings import Settings
 
@@ -40,12 +41,7 @@ DENIED = {"errors": ["permission denied"]}
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str) -> Settings:
-    return Settings(  # type: ignore[call-arg]
-        data_dir=tmp_path / "var",
-        database_url=db_url,  # type: ignore[arg-type]
-        log_level="warning",
-        runner_rate_limit_per_minute=RATE_LIMIT,
-    )
+    return make_settings(tmp_path / "var", db_url, runner_rate_limit_per_minute=RATE_LIMIT)
 
 
 def kv(s: dict[str, str], line: str | None = None, tenant: str | None = None) -> str:

@@ -22,8 +22,8 @@ from linevault_client import (
 )
 from tests.support.runners import TELEGRAM, grant, make_line, make_runner, make_tenant, revoke_line
 from tests.support.server import ServerProcess, running_server
+from tests.support.settings import make_settings
 from vault.runtime import Runtime, open_runtime
-from vault.settings import Settings
 from vault.storage.engine import unit_of_work
 from vault.storage.models import AuditEventRow, RunnerToken
 
@@ -36,7 +36,7 @@ def served(
 ) -> Iterator[tuple[ServerProcess, Runtime]]:
     database_url = request.getfixturevalue("db_url") if backend == "postgresql" else None
     with running_server(tmp_path, database_url=database_url) as (server, _admin):
-        settings = Settings(
+        settings = make_settings(
             data_dir=server.data_dir, database_url=database_url, log_level="warning"
         )  # type: ignore[arg-type]
         runtime = open_runtime(settings)

@@ -25,7 +25,6 @@ import itertools
 import os
 import re
 import secrets
-import shutil
 import subprocess
 from collections import defaultdict
 from collections.abc import Iterator
@@ -36,8 +35,8 @@ from typing import Any
 import httpx
 import pyotp
 import pytest
-from sqlalchemy.engine import make_url
 
+from tests.support.db import pg_dump
 from tests.support.lines import planted
 from tests.support.platforms import PlatformStandIn, platform_standin
 from tests.support.server import LINEVAULT, Admin, ServerProcess, running_server
@@ -128,18 +127,6 @@ def _token_field_swaps(s: Sweep, client_id: str, client_secret: str) -> None:
     basic(client_secret, client_secret)
     basic(client_id, client_secret, body=f"grant_type={client_secret}")
     basic(client_id, client_secret, body=f"grant_type=client_credentials&client_id={client_secret}")
-
-
-def _pg_dump(url: str) -> bytes:
-    pg_dump = shutil.which("pg_dump") or "/usr/bin/pg_dump"
-    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    result = subprocess.run(
-        [pg_dump, "--no-owner", "--no-privileges", plain],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
-    return result.stdout
 
 
 @pytest.fixture
@@ -455,7 +442,7 @@ def test_planted_secrets_appear_only_where_they_belong(
         db = server.data_dir / "linevault.db"
         stored = [p.read_bytes() for p in (db, db.with_name(db.name + "-wal")) if p.exists()]
     else:
-        stored = [_pg_dump(database_url)]
+        stored = [pg_dump(database_url)]
     assert sum(map(len, stored)) > 20_000
     logs = server.log_path.read_text(errors="replace")
     assert '"level": "debug"' in logs or '"level": "info"' in logs  # debug logging was on

@@ -30,6 +30,7 @@ from tests.support.runners import (
     make_runner,
     make_tenant,
 )
+from tests.support.settings import make_settings
 from tests.vault.test_runners import events
 from vault.clock import FixedClock
 from vault.errors import NotFound, Revoked
@@ -50,9 +51,9 @@ ENVELOPE = ("status", "version", "kek_version", "wrapped_dek", "ciphertext", "st
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str) -> Settings:
-    return Settings(
+    return make_settings(
         data_dir=tmp_path / "var",
-        database_url=db_url,  # type: ignore[arg-type]
+        database_url=db_url,
         log_level="warning",
         revocation_rotation_delay_seconds=DELAY,
     )

@@ -33,6 +33,7 @@ from api.app import create_app
 from tests.support.db import SqliteTemplate, reset_database
 from tests.support.identity import add_membership, bearer, make_tenant, make_user, new_session
 from tests.support.runners import grant, issue_token, make_line, make_runner
+from tests.support.settings import make_settings
 from vault.runtime import Runtime
 from vault.settings import Settings
 from vault.storage.engine import make_engine
@@ -117,9 +118,9 @@ def db_url(backend: str, request: pytest.FixtureRequest) -> Iterator[str]:
 def _unlimited_settings(tmp_path: Path, db_url: str) -> Settings:
     """Thousands of deliberate unauthenticated failures from one client address: the
     per-address limit (tests/security/test_unauth_flood.py) would answer 429 to them."""
-    return Settings(  # type: ignore[call-arg]
+    return make_settings(
         data_dir=tmp_path / "var",
-        database_url=db_url,  # type: ignore[arg-type]
+        database_url=db_url,
         log_level="warning",
         unauth_failures_per_window=10_000_000,
     )

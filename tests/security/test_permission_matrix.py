@@ -27,10 +27,12 @@ from tests.support.identity import (
     new_session,
 )
 from tests.support.routes import app_routes
+from tests.support.settings import make_settings
 from vault import authz
 from vault.authz import RUNNER_PERMISSIONS, RunnerPermission
 from vault.runtime import Runtime
 from vault.settings import Settings
+from vault.storage.engine import unit_of_work
 
 ROLES = (
     "platform_admin",
@@ -191,6 +193,28 @@ def _fresh_platform_webhook(world: World) -> dict[str, str]:
     return {"webhook_id": _make_webhook(world, None)}
 
 
+def _fresh_member(world: World) -> dict[str, str]:
+    """A plain member of the main tenant, per request (an earlier one may be removed)."""
+    target = make_user(world.runtime, world.unique("mbr") + "@matrix.test")
+    add_membership(world.runtime, world.tenant_id, target.id, "member")
+    return {"user_id": target.id}
+
+
+def _fresh_user(world: World) -> dict[str, str]:
+    """A user with no tenant, per request, to disable, enable or delete."""
+    return {"user_id": make_user(world.runtime, world.unique("usr") + "@matrix.test").id}
+
+
+def _foreign_session(world: World) -> dict[str, str]:
+    """The id of someone else's live session: every caller is a stranger to it."""
+    owner = make_user(world.runtime, world.unique("ses") + "@matrix.test")
+    with unit_of_work(world.runtime.sessions) as session:
+        issued = world.runtime.authenticator.store.create(
+            session, user_id=owner.id, now=world.runtime.clock.now(), mfa_fresh=False
+        )
+    return {"session_id": issued.session_id}
+
+
 _PUBLIC = row({_ALL: 200})
 _SIGNED_IN = {**dict.fromkeys(USERS, 200), _ALL: 401}
 _TENANT_MANAGERS = {
@@ -247,6 +271,34 @@ EXPECTATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/v1/tenants/{tenant_id}/members"): row(_TENANT_MANAGERS),
     ("POST", "/v1/tenants/{tenant_id}/members"): row(
         {**_TENANT_MANAGERS, "platform_admin": 201, "owner": 201, "admin": 201}, body=_new_member
+    ),
+    ("PATCH", "/v1/tenants/{tenant_id}/members/{user_id}"): row(
+        _TENANT_MANAGERS, body=lambda w: {"role": "auditor"}, params=_fresh_member
+    ),
+    ("DELETE", "/v1/tenants/{tenant_id}/members/{user_id}"): row(
+        {**_TENANT_MANAGERS, "platform_admin": 204, "owner": 204, "admin": 204},
+        params=_fresh_member,
+    ),
+    # People: the platform lists, disables, enables and erases users (MFA but listing).
+    ("GET", "/v1/users"): row(_PLATFORM_READERS),
+    ("DELETE", "/v1/users/{user_id}"): row(
+        {**_PLATFORM_ADMIN_ONLY, "platform_admin": 204}, params=_fresh_user
+    ),
+    ("POST", "/v1/users/{user_id}/disable"): row(
+        {**_PLATFORM_ADMIN_ONLY, "platform_admin": 200}, params=_fresh_user
+    ),
+    ("POST", "/v1/users/{user_id}/enable"): row(
+        {**_PLATFORM_ADMIN_ONLY, "platform_admin": 200}, params=_fresh_user
+    ),
+    # One's own sessions and data. Someone else's session id is 404 for everybody; a
+    # wrong password deletes nothing (successes, and 409: test_last_owner_rules below).
+    ("GET", "/v1/me/sessions"): row(_SIGNED_IN),
+    ("DELETE", "/v1/me/sessions/{session_id}"): row(
+        {**dict.fromkeys(USERS, 404), _ALL: 401}, params=_foreign_session
+    ),
+    ("GET", "/v1/me/export"): row(_SIGNED_IN),
+    ("DELETE", "/v1/me"): row(
+        {_ALL: 401}, body=lambda w: {"password": "not the password", "mfa_code": "000000"}
     ),
     # Lines (any member reads; owner/admin write; revoke needs MFA, sessions here are fresh).
     ("POST", "/v1/tenants/{tenant_id}/lines"): row(
@@ -382,15 +434,17 @@ def path_params(world: World) -> dict[str, str]:
         "runner_id": _runner(world)["id"],
         "grant_id": "grt_none",
         "webhook_id": "whk_none",  # rows that need a real one name it in ``params``
+        "user_id": "usr_none",
+        "session_id": "ses_none",
     }
 
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str) -> Settings:
     # Hundreds of deliberate failures from one client address: no throttling here.
-    return Settings(  # type: ignore[call-arg]
+    return make_settings(
         data_dir=tmp_path / "var",
-        database_url=db_url,  # type: ignore[arg-type]
+        database_url=db_url,
         log_level="warning",
         throttle_free_failures=100_000,
         unauth_failures_per_window=100_000,
@@ -478,6 +532,10 @@ WITHOUT_A_ROW: dict[tuple[str, str], str] = {
     ("POST", "/v1/me/totp"): _OWN,
     ("POST", "/v1/me/totp/confirm"): _OWN,
     ("POST", "/v1/me/password"): _OWN,
+    ("GET", "/v1/me/sessions"): _OWN,
+    ("DELETE", "/v1/me/sessions/{session_id}"): _OWN,
+    ("GET", "/v1/me/export"): _OWN,
+    ("DELETE", "/v1/me"): _OWN,
     ("DELETE", "/v1/runner/token"): _OWN,
     ("GET", "/v1/auth/token/lookup-self"): _OWN,
     ("POST", "/v1/auth/token/revoke-self"): _OWN,
@@ -552,6 +610,17 @@ NEEDS_MFA: dict[tuple[str, str], bool | str] = {
     ("POST", "/v1/me/totp"): False,  # first enrolment; re-enrolment: tests/api/test_sessions
     ("POST", "/v1/me/password"): False,
     ("POST", "/v1/users"): True,
+    ("GET", "/v1/users"): False,
+    ("DELETE", "/v1/users/{user_id}"): True,
+    ("POST", "/v1/users/{user_id}/disable"): True,
+    ("POST", "/v1/users/{user_id}/enable"): True,
+    ("GET", "/v1/me/sessions"): False,
+    ("DELETE", "/v1/me/sessions/{session_id}"): False,
+    ("GET", "/v1/me/export"): False,
+    ("DELETE", "/v1/me"): "n/a: the password and code in the body decide (even when fresh)",
+    # Plain members here; owner/admin targets need MFA: test_last_owner_rules below.
+    ("PATCH", "/v1/tenants/{tenant_id}/members/{user_id}"): False,
+    ("DELETE", "/v1/tenants/{tenant_id}/members/{user_id}"): False,
     ("POST", "/v1/tenants"): False,
     ("GET", "/v1/tenants"): False,
     ("GET", "/v1/tenants/{tenant_id}/members"): False,
@@ -629,3 +698,41 @@ def _code(response: Any) -> str | None:
         code = response.json().get("code")
         return code if isinstance(code, str) else None
     return None
+
+
+def test_last_owner_rules_and_mfa_for_managers(client: TestClient, world: World) -> None:
+    """409 for leaving a tenant without an owner, by each route that could; 403
+    mfa_required for touching an owner or admin, or deleting a user, on a stale session."""
+    runtime, tenant = world.runtime, world.tenant_id
+    owner_id = world.user_ids["owner"]  # the main tenant's only owner
+    owner = bearer(new_session(runtime, owner_id, mfa_fresh=True))
+    admin = bearer(new_session(runtime, world.user_ids["platform_admin"], mfa_fresh=True))
+    members = f"/v1/tenants/{tenant}/members/{owner_id}"
+    refused = {
+        "demote": client.patch(members, json={"role": "admin"}, headers=owner),
+        "remove": client.delete(members, headers=owner),
+        "delete user": client.delete(f"/v1/users/{owner_id}", headers=admin),
+        "delete me": client.request(
+            "DELETE", "/v1/me", json={"password": TEST_PASSWORD}, headers=owner
+        ),
+    }
+    for what, response in refused.items():
+        assert (response.status_code, _code(response)) == (409, "conflict"), what
+    assert client.get("/v1/me", headers=owner).status_code == 200  # still there
+    stale = bearer(new_session(runtime, owner_id))
+    admin_id = world.user_ids["admin"]
+    for method, path, body in (
+        ("PATCH", f"/v1/tenants/{tenant}/members/{admin_id}", {"role": "member"}),
+        ("DELETE", f"/v1/tenants/{tenant}/members/{admin_id}", None),
+        ("PATCH", f"/v1/tenants/{tenant}/members/{world.user_ids['member']}", {"role": "owner"}),
+    ):
+        response = client.request(method, path, json=body, headers=stale)
+        assert (response.status_code, _code(response)) == (403, "mfa_required"), path
+    target = _fresh_user(world)["user_id"]
+    stale_admin = bearer(new_session(runtime, world.user_ids["platform_admin"]))
+    response = client.delete(f"/v1/users/{target}", headers=stale_admin)
+    assert (response.status_code, _code(response)) == (403, "mfa_required")
+    # Strangers to the tenant get 404 for its members, whoever the member is.
+    stranger = bearer(new_session(runtime, world.user_ids["other_owner"], mfa_fresh=True))
+    assert client.delete(members, headers=stranger).status_code == 404
+    assert client.patch(members, json={"role": "member"}, headers=stranger).status_code == 404

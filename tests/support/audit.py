@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
+from tests.support.settings import make_settings
 from vault.audit.events import (
     GENESIS_HASH,
     AuditEvent,
@@ -44,13 +45,8 @@ def anchored_settings(tmp_path: Path, db_url: str, **audit: int) -> Settings:
     more audit settings, e.g. ``audit_max_unsigned_events``)."""
     anchors = tmp_path / "anchors"
     anchors.mkdir()
-    return Settings(  # type: ignore[call-arg]
-        data_dir=tmp_path / "var",
-        database_url=db_url,
-        log_level="warning",
-        audit_checkpoint_every=5,
-        audit_anchor_dir=anchors,
-        **audit,  # type: ignore[arg-type]
+    return make_settings(
+        tmp_path / "var", db_url, audit_checkpoint_every=5, audit_anchor_dir=anchors, **audit
     )
 
 

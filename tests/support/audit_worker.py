@@ -13,14 +13,14 @@ import sys
 import threading
 from pathlib import Path
 
+from tests.support.settings import make_settings
 from vault.audit.events import AuditEvent
 from vault.runtime import open_runtime
-from vault.settings import Settings
 from vault.storage.engine import unit_of_work
 
 
 def main(data_dir: str, db_url: str, tag: str, n: int, threads: int) -> int:
-    settings = Settings(  # type: ignore[call-arg]
+    settings = make_settings(
         data_dir=Path(data_dir),
         database_url=db_url,
         log_level="warning",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,8 @@ from vault.storage.models import Base
 __all__ = [
     "PostgresServer",
     "SqliteTemplate",
+    "database_bytes",
+    "pg_dump",
     "postgres_url_or_skip",
     "require_all",
     "reset_database",
@@ -111,3 +114,25 @@ class SqliteTemplate:
         target = target_dir / "linevault.db"
         shutil.copyfile(self.path, target)
         return f"sqlite:///{target}"
+
+
+def pg_dump(url: str) -> bytes:
+    """A plain-text ``pg_dump`` of the whole database: what a backup would hold."""
+    binary = shutil.which("pg_dump") or "/usr/bin/pg_dump"
+    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    result = subprocess.run(
+        [binary, "--no-owner", "--no-privileges", plain],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    return result.stdout
+
+
+def database_bytes(url: str) -> list[bytes]:
+    """Everything stored: the SQLite file and its WAL, or a pg_dump of PostgreSQL."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        db = Path(str(parsed.database))
+        return [p.read_bytes() for p in (db, db.with_name(db.name + "-wal")) if p.exists()]
+    return [pg_dump(url)]

@@ -24,8 +24,8 @@ from tests.support.identity import new_session
 from tests.support.keys import make_tenant, seed_lines
 from tests.support.runners import grant, make_runner
 from tests.support.server import LINEVAULT, Admin, ServerProcess, _env
+from tests.support.settings import make_settings
 from vault.runtime import Runtime, open_runtime
-from vault.settings import Settings
 from vault.storage.engine import unit_of_work
 from vault.storage.models import AuditEventRow, User
 
@@ -77,7 +77,7 @@ def serve(
 
     server = ServerProcess(data_dir, database_url, free_port(), dict(env or {}))
     server.start()
-    settings = Settings(  # type: ignore[call-arg]
+    settings = make_settings(
         data_dir=data_dir, database_url=runtime_url or database_url, log_level="warning"
     )
     runtime = open_runtime(settings, start_writer=False)

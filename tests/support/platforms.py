@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.support.settings import make_settings
 from vault.settings import Settings
 
 __all__ = ["PlatformStandIn", "platform_standin", "refused_url", "standin_settings"]
@@ -194,9 +195,6 @@ def standin_settings(
     """The tests' settings (tests/conftest.py) with platform checks on and every platform
     at the stand-in: the one way a test turns outbound checks on."""
     values: dict[str, Any] = {
-        "data_dir": tmp_path / "var",
-        "database_url": db_url,
-        "log_level": "warning",
         "provider_checks": True,
         "telegram_api_url": standin.url,
         "graph_api_url": standin.url,
@@ -204,4 +202,4 @@ def standin_settings(
         "connector_connect_timeout_seconds": 1.0,
         "connector_read_timeout_seconds": 1.0,
     }
-    return Settings(**{**values, **extra})
+    return make_settings(tmp_path / "var", db_url, **{**values, **extra})

@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import event
 
+from tests.support.settings import make_settings
 from vault.keys.service import rewrapper_for, tenant_key_service_for
 from vault.runtime import open_runtime
 from vault.settings import Settings
@@ -54,9 +55,9 @@ def _trial(settings: Settings, tenant_id: str, kill_at: int, report_path: str) -
 
 def main() -> None:
     data_dir, db_url, tenant_id = sys.argv[1:4]
-    settings = Settings(
+    settings = make_settings(
         data_dir=Path(data_dir),
-        database_url=db_url,  # type: ignore[arg-type]
+        database_url=db_url,
         rewrap_batch_size=7,
         log_level="warning",
     )

@@ -38,6 +38,7 @@ class Admin:
     email: str
     password: str
     totp_secret: str
+    recovery_codes: tuple[str, ...] = ()
 
     def code(self) -> str:
         return pyotp.TOTP(self.totp_secret).now()
@@ -71,7 +72,12 @@ def init_data_dir(
     if result.returncode != 0:
         raise RuntimeError(f"linevault init failed: {result.stderr[-2000:]}")
     doc = json.loads(result.stdout)
-    return Admin(doc["admin_email"], doc["admin_password"], doc["admin_totp_secret"])
+    return Admin(
+        doc["admin_email"],
+        doc["admin_password"],
+        doc["admin_totp_secret"],
+        tuple(doc.get("admin_recovery_codes", ())),
+    )
 
 
 @dataclass

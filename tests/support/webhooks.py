@@ -19,6 +19,7 @@ from typing import Any
 
 from standardwebhooks.webhooks import Webhook as Verifier
 
+from tests.support.settings import make_settings
 from vault.settings import Settings
 
 __all__ = ["Delivery", "Receiver", "receiver", "webhook_settings"]
@@ -26,14 +27,7 @@ __all__ = ["Delivery", "Receiver", "receiver", "webhook_settings"]
 
 def webhook_settings(tmp_path: Path, db_url: str, **overrides: Any) -> Settings:
     """Test settings whose dispatcher may deliver to a receiver on loopback."""
-    values: dict[str, Any] = {
-        "data_dir": tmp_path / "var",
-        "database_url": db_url,
-        "log_level": "warning",
-        "webhook_allow_private": True,
-        **overrides,
-    }
-    return Settings(**values)
+    return make_settings(tmp_path / "var", db_url, webhook_allow_private=True, **overrides)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.support.audit import DB_TAMPERS, EXPORT_TAMPERS, export_lines, fill_chain, verify_chain
+from tests.support.settings import make_settings
 from vault.audit.export import verify_export
 from vault.runtime import Runtime
 from vault.settings import Settings
@@ -21,7 +22,7 @@ TARGET = 17  # an event in the middle, with checkpoints before and after it
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str) -> Settings:
-    return Settings(  # type: ignore[call-arg]
+    return make_settings(
         data_dir=tmp_path / "var",
         database_url=db_url,
         log_level="warning",

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import delete, func, select, text
 
 from tests.support.audit import export_lines, fill_chain, rechain, sample_event, verify_chain
+from tests.support.settings import make_settings
 from vault.audit.checkpoints import Checkpointer
 from vault.audit.events import AuditEvent
 from vault.audit.export import verify_export
@@ -27,7 +28,7 @@ PRUNE = AuditEvent(action="audit.prune", outcome="success", actor_type="system",
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str) -> Settings:
-    return Settings(  # type: ignore[call-arg]
+    return make_settings(
         data_dir=tmp_path / "var",
         database_url=db_url,
         log_level="warning",

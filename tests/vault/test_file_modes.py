@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.support.runners import make_tenant
+from tests.support.settings import make_settings
 from vault.bootstrap import initialise
 from vault.clock import FixedClock
 from vault.runtime import open_runtime
-from vault.settings import Settings
 from vault.storage.engine import make_engine
 
 
@@ -36,7 +36,7 @@ def mode(path: Path) -> int:
 
 @pytest.mark.usefixtures("loose_umask")
 def test_the_database_and_its_side_files_are_created_0600(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "var", log_level="warning")
+    settings = make_settings(data_dir=tmp_path / "var", log_level="warning")
     initialise(settings, admin_email="admin@example.test", clock=FixedClock())
     runtime = open_runtime(settings)
     try:
@@ -65,7 +65,7 @@ def test_a_backup_and_its_restore_are_private(tmp_path: Path) -> None:
     with its database 0600 (tests/e2e/test_backup_drill.py takes one under load)."""
     from vault.storage.backup import backup_sqlite, restore_sqlite
 
-    settings = Settings(data_dir=tmp_path / "var", log_level="warning")
+    settings = make_settings(tmp_path / "var")
     initialise(settings, admin_email="admin@example.test", clock=FixedClock())
     out = tmp_path / "backup.db"
     backup_sqlite(tmp_path / "var" / "linevault.db", out)

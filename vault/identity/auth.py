@@ -156,7 +156,14 @@ class Authenticator:
                     ctx=ctx,
                 )
                 return LoginResult(mfa_token=token)
-            issued = self.store.create(session, user_id=user.id, now=now, mfa_fresh=False)
+            issued = self.store.create(
+                session,
+                user_id=user.id,
+                now=now,
+                mfa_fresh=False,
+                ip=ctx.ip,
+                user_agent=ctx.user_agent,
+            )
             self.attempts.accept(
                 session,
                 keys,
@@ -214,7 +221,14 @@ class Authenticator:
             )
             if getattr(claimed, "rowcount", 0) != 1:
                 raise Denied("mfa_token already used", actor_id=user.id, error=MfaInvalid())
-            issued = self.store.create(session, user_id=user.id, now=now, mfa_fresh=True)
+            issued = self.store.create(
+                session,
+                user_id=user.id,
+                now=now,
+                mfa_fresh=True,
+                ip=ctx.ip,
+                user_agent=ctx.user_agent,
+            )
             self.attempts.accept(
                 session,
                 keys,
@@ -271,6 +285,8 @@ class Authenticator:
             session_id=resolved.session_id,
             mfa_fresh=resolved.mfa_fresh,
             tenant_roles=resolved.tenant_roles,
+            totp_enrolled=resolved.totp_enrolled,
+            password_change_required=resolved.password_change_required,
         )
 
     def step_up(self, principal: UserPrincipal, *, code: str, ctx: RequestContext) -> datetime:

@@ -1,4 +1,5 @@
-"""Changing an authentication factor: confirming a TOTP enrollment, changing a password.
+"""Changing an authentication factor: confirming a TOTP enrollment, changing a password;
+and proving both factors again before an account is deleted by its own user.
 
 Both are attempts with a guessable input (a code, the current password), so they are
 reserved in the throttle, then checked and audited like logins, in transactions of their
@@ -9,6 +10,7 @@ made the change, which just proved the factors, continues.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy import update
@@ -16,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from vault.audit.events import RequestContext
 from vault.authz import UserPrincipal
-from vault.errors import Conflict, InvalidRequest, MfaInvalid, Unauthenticated
+from vault.errors import Conflict, InvalidRequest, MfaInvalid, MfaRequired, Unauthenticated
 from vault.identity.attempts import Denied
 from vault.identity.auth import Authenticator
 from vault.identity.passwords import Passwords
@@ -125,7 +127,11 @@ class FactorChanges:
             session.execute(
                 update(User)
                 .where(User.id == principal.user_id)
-                .values(password_hash=new_hash, credentials_changed_at=now)
+                .values(
+                    password_hash=new_hash,
+                    credentials_changed_at=now,
+                    password_change_required=False,
+                )
             )
             self._changed(
                 session,
@@ -164,3 +170,45 @@ class FactorChanges:
             ctx=ctx,
             session_id=principal.session_id,
         )
+
+    def prove_identity(
+        self,
+        principal: UserPrincipal,
+        *,
+        password: str,
+        code: str | None,
+        action: str,
+        ctx: RequestContext,
+    ) -> None:
+        """Check the password and, when a factor is enrolled, an unused TOTP code (both
+        throttled and audited like logins), even on an MFA-fresh session."""
+        keys = self._auth.password_keys(principal.email, ctx)
+        reservation = self._attempts.reserved(keys, action, principal.user_id, ctx)
+        with unit_of_work(self._auth.readonly_sessions) as session:
+            user = session.get(User, principal.user_id)
+            stored = user.password_hash if user else None
+            enrolled = bool(user is not None and user.totp_enrolled)
+        if not self._auth.verify_password(reservation, stored, password):
+            denied = Denied(
+                "wrong password",
+                actor_id=principal.user_id,
+                error=Unauthenticated("the password is not correct"),
+            )
+            raise self._attempts.deny(action, denied, ctx)
+        with unit_of_work(self._sessions) as session:
+            self._attempts.accept(
+                session,
+                keys,
+                reservation,
+                action,
+                actor_id=principal.user_id,
+                reason="password accepted",
+                ctx=ctx,
+                session_id=principal.session_id,
+            )
+        if not enrolled:
+            return
+        if not code:
+            raise MfaRequired("send the current code of your authenticator app as mfa_code")
+        with unit_of_work(self._sessions) as session:
+            self._auth.require_mfa(session, replace(principal, mfa_fresh=False), code, ctx)

@@ -22,7 +22,13 @@ from vault.keys.system import SystemKeys
 from vault.storage.models import Membership, Tenant, User
 from vault.storage.models import Session as SessionRow
 
-__all__ = ["SESSION_TOKEN_PREFIX", "IssuedSession", "ResolvedSession", "SessionStore"]
+__all__ = [
+    "SESSION_TOKEN_PREFIX",
+    "IssuedSession",
+    "ResolvedSession",
+    "SessionStore",
+    "SessionView",
+]
 
 SESSION_TOKEN_PREFIX = "lvs_"  # noqa: S105 - a scheme tag, not a secret
 
@@ -47,6 +53,19 @@ class ResolvedSession:
     mfa_fresh: bool
     last_seen_at: datetime
     tenant_roles: dict[str, str]
+    totp_enrolled: bool = False
+    password_change_required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    """What a user sees of one of their live sessions: never the token or its hash."""
+
+    id: str
+    created_at: datetime
+    last_seen_at: datetime
+    ip: str | None
+    user_agent: str | None
 
 
 class SessionStore:
@@ -69,7 +88,14 @@ class SessionStore:
         return self._keys.mac("session-token", token.encode())
 
     def create(
-        self, session: Session, *, user_id: str, now: datetime, mfa_fresh: bool
+        self,
+        session: Session,
+        *,
+        user_id: str,
+        now: datetime,
+        mfa_fresh: bool,
+        ip: str | None = None,
+        user_agent: str | None = None,
     ) -> IssuedSession:
         token = new_token(SESSION_TOKEN_PREFIX)
         fresh_until = now + self.mfa_fresh if mfa_fresh else None
@@ -81,6 +107,8 @@ class SessionStore:
             last_seen_at=now,
             expires_at=now + self.absolute,
             mfa_fresh_until=fresh_until,
+            ip=ip[:64] if ip else None,
+            user_agent=user_agent[:512] if user_agent else None,
         )
         session.add(row)
         session.flush()
@@ -98,12 +126,7 @@ class SessionStore:
         if found is None:
             return None
         row, user = found
-        if (
-            row.revoked_at is not None
-            or user.disabled_at is not None
-            or now >= row.expires_at
-            or now >= row.last_seen_at + self.idle
-        ):
+        if user.disabled_at is not None or not self.is_live(row, now=now):
             return None
         roles = session.execute(
             select(Membership.tenant_id, Membership.role)
@@ -118,7 +141,35 @@ class SessionStore:
             mfa_fresh=row.mfa_fresh_until is not None and now < row.mfa_fresh_until,
             last_seen_at=row.last_seen_at,
             tenant_roles={str(t): str(r) for t, r in roles},
+            totp_enrolled=bool(user.totp_enrolled),
+            password_change_required=bool(user.password_change_required),
         )
+
+    def is_live(self, row: SessionRow, *, now: datetime) -> bool:
+        return (
+            row.revoked_at is None and now < row.expires_at and now < row.last_seen_at + self.idle
+        )
+
+    def live_sessions(self, session: Session, user_id: str, *, now: datetime) -> list[SessionView]:
+        """The user's sessions that still work, newest first."""
+        rows = session.execute(
+            select(SessionRow)
+            .where(SessionRow.user_id == user_id, SessionRow.revoked_at.is_(None))
+            .order_by(SessionRow.created_at.desc(), SessionRow.id)
+        ).scalars()
+        return [
+            SessionView(r.id, r.created_at, r.last_seen_at, r.ip, r.user_agent)
+            for r in rows
+            if self.is_live(r, now=now)
+        ]
+
+    def revoke_own(self, session: Session, user_id: str, session_id: str, *, now: datetime) -> bool:
+        """End one live session of ``user_id``; False when there is none by that id."""
+        row = session.get(SessionRow, session_id)
+        if row is None or row.user_id != user_id or not self.is_live(row, now=now):
+            return False
+        self.revoke(session, session_id, now=now)
+        return True
 
     def needs_touch(self, resolved: ResolvedSession, *, now: datetime) -> bool:
         return now - resolved.last_seen_at >= self.touch_every

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from vault.audit.events import Actor, AuditEvent, Outcome, RequestContext
@@ -239,7 +239,7 @@ class TenantService:
         permission = member_permission(new_role=role, current_role=current)
         self._authorized(principal, tenant_id, permission, "member.add")
         if current == "owner" and role != "owner":
-            self._keep_an_owner(principal, tenant_id, user_id)
+            self._keep_an_owner(principal, tenant_id, user_id, "member.update")
         visible = self._may_see_user(principal, user_id)
         now = self._clock.now()
         if existing is None:
@@ -264,8 +264,14 @@ class TenantService:
         view = MemberView(tenant_id, user_id, email, role, existing.created_at)
         return view, current is None
 
-    def _keep_an_owner(self, principal: UserPrincipal, tenant_id: str, user_id: str) -> None:
-        """Refuse (409, audited) to demote the tenant's last owner."""
+    def _keep_an_owner(
+        self, principal: UserPrincipal, tenant_id: str, user_id: str, action: str
+    ) -> None:
+        """Refuse (409, audited) to demote or remove the tenant's last owner.
+
+        The tenant row is locked first (PostgreSQL), so two owners demoting each other at
+        once are counted one after the other."""
+        self._session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
         owners = self._session.execute(
             select(func.count())
             .select_from(Membership)
@@ -273,7 +279,7 @@ class TenantService:
         ).scalar_one()
         if owners <= 1:
             refused = self._event(
-                "member.update",
+                action,
                 "error",
                 principal,
                 tenant_id=tenant_id,
@@ -296,3 +302,67 @@ class TenantService:
             .limit(1)
         ).first()
         return shared is not None
+
+    def update_member(
+        self, principal: UserPrincipal, tenant_id: str, *, user_id: str, role: str
+    ) -> MemberView:
+        """Change the role of an existing member (404 when ``user_id`` is not one)."""
+        self._authorized(principal, tenant_id, Permission.MEMBER_WRITE, "member.update")
+        self._existing(principal, tenant_id, user_id, "member.update")
+        view, _ = self.set_member(principal, tenant_id, user_id=user_id, role=role)
+        return view
+
+    def _existing(
+        self, principal: UserPrincipal, tenant_id: str, user_id: str, action: str
+    ) -> Membership:
+        membership = self._session.get(Membership, (tenant_id, user_id))
+        if membership is None:
+            denied = self._event(
+                action,
+                "denied",
+                principal,
+                tenant_id=tenant_id,
+                resource=("user", user_id),
+                reason="not_found: no such member",
+            )
+            raise self._deny(denied, NotFound("no such member in this tenant"))
+        return membership
+
+    def remove_member(self, principal: UserPrincipal, tenant_id: str, *, user_id: str) -> None:
+        """End ``user_id``'s membership. Only owners remove owners; removing an owner or
+        admin needs MFA; the last owner stays (409). Sessions read memberships on every
+        request, so the removed user's next request, in any process, is refused."""
+        action = "member.remove"
+        actor_role = self._authorized(principal, tenant_id, Permission.MEMBER_WRITE, action)
+        current = self._existing(principal, tenant_id, user_id, action).role
+        if not can_assign_role(actor_role, new_role=current, current_role=current):
+            denied = self._event(
+                action,
+                "denied",
+                principal,
+                tenant_id=tenant_id,
+                resource=("user", user_id),
+                reason=f"a tenant {actor_role} may not remove a {current}",
+            )
+            raise self._deny(denied, Forbidden("only an owner may remove an owner"))
+        permission = member_permission(new_role=None, current_role=current)
+        self._authorized(principal, tenant_id, permission, action)
+        if current == "owner":
+            self._keep_an_owner(principal, tenant_id, user_id, action)
+        self._session.execute(
+            delete(Membership)
+            .where(Membership.tenant_id == tenant_id, Membership.user_id == user_id)
+            .execution_options(synchronize_session=False)
+        )
+        self._session.expire_all()
+        self._audit.record(
+            self._session,
+            self._event(
+                action,
+                "success",
+                principal,
+                tenant_id=tenant_id,
+                resource=("user", user_id),
+                reason=f"{current} removed",
+            ),
+        )

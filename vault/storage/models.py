@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -168,6 +169,10 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     credentials_changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The vault generated the password for someone else: it must be changed first.
+    password_change_required: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
 
 
 class RecoveryCode(Base):
@@ -190,6 +195,9 @@ class Session(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     mfa_fresh_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Where it was opened, shown to its user (GET /v1/me/sessions).
+    ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    user_agent: Mapped[str | None] = mapped_column(String(512), nullable=True)
 
 
 class MfaChallenge(Base):
