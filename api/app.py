@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 import anyio.to_thread
 from fastapi import Depends, FastAPI
 
-from api.deps import check_path_ids
+from api.deps import check_content_type, check_path_ids
 from api.fastpath import FetchFastPath, LinevaultApp
 from api.metrics import Metrics
 from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
@@ -83,7 +83,7 @@ def create_app(
         version=__version__,
         description="Encrypted vault for the credentials of connected chat lines.",
         lifespan=lifespan,
-        dependencies=[Depends(check_path_ids)],
+        dependencies=[Depends(check_path_ids), Depends(check_content_type)],
     )
     app.state.runtime = runtime
     app.state.settings = settings

@@ -47,6 +47,7 @@ __all__ = [
     "member_permission",
     "needs_mfa",
     "platform_allows",
+    "platform_forbidden",
     "require_second_factor",
 ]
 
@@ -127,6 +128,7 @@ class PlatformPermission(StrEnum):
     RUNNER_DISABLE = "platform.runner.disable"
     AUDIT_READ_ALL = "platform.audit.read_all"
     AUDIT_VERIFY = "platform.audit.verify"
+    AUDIT_EXPORT = "platform.audit.export"
 
 
 _PLATFORM_ADMIN = frozenset({"admin"})
@@ -142,6 +144,7 @@ PLATFORM_PERMISSIONS: Mapping[PlatformPermission, frozenset[str]] = {
     PlatformPermission.RUNNER_DISABLE: _PLATFORM_ADMIN,
     PlatformPermission.AUDIT_READ_ALL: _PLATFORM_READERS,
     PlatformPermission.AUDIT_VERIFY: _PLATFORM_READERS,
+    PlatformPermission.AUDIT_EXPORT: _PLATFORM_READERS,
 }
 
 # The "needs MFA" column of the platform table.
@@ -155,6 +158,7 @@ PLATFORM_NEEDS_MFA: Mapping[PlatformPermission, bool] = {
     PlatformPermission.RUNNER_DISABLE: True,
     PlatformPermission.AUDIT_READ_ALL: False,
     PlatformPermission.AUDIT_VERIFY: False,
+    PlatformPermission.AUDIT_EXPORT: False,
 }
 
 
@@ -208,11 +212,24 @@ def authorize(principal: UserPrincipal, tenant_id: str, permission: Permission) 
     role = effective_role(principal, tenant_id)
     if role is None:
         raise NotFound()
-    if role not in TENANT_PERMISSIONS.get(permission, _NOBODY):
-        raise Forbidden()
+    allowed = TENANT_PERMISSIONS.get(permission, _NOBODY)
+    if role not in allowed:
+        raise Forbidden(_needs(f"tenant role {_roles(allowed)}", f"yours is {role}"))
     if needs_mfa(permission):
         require_second_factor(principal)
     return role
+
+
+def _roles(allowed: frozenset[str]) -> str:
+    names = [r for r in (*TENANT_ROLES, *PLATFORM_ROLES) if r in allowed]
+    names = list(dict.fromkeys(names))
+    return " or ".join(names) if names else "(none: nobody may)"
+
+
+def _needs(what: str, have: str) -> str:
+    """The 403 detail: the real reason, told only to someone already inside (a member of
+    the tenant, a signed-in user for platform actions), so it reveals nothing to a stranger."""
+    return f"this action needs {what}; {have}"
 
 
 def needs_mfa(permission: Permission | PlatformPermission) -> bool:
@@ -246,10 +263,17 @@ def platform_allows(principal: UserPrincipal, permission: PlatformPermission) ->
 def authorize_platform(principal: UserPrincipal, permission: PlatformPermission) -> UserPrincipal:
     """Return the user if their platform role carries ``permission``; else ``Forbidden``."""
     if not platform_allows(principal, permission):
-        raise Forbidden()
+        raise platform_forbidden(principal, permission)
     if needs_mfa(permission):
         require_second_factor(principal)
     return principal
+
+
+def platform_forbidden(principal: UserPrincipal, permission: PlatformPermission) -> Forbidden:
+    """The 403 for a platform action, naming the platform role it needs."""
+    allowed = PLATFORM_PERMISSIONS.get(permission, _NOBODY)
+    have = f"yours is {principal.platform_role}" if principal.platform_role else "you have none"
+    return Forbidden(_needs(f"platform role {_roles(allowed)}", have))
 
 
 def can_assign_role(actor_role: str, *, new_role: str, current_role: str | None) -> bool:

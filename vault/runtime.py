@@ -151,6 +151,7 @@ class Runtime:
             public_key=self.system_keys.audit_public_key,
             tail=audit_tail(self.settings),
             anchor_dir=self.settings.audit_anchor_dir,
+            sessions=self.sessions,
         )
 
     def close(self) -> None:
