@@ -32,7 +32,7 @@ from vault.errors import Conflict
 from vault.storage.engine import SessionFactory, unit_of_work
 from vault.storage.models import AuditCheckpoint, AuditEventRow
 
-__all__ = ["PruneSummary", "prune_before"]
+__all__ = ["PruneSummary", "prune_before", "prune_preview"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +86,22 @@ def prune_before(
     return PruneSummary(
         deleted=deleted, first_retained_seq=first_retained, anchor_seq=anchor, prune_event_seq=seq
     )
+
+
+def prune_preview(engine: Engine, before: datetime) -> tuple[int, int | None]:
+    """What :func:`prune_before` would delete, without deleting: (events, last seq).
+    Like it, everything up to the newest event older than ``before`` goes."""
+    cutoff = format_ts(before)
+    with engine.connect() as conn:
+        last_old = conn.execute(
+            select(func.max(AuditEventRow.seq)).where(AuditEventRow.ts < cutoff)
+        ).scalar_one_or_none()
+        if last_old is None:
+            return 0, None
+        count = conn.execute(
+            select(func.count()).select_from(AuditEventRow).where(AuditEventRow.seq <= last_old)
+        ).scalar_one()
+    return int(count), int(last_old)
 
 
 def _start_of_chain(session: Session, head_seq: int, head_hash: str) -> tuple[int, str]:
