@@ -3,7 +3,9 @@
 The pages' JavaScript and CSS come from the installed ``fastapi-offline`` package (its
 bundled Swagger UI and ReDoc builds, served under ``/static/docs``), never from a CDN,
 so the docs work on a host with no network. ReDoc's Google Fonts and Swagger UI's
-online validator badge are turned off for the same reason.
+online validator badge are turned off for the same reason, and both pages carry a
+Content-Security-Policy that lets the browser fetch nothing from another host (ReDoc's
+sidebar credit would otherwise load its logo from the vendor's CDN).
 
 ``GET /`` sends a person somewhere useful: the console (``/ui/``) when the app mounts
 one, else the docs. :func:`entry_points` is the one list of those places, also printed
@@ -29,6 +31,18 @@ __all__ = ["CONSOLE_PATH", "DOCS_STATIC", "entry_points", "install_docs"]
 DOCS_STATIC = "/static/docs"
 CONSOLE_PATH = "/ui/"
 _ASSETS = Path(fastapi_offline.__file__).parent / "static"
+# Both pages are an inline bootstrap script plus the local bundles; ReDoc renders in a
+# blob: worker. Nothing may come from, or go to, another host.
+_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline';"
+    " img-src 'self' data:; font-src 'self' data:; connect-src 'self';"
+    " worker-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+
+
+def _local_only(page: HTMLResponse) -> HTMLResponse:
+    page.headers["Content-Security-Policy"] = _CSP
+    return page
 
 
 def entry_points(app: FastAPI) -> dict[str, str]:
@@ -49,14 +63,16 @@ def install_docs(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        return get_swagger_ui_html(
-            openapi_url=f"{root}/openapi.json",
-            title=f"{title} - API docs",
-            oauth2_redirect_url=f"{root}/docs/oauth2-redirect",
-            swagger_js_url=f"{root}{DOCS_STATIC}/swagger-ui-bundle.js",
-            swagger_css_url=f"{root}{DOCS_STATIC}/swagger-ui.css",
-            swagger_favicon_url=f"{root}{DOCS_STATIC}/favicon.png",
-            swagger_ui_parameters={"validatorUrl": None},
+        return _local_only(
+            get_swagger_ui_html(
+                openapi_url=f"{root}/openapi.json",
+                title=f"{title} - API docs",
+                oauth2_redirect_url=f"{root}/docs/oauth2-redirect",
+                swagger_js_url=f"{root}{DOCS_STATIC}/swagger-ui-bundle.js",
+                swagger_css_url=f"{root}{DOCS_STATIC}/swagger-ui.css",
+                swagger_favicon_url=f"{root}{DOCS_STATIC}/favicon.png",
+                swagger_ui_parameters={"validatorUrl": None},
+            )
         )
 
     @app.get("/docs/oauth2-redirect", include_in_schema=False)
@@ -66,12 +82,14 @@ def install_docs(app: FastAPI) -> None:
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        return get_redoc_html(
-            openapi_url=f"{root}/openapi.json",
-            title=f"{title} - API reference",
-            redoc_js_url=f"{root}{DOCS_STATIC}/redoc.standalone.js",
-            redoc_favicon_url=f"{root}{DOCS_STATIC}/favicon.png",
-            with_google_fonts=False,
+        return _local_only(
+            get_redoc_html(
+                openapi_url=f"{root}/openapi.json",
+                title=f"{title} - API reference",
+                redoc_js_url=f"{root}{DOCS_STATIC}/redoc.standalone.js",
+                redoc_favicon_url=f"{root}{DOCS_STATIC}/favicon.png",
+                with_google_fonts=False,
+            )
         )
 
     @app.get("/", include_in_schema=False)

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, get_args
 
 from vault.errors import Forbidden, MfaRequired, NotFound
 
@@ -38,7 +38,9 @@ __all__ = [
     "TENANT_ROLES",
     "Permission",
     "PlatformPermission",
+    "PlatformRole",
     "RunnerPermission",
+    "TenantRole",
     "UserPrincipal",
     "authorize",
     "authorize_platform",
@@ -51,8 +53,10 @@ __all__ = [
     "require_second_factor",
 ]
 
-TENANT_ROLES = ("owner", "admin", "member", "auditor")
-PLATFORM_ROLES = ("admin", "auditor")
+TenantRole = Literal["owner", "admin", "member", "auditor"]
+PlatformRole = Literal["admin", "auditor"]
+TENANT_ROLES: tuple[str, ...] = get_args(TenantRole)
+PLATFORM_ROLES: tuple[str, ...] = get_args(PlatformRole)
 
 
 class Permission(StrEnum):

@@ -27,6 +27,10 @@ router = APIRouter(tags=["system"])
     },
 )
 def health(runtime: Rt) -> JSONResponse:
+    """Health of the service.
+
+    `ok` with the state of the database, the key provider and the audit trail; 503 naming
+    the failing part when one is down. No authentication."""
     parts: dict[str, str] = {}
     try:
         # A read-only transaction: on SQLite a plain one would BEGIN IMMEDIATE and wait
@@ -64,6 +68,10 @@ def health(runtime: Rt) -> JSONResponse:
 
 @router.get("/metrics", include_in_schema=False)
 def metrics(request: Request) -> PlainTextResponse:
+    """Prometheus metrics.
+
+    Request counts and latencies, and the guessable-input checks this process evaluated
+    (text exposition format)."""
     return PlainTextResponse(
         request.app.state.metrics.render(), media_type="text/plain; version=0.0.4"
     )

@@ -173,6 +173,7 @@ EXPECTATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/docs"): _PUBLIC,
     ("GET", "/docs/oauth2-redirect"): _PUBLIC,
     ("GET", "/redoc"): _PUBLIC,
+    ("GET", "/"): _PUBLIC,  # a redirect to the console or /docs (followed here)
     # Human authentication: credentials in the body, not the session, decide.
     ("POST", "/v1/auth/login"): row(
         {_ALL: 401}, body=lambda w: {"email": "x@example.test", "password": "wrong password"}
@@ -365,6 +366,7 @@ WITHOUT_A_ROW: dict[tuple[str, str], str] = {
     ("GET", "/docs"): _PUBLIC_ROUTE,
     ("GET", "/docs/oauth2-redirect"): _PUBLIC_ROUTE,
     ("GET", "/redoc"): _PUBLIC_ROUTE,
+    ("GET", "/"): _PUBLIC_ROUTE,
     ("POST", "/v1/auth/login"): "public: the credentials in the body decide",
     ("POST", "/v1/auth/mfa"): "public: the challenge and code in the body decide",
     ("POST", "/v1/runner/token"): "public: the client credentials decide",
