@@ -195,7 +195,7 @@ def _explicit_summaries(routes: Iterable[Any]) -> set[tuple[str, str]]:
         (method.lower(), route.path)
         for route in routes
         if isinstance(route, APIRoute) and route.summary
-        for method in route.methods
+        for method in route.methods or ()
     }
 
 

@@ -13,7 +13,7 @@ import binascii
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import IO, Any, Literal
 
 from sqlalchemy import Engine, select
 
@@ -150,7 +150,7 @@ class AuditReader:
         )
 
     def export(
-        self, principal: UserPrincipal, out: TextIO, *, context: RequestContext
+        self, principal: UserPrincipal, out: IO[str], *, context: RequestContext
     ) -> ExportSummary:
         """Write the verifiable bundle of ``linevault audit export`` to ``out`` (platform
         admin/auditor). The ``audit.export`` event is part of the export and committed,
