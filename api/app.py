@@ -13,7 +13,8 @@ from contextlib import asynccontextmanager
 import anyio.to_thread
 from fastapi import Depends, FastAPI
 
-from api.deps import check_path_ids
+from api.deps import check_content_type, check_path_ids
+from api.docs import install_docs
 from api.fastpath import FetchFastPath, LinevaultApp
 from api.metrics import Metrics
 from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
@@ -110,7 +111,9 @@ def create_app(
         version=__version__,
         description="Encrypted vault for the credentials of connected chat lines.",
         lifespan=lifespan,
-        dependencies=[Depends(check_path_ids)],
+        docs_url=None,  # api/docs.py serves /docs and /redoc from local files
+        redoc_url=None,
+        dependencies=[Depends(check_path_ids), Depends(check_content_type)],
     )
     app.state.runtime = runtime
     app.state.settings = settings
@@ -119,6 +122,7 @@ def create_app(
     install_openapi(app)
     for router in ROUTERS:
         app.include_router(router)
+    install_docs(app)
     # Added last = outermost: every request, a refused oversized one too, gets an id.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)

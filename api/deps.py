@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, params
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.security.base import SecurityBase
 from sqlalchemy.orm import Session
@@ -48,7 +48,7 @@ from starlette.types import Scope
 
 from vault.audit.events import Actor, AuditEvent, RequestContext
 from vault.authz import UserPrincipal, check_account_ready
-from vault.errors import Forbidden, NotFound, PasswordChangeRequired
+from vault.errors import Forbidden, NotFound, PasswordChangeRequired, UnsupportedMediaType
 from vault.identity.service import user_service_for
 from vault.identity.tenants import TenantService
 from vault.identity.users import UserService
@@ -83,6 +83,7 @@ __all__ = [
     "UserExport",
     "Users",
     "Webhooks",
+    "check_content_type",
     "check_path_ids",
     "context_from_scope",
     "credentials_for",
@@ -104,6 +105,31 @@ async def check_path_ids(request: Request) -> None:
     for value in request.path_params.values():
         if isinstance(value, str) and not is_valid_id(value):
             raise NotFound()
+
+
+async def check_content_type(request: Request) -> None:
+    """A route that takes a JSON body refuses any other declared Content-Type with 415
+    ``unsupported_media_type`` (rather than a confusing "body: field required").
+
+    An app-level dependency, so every route (new ones included) gets it; routes that
+    take form fields (the OAuth token endpoint) are left to their own parsing. A request
+    without a Content-Type is parsed as JSON, as FastAPI does.
+    """
+    content_type = request.headers.get("content-type")
+    if not content_type:
+        return
+    route = request.scope.get("route")
+    body_field = getattr(route, "body_field", None)
+    if body_field is None or isinstance(body_field.field_info, params.Form):
+        return
+    media = content_type.partition(";")[0].strip().lower()
+    if media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        return
+    raise UnsupportedMediaType(
+        "this endpoint takes a JSON body: send it with Content-Type: application/json"
+    )
 
 
 def credentials_for(scheme: str, authorization: str | None) -> str | None:

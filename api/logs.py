@@ -1,4 +1,4 @@
-"""JSON logs to stderr.
+"""Logs to stderr: JSON lines, or readable text on a terminal (``LINEVAULT_LOG_FORMAT``).
 
 Log records carry a message and a few whitelisted fields (request id, method, path,
 status, duration). Request bodies, query strings and headers are never logged, so a
@@ -14,9 +14,28 @@ from datetime import UTC, datetime
 
 from vault.connectors.http import quiet_http_loggers
 
-__all__ = ["JsonFormatter", "configure_logging"]
+__all__ = ["JsonFormatter", "TextFormatter", "configure_logging", "use_text"]
 
 _FIELDS = ("request_id", "method", "path", "status", "duration_ms", "client")
+
+
+def _fields(record: logging.LogRecord) -> dict[str, object]:
+    """The whitelisted extra fields a record carries (never headers, bodies or queries)."""
+    fields = {name: getattr(record, name, None) for name in _FIELDS}
+    if record.exc_info and record.exc_info[0] is not None:
+        # The exception type only: messages and tracebacks can quote secret values.
+        fields["exc_type"] = record.exc_info[0].__name__
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+class TextFormatter(logging.Formatter):
+    """One readable line a record: ``10:00:00 INFO  linevault.api  message  key=value``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = datetime.fromtimestamp(record.created, UTC).strftime("%H:%M:%S")
+        extra = "  ".join(f"{k}={v}" for k, v in _fields(record).items())
+        line = f"{ts} {record.levelname:<7} {record.name}  {record.getMessage()}"
+        return f"{line}  {extra}" if extra else line
 
 
 class JsonFormatter(logging.Formatter):
@@ -27,19 +46,21 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for name in _FIELDS:
-            value = getattr(record, name, None)
-            if value is not None:
-                doc[name] = value
-        if record.exc_info and record.exc_info[0] is not None:
-            # The exception type only: messages and tracebacks can quote secret values.
-            doc["exc_type"] = record.exc_info[0].__name__
+        doc.update(_fields(record))
         return json.dumps(doc, ensure_ascii=True)
 
 
-def configure_logging(level: str = "info") -> None:
+def use_text(log_format: str, stream: object = None) -> bool:
+    """``text``/``json`` as asked; ``auto``: text when the stream is a terminal."""
+    if log_format != "auto":
+        return log_format == "text"
+    isatty = getattr(stream if stream is not None else sys.stderr, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def configure_logging(level: str = "info", log_format: str = "auto") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(TextFormatter() if use_text(log_format) else JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -40,8 +40,8 @@ _INTERNAL_DETAIL = "an internal error occurred"
 # domain error -> (status, code, title)
 PROBLEM_TABLE: Mapping[type[Exception], tuple[int, str, str]] = {
     e.CredentialRejected: (422, "credential_rejected", "Credential rejected by the platform"),
-    e.Unprocessable: (422, "invalid_request", "Invalid request"),
-    e.InvalidRequest: (400, "invalid_request", "Invalid request"),
+    e.InvalidRequest: (422, "invalid_request", "Invalid request"),  # Unprocessable too
+    e.UnsupportedMediaType: (415, "unsupported_media_type", "Unsupported media type"),
     e.Unauthenticated: (401, "unauthenticated", "Authentication required"),
     e.MfaInvalid: (401, "mfa_invalid", "Second factor not accepted"),
     e.Forbidden: (403, "forbidden", "Forbidden"),
@@ -97,14 +97,14 @@ def vault_error_response(exc: Exception) -> JSONResponse:
 
 
 _HTTP_CODES: Mapping[int, tuple[str, str]] = {
-    400: ("invalid_request", "Invalid request"),
+    400: ("bad_request", "Bad request"),
     401: ("unauthenticated", "Authentication required"),
     403: ("forbidden", "Forbidden"),
     404: ("not_found", "Not found"),
     405: ("method_not_allowed", "Method not allowed"),
     409: ("conflict", "Conflict"),
     413: ("payload_too_large", "Payload too large"),
-    415: ("invalid_request", "Unsupported media type"),
+    415: ("unsupported_media_type", "Unsupported media type"),
     422: ("invalid_request", "Invalid request"),
     423: ("suspended", "Suspended"),
     429: ("rate_limited", "Too many requests"),
@@ -154,18 +154,64 @@ def _lookup(exc: Exception) -> tuple[int, str, str] | None:
     return None
 
 
+# The expected form for the error types whose pydantic message is a validator's wording;
+# the other messages ("Field required", "Input should be 'user' or 'runner'") say it.
+_EXPECTED: Mapping[str, str] = {
+    "datetime": "an RFC 3339 time such as 2026-11-29T10:00:00Z, or a date 2026-11-29",
+    "date": "a date such as 2026-11-29",
+    "int": "a whole number",
+    "bool": "true or false",
+    "missing": "a value: this field is required",
+    "extra_forbidden": "nothing: this field is not accepted here",
+    "dict": "a JSON object",
+    "model": "a JSON object",
+    "list": "a JSON array",
+    "string": "a JSON string",
+}
+_LOCATIONS = ("body", "query", "path", "header", "cookie")
+
+
+def _expected(err: Mapping[str, Any]) -> str:
+    kind = str(err.get("type", ""))
+    for prefix, text in _EXPECTED.items():
+        if kind == prefix or kind.startswith(f"{prefix}_"):
+            return text
+    message = str(err.get("msg", "")).removeprefix("Value error, ")
+    # pydantic's own wording (e.g. "Input should be 'user', 'runner' or 'system'") names
+    # the expected form; it never quotes the submitted value.
+    return message[:1].lower() + message[1:] if message else "a valid value"
+
+
+def _validation_item(err: Mapping[str, Any]) -> dict[str, str]:
+    raw = [str(p) for p in err.get("loc", ())]
+    where = raw[0] if raw and raw[0] in _LOCATIONS else "body"
+    loc = [p for p in raw if p not in _LOCATIONS]
+    if err.get("type") == "extra_forbidden" and loc:
+        loc[-1] = "<unknown>"  # the key is the client's text: a pasted secret, maybe
+    if err.get("type") == "json_invalid":
+        reason = str((err.get("ctx") or {}).get("error", "invalid JSON"))
+        offset = loc[-1] if loc and loc[-1].isdigit() else "?"
+        return {
+            "field": "body",
+            "in": "body",
+            "problem": "json_invalid",
+            "message": f"the body is not valid JSON ({reason} at character {offset})",
+        }
+    field = ".".join(loc) or where
+    return {
+        "field": field,
+        "in": where,
+        "problem": str(err.get("type", "invalid")),
+        "message": f"{field}: expected {_expected(err)}",
+    }
+
+
 def _validation_detail(exc: RequestValidationError) -> tuple[str, list[dict[str, str]]]:
-    """Name each offending field and the kind of problem, never the submitted value."""
-    fields: list[dict[str, str]] = []
-    for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
-        if err.get("type") == "extra_forbidden" and loc:
-            loc[-1] = "<unknown>"  # the key is the client's text: a pasted secret, maybe
-        fields.append(
-            {"field": ".".join(loc) or "body", "problem": str(err.get("type", "invalid"))}
-        )
-    names = ", ".join(sorted({f["field"] for f in fields})) or "body"
-    return f"invalid value for: {names}", fields
+    """Name each offending field and the form it expects, never the submitted value."""
+    fields = [_validation_item(err) for err in exc.errors()]
+    if not fields:
+        return "the request is not valid", fields
+    return "; ".join(dict.fromkeys(f["message"] for f in fields)), fields
 
 
 def problem_for(exc: e.VaultError | KmsError) -> JSONResponse:
@@ -180,7 +226,9 @@ def problem_for(exc: e.VaultError | KmsError) -> JSONResponse:
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, e.InvalidRequest) and exc.field:
         problem = "rejected" if isinstance(exc, e.CredentialRejected) else "invalid"
-        extra["fields"] = [{"field": exc.field, "problem": problem}]
+        extra["fields"] = [
+            {"field": exc.field, "in": "request", "problem": problem, "message": exc.detail}
+        ]
     return problem_response(status, code, title, exc.detail, headers=headers, extra=extra)
 
 
@@ -196,7 +244,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         detail, fields = _validation_detail(exc)
-        return problem_response(*PROBLEM_TABLE[e.Unprocessable], detail, extra={"fields": fields})
+        return problem_response(*PROBLEM_TABLE[e.InvalidRequest], detail, extra={"fields": fields})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

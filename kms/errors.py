@@ -12,6 +12,7 @@ from __future__ import annotations
 __all__ = [
     "DecryptionError",
     "InsecureKeyFile",
+    "InvalidRootKey",
     "KmsError",
     "KmsUnavailable",
     "RootKeyExists",
@@ -38,6 +39,11 @@ class DecryptionError(KmsError):
 
 class KmsUnavailable(KmsError):
     """The provider (key file, HSM token, PKCS#11 module) cannot be used right now."""
+
+
+class InvalidRootKey(KmsError, ValueError):
+    """A root key given in the configuration (``LINEVAULT_ROOT_KEY``) is not a key.
+    Also a ``ValueError``: it is a bad value, and callers have caught it as one."""
 
 
 class RootKeyNotFound(KmsError):

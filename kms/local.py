@@ -40,6 +40,7 @@ from kms import crypto
 from kms.base import ROOT_WRAP_AAD_PREFIX, WrappedKey
 from kms.errors import (
     InsecureKeyFile,
+    InvalidRootKey,
     KmsUnavailable,
     RootKeyExists,
     RootKeyNotFound,
@@ -178,12 +179,7 @@ class LocalKeyProvider:
         self._signature = signature
         self._lock = threading.Lock()
         self._closed = False
-        logger.warning(
-            "local root-of-trust provider in use (%s): meant for development and "
-            "single-host use; the root key is only as safe as this host's disk and "
-            "backups. Use the pkcs11 provider (an HSM) in production.",
-            "key file" if path is not None else "key from environment",
-        )
+        _warn_once("key file" if path is not None else "key from environment")
 
     # -- construction ---------------------------------------------------------------
 
@@ -223,9 +219,11 @@ class LocalKeyProvider:
         try:
             raw = base64.b64decode(b64.strip(), validate=True)
         except (binascii.Error, ValueError):
-            raise ValueError("root key must be standard base64") from None
+            raise InvalidRootKey("LINEVAULT_ROOT_KEY must be standard base64") from None
         if len(raw) != crypto.KEY_BYTES:
-            raise ValueError(f"root key must decode to exactly {crypto.KEY_BYTES} bytes")
+            raise InvalidRootKey(
+                f"LINEVAULT_ROOT_KEY must decode to exactly {crypto.KEY_BYTES} bytes"
+            )
         return cls(path=None, active=ENV_ROOT_KEY_ID, keys={ENV_ROOT_KEY_ID: raw})
 
     # -- KeyProvider ----------------------------------------------------------------
@@ -338,3 +336,20 @@ class LocalKeyProvider:
     def __repr__(self) -> str:
         where = str(self._path) if self._path is not None else "environment"
         return f"LocalKeyProvider({where}, active={self._active!r})"
+
+
+_warned = threading.Event()
+
+
+def _warn_once(source: str) -> None:
+    """The development-provider warning, once per process (a CLI command or a server
+    worker opens the provider several times; the warning does not get truer by repeating)."""
+    if _warned.is_set():
+        return
+    _warned.set()
+    logger.warning(
+        "local root-of-trust provider in use (%s): meant for development and "
+        "single-host use; the root key is only as safe as this host's disk and "
+        "backups. Use the pkcs11 provider (an HSM) in production.",
+        source,
+    )

@@ -34,10 +34,14 @@ def test_verify_export_and_verify_export(
     assert ok.exit_code == 0, ok.output
     assert "intact" in ok.output
 
-    key = cli(settings, "public-key", *data)
+    key = cli(settings, "public-key", "--raw", *data)
     assert key.exit_code == 0, key.output
-    key_hex = key.output.split()[0]
+    key_hex = key.stdout.strip()  # the whole output, as --public-key takes it
     assert bytes.fromhex(key_hex) == runtime.system_keys.audit_public_key
+    described = cli(settings, "public-key", *data)
+    assert f"public key: {key_hex}" in described.stdout and "key id:" in described.stdout
+    as_json = json.loads(cli(settings, "public-key", "--format", "json", *data).stdout)
+    assert as_json["public_key"] == key_hex
 
     out = tmp_path / "audit.jsonl"
     exported = cli(settings, "export", "--out", str(out), *data)
@@ -55,6 +59,13 @@ def test_verify_export_and_verify_export(
     bad = cli(settings, "verify-export", str(tampered), "--public-key", key_hex, db=False)
     assert bad.exit_code == 1 and "TAMPERED" in bad.output
 
+    # Without a trusted key it refuses, unless told to trust the file's own key, loudly.
+    refused = cli(settings, "verify-export", str(out), db=False)
+    assert refused.exit_code == 2 and "--public-key is required" in refused.stderr
+    trusting = cli(settings, "verify-export", str(out), "--trust-embedded-key", db=False)
+    assert trusting.exit_code == 0, trusting.output
+    assert "WARNING" in trusting.stderr and "INSIDE the file" in trusting.stderr
+
     with runtime.engine.begin() as conn:
         conn.execute(text("UPDATE audit_events SET user_agent='evil' WHERE seq=5"))
     broken = cli(settings, "verify", *data)
@@ -68,8 +79,21 @@ def test_verify_export_and_verify_export(
 def test_prune_cli(runtime: Runtime, settings: Settings) -> None:
     fill_chain(runtime, 6)
     data = ["--data-dir", str(settings.data_dir)]
-    pruned = cli(settings, "prune", "--before", "2999-01-01", *data)
+    count = _events(runtime)
+    dry = cli(settings, "prune", "--before", "2999-01-01", "--dry-run", *data)
+    assert dry.exit_code == 0, dry.output
+    assert f"would delete {count} events" in dry.stdout and _events(runtime) == count
+    declined = runner.invoke(
+        app,
+        ["audit", "prune", "--before", "2999-01-01", *data],
+        env={"LINEVAULT_DATABASE_URL": settings.sqlalchemy_url},
+        input="n\n",
+    )
+    assert declined.exit_code == 1 and "nothing was deleted" in declined.stderr
+    assert _events(runtime) == count
+    pruned = cli(settings, "prune", "--before", "2999-01-01", "--yes", *data)
     assert pruned.exit_code == 0, pruned.output
+    assert "None" not in pruned.stdout and f"pruned {count} events" in pruned.stdout
     ok = cli(settings, "verify", *data)
     assert ok.exit_code == 0, ok.output
     assert cli(settings, "prune", "--before", "yesterday", *data).exit_code == 2
@@ -79,3 +103,8 @@ def test_prune_cli(runtime: Runtime, settings: Settings) -> None:
     assert unconfirmed.exit_code == 2 and "--yes" in unconfirmed.output
     nothing = cli(settings, "adopt-prune", "--yes", *data)
     assert nothing.exit_code == 1 and "nothing to adopt" in nothing.output
+
+
+def _events(runtime: Runtime) -> int:
+    with runtime.engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM audit_events")).scalar_one())

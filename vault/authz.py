@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, get_args
 
 from vault.errors import (
     Forbidden,
@@ -45,7 +45,9 @@ __all__ = [
     "TENANT_ROLES",
     "Permission",
     "PlatformPermission",
+    "PlatformRole",
     "RunnerPermission",
+    "TenantRole",
     "UserPrincipal",
     "authorize",
     "authorize_platform",
@@ -55,12 +57,15 @@ __all__ = [
     "member_permission",
     "needs_mfa",
     "platform_allows",
+    "platform_forbidden",
     "require_second_factor",
     "runner_directory_allowed",
 ]
 
-TENANT_ROLES = ("owner", "admin", "member", "auditor")
-PLATFORM_ROLES = ("admin", "auditor")
+TenantRole = Literal["owner", "admin", "member", "auditor"]
+PlatformRole = Literal["admin", "auditor"]
+TENANT_ROLES: tuple[str, ...] = get_args(TenantRole)
+PLATFORM_ROLES: tuple[str, ...] = get_args(PlatformRole)
 
 
 class Permission(StrEnum):
@@ -175,6 +180,7 @@ class PlatformPermission(StrEnum):
     WEBHOOK_CREATE = "platform.webhook.create"
     WEBHOOK_MANAGE = "platform.webhook.manage"
     WEBHOOK_READ = "platform.webhook.read"
+    AUDIT_EXPORT = "platform.audit.export"
 
 
 _PLATFORM_ADMIN = frozenset({"admin"})
@@ -196,6 +202,7 @@ PLATFORM_PERMISSIONS: Mapping[PlatformPermission, frozenset[str]] = {
     PlatformPermission.WEBHOOK_CREATE: _PLATFORM_ADMIN,
     PlatformPermission.WEBHOOK_MANAGE: _PLATFORM_ADMIN,
     PlatformPermission.WEBHOOK_READ: _PLATFORM_READERS,
+    PlatformPermission.AUDIT_EXPORT: _PLATFORM_READERS,
 }
 
 # The "needs MFA" column of the platform table.
@@ -215,6 +222,7 @@ PLATFORM_NEEDS_MFA: Mapping[PlatformPermission, bool] = {
     PlatformPermission.WEBHOOK_CREATE: True,
     PlatformPermission.WEBHOOK_MANAGE: False,
     PlatformPermission.WEBHOOK_READ: False,
+    PlatformPermission.AUDIT_EXPORT: False,
 }
 
 
@@ -276,11 +284,24 @@ def authorize(principal: UserPrincipal, tenant_id: str, permission: Permission) 
     role = effective_role(principal, tenant_id)
     if role is None:
         raise NotFound()
-    if role not in TENANT_PERMISSIONS.get(permission, _NOBODY):
-        raise Forbidden()
+    allowed = TENANT_PERMISSIONS.get(permission, _NOBODY)
+    if role not in allowed:
+        raise Forbidden(_needs(f"tenant role {_roles(allowed)}", f"yours is {role}"))
     if needs_mfa(permission):
         require_second_factor(principal)
     return role
+
+
+def _roles(allowed: frozenset[str]) -> str:
+    names = [r for r in (*TENANT_ROLES, *PLATFORM_ROLES) if r in allowed]
+    names = list(dict.fromkeys(names))
+    return " or ".join(names) if names else "(none: nobody may)"
+
+
+def _needs(what: str, have: str) -> str:
+    """The 403 detail: the real reason, told only to someone already inside (a member of
+    the tenant, a signed-in user for platform actions), so it reveals nothing to a stranger."""
+    return f"this action needs {what}; {have}"
 
 
 def needs_mfa(permission: Permission | PlatformPermission) -> bool:
@@ -323,10 +344,17 @@ def runner_directory_allowed(principal: UserPrincipal) -> bool:
 def authorize_platform(principal: UserPrincipal, permission: PlatformPermission) -> UserPrincipal:
     """Return the user if their platform role carries ``permission``; else ``Forbidden``."""
     if not platform_allows(principal, permission):
-        raise Forbidden()
+        raise platform_forbidden(principal, permission)
     if needs_mfa(permission):
         require_second_factor(principal)
     return principal
+
+
+def platform_forbidden(principal: UserPrincipal, permission: PlatformPermission) -> Forbidden:
+    """The 403 for a platform action, naming the platform role it needs."""
+    allowed = PLATFORM_PERMISSIONS.get(permission, _NOBODY)
+    have = f"yours is {principal.platform_role}" if principal.platform_role else "you have none"
+    return Forbidden(_needs(f"platform role {_roles(allowed)}", have))
 
 
 def can_assign_role(actor_role: str, *, new_role: str, current_role: str | None) -> bool:

@@ -24,6 +24,7 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "Unprocessable",
+    "UnsupportedMediaType",
     "VaultError",
 ]
 
@@ -39,6 +40,9 @@ class VaultError(Exception):
 
 
 class InvalidRequest(VaultError):
+    """A request the server cannot accept as sent: 422 ``invalid_request`` everywhere
+    (one status per error class), naming the field and the expected form."""
+
     default_detail = "the request is not valid"
 
     def __init__(self, detail: str | None = None, *, field: str | None = None) -> None:
@@ -47,11 +51,12 @@ class InvalidRequest(VaultError):
 
 
 class Unprocessable(InvalidRequest):
-    """Well-formed JSON whose content is refused (e.g. a malformed credential): 422.
+    """Well-formed JSON whose content is refused (e.g. a malformed credential): 422, the
+    same status and code as its parent (kept as a name for the domain's readers)."""
 
-    The same ``invalid_request`` code as its parent; the status follows the contract,
-    which asks for 422 where a field's value, not the request's shape, is wrong.
-    """
+
+class UnsupportedMediaType(VaultError):
+    default_detail = "send the body as JSON with Content-Type: application/json"
 
 
 class CredentialRejected(Unprocessable):
@@ -72,11 +77,14 @@ class Unauthenticated(VaultError):
 
 
 class MfaInvalid(VaultError):
-    default_detail = "the second-factor code is not valid"
+    default_detail = (
+        "the second-factor code was not accepted: enter the current 6-digit code from the"
+        " authenticator app"
+    )
 
 
 class Forbidden(VaultError):
-    default_detail = "not allowed"
+    default_detail = "your role does not allow this action"
 
 
 class MfaRequired(VaultError):

@@ -173,6 +173,7 @@ class Runtime:
             public_key=self.system_keys.audit_public_key,
             tail=audit_tail(self.settings),
             anchor_dir=self.settings.audit_anchor_dir,
+            sessions=self.sessions,
         )
         self.checks = ProviderChecks(connector_config(self.settings))
 

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8210, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # auto: readable text when stderr is a terminal, JSON lines otherwise (files, collectors).
+    log_format: Literal["auto", "text", "json"] = "auto"
 
     # Key provider ("root of trust").
     kms_provider: Literal["local", "pkcs11"] = "local"

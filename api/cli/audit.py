@@ -21,15 +21,25 @@ from typing import Annotated
 import typer
 from sqlalchemy import Engine, select
 
-from api.cli.common import DataDir, build_settings, fail
+from api.cli.common import (
+    DataDir,
+    Format,
+    FormatOption,
+    JsonFlag,
+    build_settings,
+    fail,
+    open_cli_runtime,
+    require_data_dir,
+    wants_json,
+)
 from vault.audit.events import Actor, AuditEvent
 from vault.audit.export import key_id_of, verify_export, write_export
 from vault.audit.render import EVENT_COLUMNS, event_json
-from vault.audit.retention import adopt_unsigned_prune, prune_before
+from vault.audit.retention import PruneSummary, adopt_unsigned_prune, prune_before, prune_preview
 from vault.audit.store import snapshot, verify_database
 from vault.audit.verify import VerifyResult
 from vault.errors import VaultError
-from vault.runtime import NotInitialised, Runtime, audit_tail, engine_for, open_runtime
+from vault.runtime import Runtime, audit_tail, engine_for
 from vault.settings import Settings
 from vault.storage.engine import unit_of_work
 from vault.storage.migrate import current_revision
@@ -68,6 +78,7 @@ def _report(result: VerifyResult, *, as_json: bool) -> None:
 
 @app.command("verify")
 def verify_command(
+    *,
     data_dir: DataDir = None,
     public_key: Annotated[
         str | None,
@@ -84,9 +95,11 @@ def verify_command(
     read_only: Annotated[
         bool, typer.Option("--read-only", help="Do not record this check as an audit event.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    output: FormatOption = Format.text,
+    as_json: JsonFlag = False,
 ) -> None:
     """Check the whole chain straight from the database; exit 0 intact, 1 tampered."""
+    as_json = wants_json(output, as_json)
     settings = build_settings(data_dir)
     if public_key is not None:
         result = _verify_offline(settings, _parse_key(public_key), anchors, as_json=as_json)
@@ -110,6 +123,7 @@ def verify_command(
 def _verify_offline(
     settings: Settings, key: bytes, anchors: Path | None, *, as_json: bool
 ) -> VerifyResult:
+    require_data_dir(settings)
     engine = engine_for(settings)
     try:
         if current_revision(engine) is None:
@@ -174,11 +188,33 @@ def export_command(
 def verify_export_command(
     file: Annotated[Path, typer.Argument(help="An export made by `linevault audit export`.")],
     public_key: Annotated[
-        str | None, typer.Option("--public-key", help="Trusted key (hex/base64 or a file).")
+        str | None,
+        typer.Option(
+            "--public-key",
+            help="The trusted key, from `linevault audit public-key --raw` obtained out of band"
+            " (hex/base64, or a file holding it).",
+        ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    trust_embedded_key: Annotated[
+        bool,
+        typer.Option(
+            "--trust-embedded-key",
+            help="Check against the key inside the file instead: proves only that the file is"
+            " self-consistent, not that the vault signed it.",
+        ),
+    ] = False,
+    output: FormatOption = Format.text,
+    as_json: JsonFlag = False,
 ) -> None:
     """Verify an export offline: no database, no root key, only the public key."""
+    as_json = wants_json(output, as_json)
+    if public_key is None and not trust_embedded_key:
+        raise fail(
+            "--public-key is required: pass the key from `linevault audit public-key --raw`"
+            " (obtained out of band), or --trust-embedded-key to check the file against its"
+            " own key",
+            2,
+        )
     key = _parse_key(public_key) if public_key else None
     try:
         with file.open(encoding="utf-8") as handle:
@@ -187,56 +223,85 @@ def verify_export_command(
         raise fail(f"cannot read {file}: {exc.strerror}", 2) from None
     except UnicodeDecodeError:
         raise fail(f"{file} is not UTF-8 text", 1) from None
+    if check.key_from_file:
+        typer.secho(
+            "WARNING: checked against the public key INSIDE the file (--trust-embedded-key):"
+            " anyone who can write the file can re-sign it. This proves self-consistency"
+            " only; pass --public-key with a key obtained out of band to prove the vault"
+            " signed it.",
+            err=True,
+            fg=typer.colors.YELLOW,
+            bold=True,
+        )
     _report(check.result, as_json=as_json)
     if not as_json:
         typer.echo(f"signing key id: {check.key_id}")
-        if check.key_from_file:
-            typer.echo(
-                "note: checked against the key inside the file; pass --public-key with a key "
-                "obtained out of band to rule out a re-signed export",
-                err=True,
-            )
     if not check.result.ok:
         raise typer.Exit(1)
 
 
 @app.command("public-key")
-def public_key_command(data_dir: DataDir = None) -> None:
+def public_key_command(
+    data_dir: DataDir = None,
+    raw: Annotated[
+        bool,
+        typer.Option("--raw", help="Print the hex key alone, as --public-key accepts it."),
+    ] = False,
+    output: FormatOption = Format.text,
+) -> None:
     """Print the checkpoint signing public key (hex) to hand to reviewers out of band.
 
     Derived from the signing key through the key provider, not read from the database.
     """
     with _runtime(data_dir) as runtime:
         key = runtime.system_keys.audit_public_key
-    typer.echo(f"{key.hex()}  (key id {key_id_of(key)})")
+    if output is Format.json:
+        typer.echo(json.dumps({"public_key": key.hex(), "key_id": key_id_of(key)}))
+    elif raw:
+        typer.echo(key.hex())
+    else:
+        typer.echo(f"public key: {key.hex()}")
+        typer.echo(f"key id:     {key_id_of(key)}")
+        typer.echo("(pass the key to --public-key; `--raw` prints it alone)", err=True)
 
 
 @app.command("prune")
 def prune_command(
-    before: Annotated[str, typer.Option("--before", help="Drop events older than this date.")],
+    before: Annotated[
+        str,
+        typer.Option("--before", help="Drop events older than this date (e.g. 2026-01-31)."),
+    ],
     data_dir: DataDir = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would be deleted; change nothing.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete events before DATE; the rest stays verifiable from a signed anchor."""
     moment = _parse_date(before)
     with _runtime(data_dir) as runtime:
-        checkpointer = runtime.audit.checkpointer
-        assert checkpointer is not None
-        try:
-            summary = prune_before(
-                engine=runtime.engine,
-                sessions=runtime.sessions,
-                checkpointer=checkpointer,
-                clock=runtime.clock,
-                before=moment,
-                event=_cli_event("audit.prune", "prune", f"retention: before {before}"),
-                tail=audit_tail(runtime.settings),
-            )
-        except VaultError as exc:
-            raise fail(exc.detail, 1) from None
+        count, last = prune_preview(runtime.engine, moment)
+        if dry_run or count == 0:
+            span = f" (up to seq {last})" if last is not None else ""
+            verb = "would delete" if dry_run else "nothing to prune:"
+            typer.echo(f"{verb} {count} events before {before}{span}; nothing was changed")
+            return
+        if not yes and not typer.confirm(
+            f"Delete {count} audit events before {before} (up to seq {last})? This cannot be"
+            " undone",
+            default=False,
+            err=True,
+        ):
+            raise fail("nothing was deleted", 1)
+        summary = _prune(runtime, moment, before)
+    anchor = (
+        f"anchored by the signed checkpoint at seq {summary.anchor_seq}"
+        if summary.anchor_seq is not None
+        else "from the start of the chain"
+    )
     typer.echo(
         f"pruned {summary.deleted} events; the chain now starts at seq "
-        f"{summary.first_retained_seq} (anchor checkpoint {summary.anchor_seq}); "
-        f"recorded as event {summary.prune_event_seq}"
+        f"{summary.first_retained_seq}, {anchor}; recorded as event {summary.prune_event_seq}"
     )
 
 
@@ -271,19 +336,33 @@ def adopt_prune_command(
     typer.echo(f"prune anchor signed and recorded as event {seq}")
 
 
+def _prune(runtime: Runtime, moment: datetime, before: str) -> PruneSummary:
+    checkpointer = runtime.audit.checkpointer
+    assert checkpointer is not None
+    try:
+        return prune_before(
+            engine=runtime.engine,
+            sessions=runtime.sessions,
+            checkpointer=checkpointer,
+            clock=runtime.clock,
+            before=moment,
+            event=_cli_event("audit.prune", "prune", f"retention: before {before}"),
+            tail=audit_tail(runtime.settings),
+        )
+    except VaultError as exc:
+        raise fail(exc.detail, 1) from None
+
+
 # -- helpers ---------------------------------------------------------------------------
 
 
 class _runtime:
     def __init__(self, data_dir: Path | None) -> None:
-        self._settings = build_settings(data_dir)
+        self._data_dir = data_dir
         self._rt: Runtime | None = None
 
     def __enter__(self) -> Runtime:
-        try:
-            self._rt = open_runtime(self._settings, start_writer=False)
-        except NotInitialised as exc:
-            raise fail(str(exc), 2) from None
+        self._rt = open_cli_runtime(self._data_dir)
         return self._rt
 
     def __exit__(self, *exc: object) -> None:

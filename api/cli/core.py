@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +20,7 @@ from api.cli.common import DataDir, build_settings, fail
 from vault import __version__
 from vault.bootstrap import AlreadyInitialised, initialise, is_initialised
 from vault.runtime import engine_for
+from vault.settings import Settings
 from vault.storage.migrate import upgrade
 
 __all__ = ["app"]
@@ -26,7 +30,33 @@ app = typer.Typer(
     help="linevault: an encrypted vault for the credentials of connected chat lines.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # plain help: flags are not shown as `--json <bool>`
+    pretty_exceptions_show_locals=False,  # a traceback never prints a secret held in a local
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"linevault {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
+    """linevault: an encrypted vault for the credentials of connected chat lines.
+
+    Exit codes: 0 done, 1 failed check or refused operation, 2 usage (bad option or
+    setting, no data dir), 3 database unreachable, 4 key provider unavailable.
+    """
+
+
 app.add_typer(users.app, name="users")
 app.add_typer(audit_cli.app, name="audit")
 app.add_typer(keys.app, name="keys")
@@ -98,20 +128,78 @@ def migrate_command(data_dir: DataDir = None) -> None:
 @app.command("serve")
 def serve_command(
     data_dir: DataDir = None,
-    host: Annotated[str | None, typer.Option("--host")] = None,
-    port: Annotated[int | None, typer.Option("--port")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", help="Server processes.")] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            "--host", help="Address to listen on (default: $LINEVAULT_HOST or 127.0.0.1)."
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", help="Port to listen on (default: $LINEVAULT_PORT or 8210)."),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", help="Server processes (default: $LINEVAULT_WORKERS or 1)."),
+    ] = None,
 ) -> None:
-    """Serve the HTTP API (default 127.0.0.1:8210)."""
-    import uvicorn
-
+    """Serve the HTTP API (default 127.0.0.1:8210); prints where to go, Ctrl-C stops."""
     settings = build_settings(data_dir, host=host, port=port, workers=workers)
     if not is_initialised(settings):
-        raise fail(f"{settings.data_dir} is not initialised: run `linevault init` first", 2)
+        raise fail(
+            f"{settings.data_dir.absolute()} is not initialised: run `linevault init "
+            "--admin-email EMAIL` first, or pass --data-dir DIR / set LINEVAULT_DATA_DIR",
+            2,
+        )
     # Worker processes rebuild the same settings from the environment.
     os.environ["LINEVAULT_DATA_DIR"] = str(settings.data_dir)
     if settings.workers > 1:
         _metrics_dir_for_workers(settings.data_dir)
+    _print_urls(settings)
+    with _stops_quietly():
+        _run_server(settings)
+    typer.echo("linevault stopped", err=True)
+
+
+def _print_urls(settings: Settings) -> None:
+    """Where to go, on stderr: the API, its docs, and the console when this build has one."""
+    from api.app import create_app
+    from api.docs import entry_points
+
+    host = settings.host
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 (a comparison)
+    base = f"http://{f'[{shown}]' if ':' in shown else shown}:{settings.port}"
+    typer.echo(f"linevault {__version__} on {base}", err=True)
+    for name, path in entry_points(create_app(settings)).items():
+        typer.echo(f"  {name + ':':<24} {base}{path}", err=True)
+    typer.echo("Press Ctrl-C to stop.", err=True)
+
+
+class _Stopped(Exception):
+    """SIGTERM, raised where uvicorn hands the signal back after its graceful shutdown."""
+
+
+@contextlib.contextmanager
+def _stops_quietly() -> Iterator[None]:
+    """Ctrl-C (SIGINT) or SIGTERM end the server cleanly with exit 0: uvicorn shuts down
+    gracefully, then re-raises the signal it caught, which lands here instead of killing
+    the process (so `make run` ends without `make: *** ... Terminated`)."""
+
+    def on_term(signum: int, frame: object) -> None:
+        raise _Stopped
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    except (KeyboardInterrupt, _Stopped):
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_server(settings: Settings) -> None:
+    import uvicorn
+
     loop = "uvloop"
     try:
         import uvloop  # noqa: F401

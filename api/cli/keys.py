@@ -15,13 +15,21 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy import func, select
 
-from api.cli.common import DataDir, build_settings, fail
+from api.cli.common import (
+    DataDir,
+    Format,
+    FormatOption,
+    JsonFlag,
+    fail,
+    open_cli_runtime,
+    wants_json,
+)
 from vault.clock import rfc3339
 from vault.errors import NotFound
 from vault.keys.rewrap import RewrapError
 from vault.keys.root_rotation import RootRotationResult, root_references
 from vault.keys.service import rewrapper_for, root_rotation_for, tenant_key_service_for
-from vault.runtime import NotInitialised, Runtime, open_runtime
+from vault.runtime import Runtime
 from vault.storage.engine import unit_of_work
 from vault.storage.models import Kek, KeyRotation, Tenant
 
@@ -38,10 +46,7 @@ BatchSize = Annotated[
 
 
 def _runtime(data_dir: DataDir) -> Runtime:
-    try:
-        return open_runtime(build_settings(data_dir), start_writer=False)
-    except NotInitialised as exc:
-        raise fail(str(exc), 2) from None
+    return open_cli_runtime(data_dir)
 
 
 @app.command("rotate")
@@ -49,9 +54,11 @@ def rotate_command(
     tenant: Annotated[str, typer.Option("--tenant", help="Tenant id.")],
     data_dir: DataDir = None,
     batch_size: BatchSize = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    output: FormatOption = Format.text,
+    as_json: JsonFlag = False,
 ) -> None:
     """Rotate a tenant's KEK (or resume its unfinished rotation) and rewrap every DEK."""
+    as_json = wants_json(output, as_json)
     runtime = _runtime(data_dir)
     try:
         try:
@@ -107,9 +114,11 @@ def rotate_root_command(
             help="Wait before destroying the old root, for writers that raced the switch.",
         ),
     ] = 2.0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    output: FormatOption = Format.text,
+    as_json: JsonFlag = False,
 ) -> None:
     """New root key; rewrap every tenant KEK and system secret; destroy the old root."""
+    as_json = wants_json(output, as_json)
     runtime = _runtime(data_dir)
     try:
         rotation = root_rotation_for(runtime, batch_size=batch_size)
@@ -158,9 +167,11 @@ def rotate_root_command(
 def status_command(
     data_dir: DataDir = None,
     tenant: Annotated[str | None, typer.Option("--tenant", help="One tenant in detail.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    output: FormatOption = Format.text,
+    as_json: JsonFlag = False,
 ) -> None:
     """Root key versions, KEK states and running rotations."""
+    as_json = wants_json(output, as_json)
     runtime = _runtime(data_dir)
     try:
         with unit_of_work(runtime.sessions) as session:
@@ -206,5 +217,32 @@ def status_command(
     if as_json:
         typer.echo(json.dumps(out))
         return
-    for key, value in out.items():
-        typer.echo(f"{key}: {json.dumps(value)}")
+    _print_status(out)
+
+
+def _print_status(out: dict[str, Any]) -> None:
+    """``keys status`` for people: one fact a line, no JSON."""
+
+    def counts(values: dict[str, int]) -> str:
+        return ", ".join(f"{name} {n}" for name, n in sorted(values.items())) or "none"
+
+    typer.echo(f"key provider:        {out['provider']}")
+    typer.echo(f"active root key:     {out['active_root_key_id']}")
+    typer.echo(f"root keys:           {', '.join(out['root_key_ids']) or 'none'}")
+    typer.echo(f"keys each root wraps: {counts(out['root_references'])}")
+    typer.echo(f"tenants:             {out['tenants']}")
+    typer.echo(f"tenant KEKs by state: {counts(out['kek_states'])}")
+    running = out["running_rotations"]
+    typer.echo(f"running rotations:   {len(running) or 'none'}")
+    for r in running:
+        typer.echo(
+            f"  {r['id']}: tenant {r['tenant_id']} to KEK v{r['to_version']}, "
+            f"{r['rewrapped']} rewrapped, started {r['started_at']}"
+        )
+    tenant = out.get("tenant")
+    if tenant is not None:
+        versions = ", ".join(f"v{v['version']} {v['state']}" for v in tenant["versions"])
+        typer.echo(
+            f"tenant {tenant['id']}: active KEK v{tenant['active_version']} ({versions}); "
+            f"{tenant['pending_rewrap']} DEKs to rewrap"
+        )

@@ -11,11 +11,19 @@ from typing import Annotated
 
 import typer
 
-from api.cli.common import DataDir, build_settings, fail
+from api.cli.common import (
+    DataDir,
+    Format,
+    FormatOption,
+    JsonFlag,
+    fail,
+    open_cli_runtime,
+    wants_json,
+)
 from vault.audit.events import Actor
 from vault.errors import Conflict, InvalidRequest, NotFound
 from vault.identity.service import user_service_for
-from vault.runtime import NotInitialised, Runtime, open_runtime
+from vault.runtime import Runtime
 from vault.storage.engine import unit_of_work
 
 __all__ = ["app"]
@@ -30,10 +38,7 @@ _ACTOR = Actor("system", "linevault-cli")
 
 
 def _runtime(data_dir: DataDir) -> Runtime:
-    try:
-        return open_runtime(build_settings(data_dir), start_writer=False)
-    except NotInitialised as exc:
-        raise fail(str(exc), 2) from None
+    return open_cli_runtime(data_dir)
 
 
 @app.command("create")
@@ -43,9 +48,11 @@ def create_command(
         str | None, typer.Option("--platform-role", help="admin or auditor (default: none).")
     ] = None,
     data_dir: DataDir = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    output: FormatOption = Format.text,
+    as_json: JsonFlag = False,
 ) -> None:
     """Create a user with a generated password (shown once; they must change it first)."""
+    as_json = wants_json(output, as_json)
     if platform_role not in (None, "admin", "auditor"):
         raise fail("--platform-role must be admin or auditor", 2)
     runtime = _runtime(data_dir)

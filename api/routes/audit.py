@@ -6,10 +6,13 @@ the caller gets 503 ``audit_unavailable`` and no events.
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import IO, Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from api.deps import Ctx, CurrentUser, Rt
@@ -92,7 +95,13 @@ def list_events(
     limit: Annotated[int, Query(ge=1, description="At most 1000 per page.")] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
-    """Events oldest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    """List audit events, oldest first.
+
+    Platform admins and auditors read every event; a tenant owner or auditor reads their
+    tenant's only and must pass `tenant_id`. Filters combine with AND. `action` takes one
+    action (`credential.fetch`) or a family with `.*` (`credential.*`); an unknown action
+    or outcome is 422. Pass `next_cursor` back as `cursor` for the next page. The read is
+    itself audited (`audit.read`) before any event is returned."""
     page = runtime.audit_reader.list_events(
         user,
         EventFilter(
@@ -115,7 +124,56 @@ def list_events(
 
 @router.get("/v1/audit/verify", response_model=VerifyOut)
 def verify(*, runtime: Rt, user: CurrentUser, ctx: Ctx, response: Response) -> dict[str, Any]:
-    """Verify the whole chain against its signed checkpoints (platform admin/auditor)."""
+    """Verify the audit chain.
+
+    Checks every event's hash link and the signed checkpoints, with the public key derived
+    from the protected signing key (platform admin or auditor). Audited as `audit.read`."""
     result = runtime.audit_reader.verify(user, context=ctx)
     response.headers["Cache-Control"] = "no-store"
     return result.to_dict()
+
+
+_EXPORT_MEDIA_TYPE = "application/x-ndjson"
+_CHUNK = 64 * 1024
+
+
+def _stream(spool: IO[str]) -> Iterator[bytes]:
+    try:
+        spool.seek(0)
+        while chunk := spool.read(_CHUNK):
+            yield chunk.encode("utf-8")
+    finally:
+        spool.close()
+
+
+@router.get(
+    "/v1/audit/export",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "JSON Lines: a header, the signed checkpoints, every event",
+            "content": {_EXPORT_MEDIA_TYPE: {"schema": {"type": "string"}}},
+        }
+    },
+)
+def export(*, runtime: Rt, user: CurrentUser, ctx: Ctx) -> StreamingResponse:
+    """Export the verifiable audit bundle.
+
+    The same file as `linevault audit export` (platform admin or auditor): one header line,
+    the signed checkpoints, then every event, as JSON Lines. Check it offline with
+    `linevault audit verify-export FILE --public-key KEY`, the key from
+    `linevault audit public-key --raw` obtained out of band. The export is itself recorded
+    (`audit.export`) and signed before the first byte is sent; a chain that does not verify
+    is refused (409) rather than exported."""
+    # Closed by _stream once sent (a with-block would close it before the response).
+    spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024, mode="w+", encoding="utf-8")  # noqa: SIM115
+    try:
+        summary = runtime.audit_reader.export(user, spool, context=ctx)
+    except BaseException:
+        spool.close()
+        raise
+    headers = {
+        "Cache-Control": "no-store",
+        "Content-Disposition": f'attachment; filename="linevault-audit-{summary.last_seq}.jsonl"',
+    }
+    return StreamingResponse(_stream(spool), media_type=_EXPORT_MEDIA_TYPE, headers=headers)

@@ -36,6 +36,11 @@ class CodeBody(BaseModel):
 
 @router.post("/v1/auth/login")
 def login(body: LoginBody, runtime: Rt, ctx: Ctx) -> dict[str, Any]:
+    """Log in with email and password.
+
+    With TOTP enrolled the answer is an `mfa_token` for `POST /v1/auth/mfa`; otherwise a
+    session token. A wrong email or password is 401 `unauthenticated`, the same body and
+    timing for both; failures are throttled per account and per client."""
     result = runtime.authenticator.login(email=body.email, password=body.password, ctx=ctx)
     if result.mfa_token is not None:
         return {"mfa_required": True, "mfa_token": result.mfa_token}
@@ -49,6 +54,11 @@ def login(body: LoginBody, runtime: Rt, ctx: Ctx) -> dict[str, Any]:
 
 @router.post("/v1/auth/mfa")
 def mfa(body: MfaBody, runtime: Rt, ctx: Ctx) -> dict[str, Any]:
+    """Complete a login with a TOTP code.
+
+    Exchanges the `mfa_token` from `POST /v1/auth/login` and a current code (or a recovery
+    code) for a session that is MFA-fresh for 5 minutes. A wrong, used or out-of-window
+    code is 401 `mfa_invalid`, whose detail says which and what to do."""
     issued = runtime.authenticator.complete_mfa(mfa_token=body.mfa_token, code=body.code, ctx=ctx)
     return {
         "session_token": issued.token,
@@ -59,11 +69,18 @@ def mfa(body: MfaBody, runtime: Rt, ctx: Ctx) -> dict[str, Any]:
 
 @router.post("/v1/auth/step-up")
 def step_up(body: CodeBody, runtime: Rt, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
+    """Make the session MFA-fresh.
+
+    A current TOTP code makes the session count as MFA-fresh for 5 minutes, for the
+    actions that need a second factor (revoke, tenant deletion, key rotation, ...)."""
     until = runtime.authenticator.step_up(user, code=body.code, ctx=ctx)
     return {"mfa_fresh_until": rfc3339(until)}
 
 
 @router.post("/v1/auth/logout", status_code=204)
 def logout(runtime: Rt, ctx: Ctx, user: CurrentUser) -> Response:
+    """Log out.
+
+    The session token stops working at once, in every server process."""
     runtime.authenticator.logout(user, ctx=ctx)
     return Response(status_code=204)

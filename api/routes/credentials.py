@@ -180,7 +180,12 @@ def _tail(expires_at: datetime | None, lease_ttl: int) -> bytes:
     openapi_extra={"security": [{"RunnerToken": []}]},
 )
 async def fetch_credential(tenant_id: str, line_id: str, request: Request) -> Response:
-    """Fetch a line's current credential with a runner bearer token (audited)."""
+    """Fetch a line's credential (runners only).
+
+    With a runner's bearer token, for a line its tenant granted to the runner. The fetch
+    is audited (`credential.fetch`, with `X-Workflow-Id` and `X-Run-Id`) before the secret
+    is sent; if the event cannot be committed the answer is 503 `audit_unavailable` and no
+    secret. Human sessions get 403; a revoked line 410 `revoked`."""
     return await answer_fetch(
         get_runtime(request),
         tenant_id=tenant_id,

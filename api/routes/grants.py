@@ -49,16 +49,26 @@ def _out(view: GrantView) -> GrantOut:
 
 @router.post("/v1/tenants/{tenant_id}/grants", status_code=201, response_model=GrantOut)
 def create_grant(tenant_id: str, body: GrantCreate, grants: Grants) -> GrantOut:
+    """Grant a runner lines of this tenant.
+
+    `lines` is `["*"]` for every line of the tenant or a list of line ids (owner or admin;
+    needs a fresh second factor: send `mfa_code` or step up first)."""
     return _out(grants.create(tenant_id, runner_id=body.runner_id, lines=body.lines))
 
 
 @router.get("/v1/tenants/{tenant_id}/grants", response_model=GrantList)
 def list_grants(tenant_id: str, grants: Grants) -> GrantList:
+    """List this tenant's grants.
+
+    Owners, admins and auditors of the tenant."""
     return GrantList(grants=[_out(v) for v in grants.list(tenant_id)])
 
 
 @router.delete("/v1/tenants/{tenant_id}/grants/{grant_id}", status_code=204)
 def delete_grant(tenant_id: str, grant_id: str, grants: Grants) -> Response:
-    """Effective on the next fetch in every server process."""
+    """Delete a grant.
+
+    Effective on the next fetch in every server process (owner or admin; needs a fresh
+    second factor: the `X-MFA-Code` header or a stepped-up session)."""
     grants.delete(tenant_id, grant_id)
     return Response(status_code=204)

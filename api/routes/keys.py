@@ -54,6 +54,11 @@ def rotate_keys(
     keys: TenantKeys,
     body: RotateBody | None = None,
 ) -> JSONResponse:
+    """Rotate the tenant's key-encryption key.
+
+    Creates a new KEK version and rewraps every data key in the background; a repeat while
+    one runs resumes it (owner or admin, fresh second factor). Answers 202 with the new
+    version and how many keys wait for rewrapping."""
     view = keys.rotate_as(user, tenant_id, context=ctx)  # body.mfa_code: see api/deps.py
     worker: RewrapWorker | None = getattr(request.app.state, "rewrap_worker", None)
     if worker is not None:
@@ -71,6 +76,10 @@ def rotate_keys(
 
 @router.get("/v1/tenants/{tenant_id}/keys")
 def list_keys(tenant_id: str, user: CurrentUser, keys: TenantKeys) -> dict[str, Any]:
+    """List the tenant's key versions.
+
+    Every KEK version and its state, and the running rotation if any (owner, admin or
+    auditor). No key material."""
     view = keys.status_as(user, tenant_id)
     return {
         "tenant_id": view.tenant_id,

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import Ctx, CurrentUser, Lines, Rt
+from vault.lines.schemas import LineType
 from vault.lines.service import LineView
 from vault.privacy.scrub import scrub_after_shred
 
@@ -26,7 +27,7 @@ router = APIRouter(tags=["lines"])
 
 class CreateLineBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    type: str = Field(max_length=32, description="telegram | instagram | messenger | widget")
+    type: LineType = Field(description="the platform the line connects")
     name: str = Field(max_length=1000, description="1-200 characters")
     credential: dict[str, Any] = Field(description="the type's credential object")
 
@@ -46,7 +47,7 @@ class RevokeBody(BaseModel):
 class LineOut(BaseModel):
     id: str
     tenant_id: str
-    type: str
+    type: LineType
     name: str
     status: Literal["active", "suspended", "revoked"]
     version: int
@@ -79,15 +80,58 @@ _CREATE_EXAMPLES: dict[str, Any] = {
             "credential": {"bot_token": "123456789:AAExampleExampleExampleExampleExam"},
         },
     },
+    "instagram": {
+        "summary": "An Instagram account (long-lived user access token)",
+        "value": {
+            "type": "instagram",
+            "name": "Shop account",
+            "credential": {
+                "access_token": "IGAAExampleExampleExampleExampleExample",
+                "expires_at": "2027-01-31T00:00:00Z",
+                "user_id": "17841400000000000",
+                "app_secret": "0123456789abcdef0123456789abcdef",
+            },
+        },
+    },
+    "messenger": {
+        "summary": "A Facebook Messenger page",
+        "value": {
+            "type": "messenger",
+            "name": "Support page",
+            "credential": {
+                "page_id": "104000000000000",
+                "page_access_token": "EAAExampleExampleExampleExampleExample",
+                "app_secret": "0123456789abcdef0123456789abcdef",
+            },
+        },
+    },
     "widget": {
         "summary": "A website widget; the vault generates its signing secret",
         "value": {"type": "widget", "name": "Website chat", "credential": {}},
+    },
+    "widget_with_secret": {
+        "summary": "A website widget with a signing secret of your own",
+        "value": {
+            "type": "widget",
+            "name": "Website chat",
+            "credential": {"signing_secret": "whsec-example-example-example-example"},
+        },
     },
 }
 
 
 class LinesOut(BaseModel):
     lines: list[LineOut]
+
+
+# The same credentials, as a replacement (with the one-request second factor).
+_REPLACE_EXAMPLES: dict[str, Any] = {
+    name: {
+        "summary": example["summary"],
+        "value": {"credential": example["value"]["credential"], "mfa_code": "123456"},
+    }
+    for name, example in _CREATE_EXAMPLES.items()
+}
 
 
 def _with_generated(view: LineView, status: int) -> JSONResponse:
@@ -111,6 +155,11 @@ def create_line(
     user: CurrentUser,
     lines: Lines,
 ) -> JSONResponse:
+    """Add a line and store its credential.
+
+    The credential object depends on the line `type` (see the examples). A secret the vault
+    generates (a widget's `signing_secret`) is returned once, in this response only, under
+    `generated`. A malformed credential is 422 naming the field, never its value."""
     view = lines.create(
         user,
         tenant_id,
@@ -134,6 +183,10 @@ def list_lines(
         Query(max_length=16, description="only active lines expiring within e.g. 30m, 12h, 7d"),
     ] = None,
 ) -> dict[str, Any]:
+    """List the tenant's lines.
+
+    Metadata only (any member of the tenant); no endpoint for people ever returns a stored
+    secret."""
     views = lines.list(user, tenant_id, expiring_within=expiring_within, context=ctx)
     return {"lines": [v.to_dict() for v in views]}
 
@@ -142,6 +195,9 @@ def list_lines(
 def get_line(
     tenant_id: str, line_id: str, *, ctx: Ctx, user: CurrentUser, lines: Lines
 ) -> dict[str, Any]:
+    """Get one line's metadata.
+
+    Any member of the tenant; never the secret."""
     return lines.get(user, tenant_id, line_id, context=ctx).to_dict()
 
 
@@ -154,13 +210,17 @@ def replace_credential(
     tenant_id: str,
     line_id: str,
     *,
-    body: ReplaceCredentialBody,
+    body: Annotated[ReplaceCredentialBody, Body(openapi_examples=_REPLACE_EXAMPLES)],
     runtime: Rt,
     ctx: Ctx,
     user: CurrentUser,
     lines: Lines,
     tasks: BackgroundTasks,
 ) -> JSONResponse:
+    """Replace a line's credential.
+
+    The new credential gets `version` + 1 and the previous version is destroyed (owner or
+    admin; needs a fresh second factor: `mfa_code` in the body or a stepped-up session)."""
     view = lines.replace(user, tenant_id, line_id, credential=body.credential, context=ctx)
     tasks.add_task(scrub_after_shred, runtime.engine)  # the old version's bytes, too
     return _with_generated(view, 200)
@@ -189,6 +249,11 @@ def revoke_line(
     tasks: BackgroundTasks,
     body: RevokeBody | None = None,
 ) -> dict[str, Any]:
+    """Revoke a line.
+
+    The secret and its data key are destroyed in the same transaction; every later fetch
+    gets 410 `revoked` (owner or admin; needs a fresh second factor: `mfa_code` in the body
+    or a stepped-up session). Revoking again answers the same metadata."""
     body = body or RevokeBody()  # its mfa_code is read by the principal (api/deps.py)
     view = lines.revoke(
         user,

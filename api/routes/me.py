@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import Ctx, CurrentUser, Db, Rt, UserErasure, UserExport, Users
 from vault.audit.events import Actor
-from vault.authz import require_second_factor
+from vault.authz import PlatformRole, require_second_factor
 from vault.clock import rfc3339
 from vault.errors import NotFound
 from vault.privacy.scrub import scrub_after_shred
@@ -45,12 +45,17 @@ class DeleteMeBody(BaseModel):
 class NewUserBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     email: str = Field(min_length=3, max_length=320)
-    platform_role: str | None = None
+    platform_role: PlatformRole | None = Field(
+        default=None, description="admin or auditor of the whole platform; null for neither"
+    )
     mfa_code: str | None = Field(default=None, max_length=32, description="sudo mode")
 
 
 @router.get("/v1/me")
 def me(user: CurrentUser, users: Users) -> dict[str, Any]:
+    """Who am I.
+
+    The signed-in user's profile, platform role and tenant memberships."""
     profile = users.profile(user.user_id)
     return {
         "id": profile.id,
@@ -70,6 +75,10 @@ def begin_totp(
     users: Users,
     body: TotpBeginBody | None = None,
 ) -> dict[str, Any]:
+    """Begin TOTP enrolment.
+
+    Returns a new secret and its `otpauth://` URI (pending until confirmed). Re-enrolling
+    an enrolled user needs a fresh second factor."""
     if users.is_enrolled(user.user_id):  # replacing a factor needs the current one
         require_second_factor(user)  # body.mfa_code, read by the principal (api/deps.py)
     secret, uri = users.begin_totp(user_id=user.user_id, ctx=ctx)
@@ -78,12 +87,19 @@ def begin_totp(
 
 @router.post("/v1/me/totp/confirm")
 def confirm_totp(body: CodeBody, runtime: Rt, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
+    """Confirm TOTP enrolment.
+
+    A current code from the new secret completes the enrolment; the answer carries
+    one-time recovery codes, shown this once."""
     codes = runtime.factor_changes.confirm_totp(user, code=body.code, ctx=ctx)
     return {"totp_enrolled": True, "recovery_codes": codes}
 
 
 @router.post("/v1/me/password", status_code=204)
 def change_password(body: PasswordBody, runtime: Rt, ctx: Ctx, user: CurrentUser) -> Response:
+    """Change my password.
+
+    Needs the current password; every other session of the user ends."""
     runtime.factor_changes.change_password(
         user, current=body.current_password, new=body.new_password, ctx=ctx
     )
@@ -92,6 +108,10 @@ def change_password(body: PasswordBody, runtime: Rt, ctx: Ctx, user: CurrentUser
 
 @router.post("/v1/users", status_code=201)
 def create_user(body: NewUserBody, ctx: Ctx, user: CurrentUser, users: Users) -> dict[str, Any]:
+    """Create a user.
+
+    Platform admin, with a fresh second factor. The generated `initial_password` is shown
+    in this response only."""
     created, password = users.create_by(
         user, email=body.email, platform_role=body.platform_role, ctx=ctx
     )
@@ -100,6 +120,10 @@ def create_user(body: NewUserBody, ctx: Ctx, user: CurrentUser, users: Users) ->
 
 @router.get("/v1/me/sessions")
 def my_sessions(runtime: Rt, db: Db, user: CurrentUser) -> dict[str, Any]:
+    """List my sessions.
+
+    Each with its id (never the token), creation time, last use, address and user agent,
+    and which one is this request's."""
     views = runtime.authenticator.store.live_sessions(db, user.user_id, now=runtime.clock.now())
     return {
         "sessions": [
@@ -120,6 +144,9 @@ def my_sessions(runtime: Rt, db: Db, user: CurrentUser) -> dict[str, Any]:
 def end_my_session(
     session_id: str, *, runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser, users: Users
 ) -> Response:
+    """End one of my sessions.
+
+    Another user's session id, or one already ended, is 404."""
     now = runtime.clock.now()
     if not runtime.authenticator.store.revoke_own(db, user.user_id, session_id, now=now):
         raise NotFound("no such session")
@@ -129,6 +156,10 @@ def end_my_session(
 
 @router.get("/v1/me/export")
 def export_me(ctx: Ctx, user: CurrentUser, export: UserExport) -> dict[str, Any]:
+    """Export my data.
+
+    My profile, memberships, sessions and the audit events where I am the actor, as
+    JSON."""
     return export.export(user, context=ctx)
 
 
@@ -142,6 +173,10 @@ def delete_me(
     erasure: UserErasure,
     tasks: BackgroundTasks,
 ) -> Response:
+    """Delete my account.
+
+    Needs the password, and a TOTP code when one is enrolled. Refused (409) while I am
+    the last owner of a tenant."""
     # Both factors first, in transactions of their own (nothing may hold the request's
     # write transaction meanwhile); then the erasure, which answers 409 for a last owner.
     runtime.factor_changes.prove_identity(

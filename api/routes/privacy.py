@@ -44,6 +44,10 @@ def delete_tenant(
     tasks: BackgroundTasks,
     body: MfaBody | None = None,
 ) -> dict[str, Any]:
+    """Delete a tenant and shred its keys.
+
+    Every key of the tenant is destroyed, so its stored credentials can never be opened
+    again (tenant owner or platform admin; fresh second factor)."""
     deleted = erasure.delete(user, tenant_id, context=ctx)  # body.mfa_code: api/deps.py
     tasks.add_task(scrub_after_shred, runtime.engine)  # runs after the commit
     return {"id": deleted.id, "deleted_at": rfc3339(deleted.deleted_at), "shredded": True}
@@ -58,5 +62,9 @@ def export_tenant(
     export: TenantExport,
     mfa_code: Annotated[str | None, Header(alias="X-MFA-Code", max_length=32)] = None,
 ) -> dict[str, Any]:
+    """Export a tenant's data.
+
+    Tenant metadata, members, lines (metadata only), grants and the tenant's audit events
+    (tenant owner; fresh second factor: the `X-MFA-Code` header or a stepped-up session)."""
     del mfa_code  # declared for the docs; the principal reads it (api/deps.py)
     return export.export(user, tenant_id, context=ctx)

@@ -128,7 +128,9 @@ def _secret_out(runner: Runner, client_secret: str) -> RunnerSecretOut:
 
 @router.post("/v1/runners", status_code=201, response_model=RunnerSecretOut)
 def create_runner(body: RunnerCreate, user: CurrentUser, runners: Runners) -> RunnerSecretOut:
-    """Register a runner; its client secret is in this response only."""
+    """Register a runner.
+
+    Platform admin, fresh second factor. The `client_secret` is in this response only."""
     runners.authorize(user, PlatformPermission.RUNNER_CREATE, "runner.create")
     created = runners.register(name=body.name)
     return _secret_out(created.runner, created.client_secret)
@@ -136,7 +138,9 @@ def create_runner(body: RunnerCreate, user: CurrentUser, runners: Runners) -> Ru
 
 @router.get("/v1/runners", response_model=RunnerList)
 def list_runners(user: CurrentUser, runners: Runners) -> RunnerList:
-    """Platform admins and auditors: every field; tenant owners and admins: id, name,
+    """List runners.
+
+    Platform admins and auditors see every field; tenant owners and admins see id, name,
     created_at and status, so that they can grant runners."""
     if platform_allows(user, PlatformPermission.RUNNER_READ):
         return RunnerList(runners=[_out(r) for r in runners.list()])
@@ -147,13 +151,19 @@ def list_runners(user: CurrentUser, runners: Runners) -> RunnerList:
 
 @router.get("/v1/runners/{runner_id}", response_model=RunnerOut)
 def get_runner(runner_id: str, user: CurrentUser, runners: Runners) -> RunnerOut:
+    """Get one runner.
+
+    Platform admins and auditors; never its secret."""
     authorize_platform(user, PlatformPermission.RUNNER_READ)
     return _out(runners.get(runner_id))
 
 
 @router.post("/v1/runners/{runner_id}/rotate-secret", response_model=RunnerSecretOut)
 def rotate_runner_secret(runner_id: str, user: CurrentUser, runners: Runners) -> RunnerSecretOut:
-    """A new client secret; the old secret and every token of the runner stop at once."""
+    """Rotate a runner's client secret.
+
+    A new client secret, shown this once; the old secret and every token of the runner
+    stop working at once (platform admin, fresh second factor)."""
     runners.authorize(user, PlatformPermission.RUNNER_ROTATE, "runner.rotate_secret", runner_id)
     rotated = runners.rotate_secret(runner_id)
     return _secret_out(rotated.runner, rotated.client_secret)
@@ -161,7 +171,10 @@ def rotate_runner_secret(runner_id: str, user: CurrentUser, runners: Runners) ->
 
 @router.delete("/v1/runners/{runner_id}", status_code=204)
 def disable_runner(runner_id: str, user: CurrentUser, runners: Runners) -> Response:
-    """Disable a runner: its tokens stop working at once, its secret is refused."""
+    """Disable a runner.
+
+    Its tokens stop working at once and its secret is refused (platform admin, fresh second
+    factor: the `X-MFA-Code` header or a stepped-up session)."""
     runners.authorize(user, PlatformPermission.RUNNER_DISABLE, "runner.disable", runner_id)
     runners.disable(runner_id)
     return Response(status_code=204)
@@ -285,7 +298,11 @@ def _client_credentials(
     },
 )
 def runner_token(request: Request, form: Form, ctx: Ctx, tokens: RunnerTokens) -> JSONResponse:
-    """OAuth 2.0 client credentials: a short-lived bearer token for a runner."""
+    """Get a runner access token.
+
+    OAuth 2.0 client credentials (RFC 6749 section 4.4): form fields
+    `grant_type=client_credentials`, `client_id` and `client_secret`, or HTTP Basic. Errors
+    follow RFC 6749 section 5.2 (`{"error": "invalid_client"}`)."""
     client = _form_refusal(request, form) or _client_credentials(request, form[1])
     if isinstance(client, _Refusal):
         tokens.deny(reason=client.error, client_id=client.client_id, context=ctx)
@@ -307,7 +324,9 @@ def runner_token(request: Request, form: Form, ctx: Ctx, tokens: RunnerTokens) -
 
 @router.delete("/v1/runner/token", status_code=204)
 def revoke_runner_token(request: Request, ctx: Ctx, tokens: RunnerTokens) -> Response:
-    """The runner gives its current bearer token up (e.g. on shutdown); always 204."""
+    """Give up a runner access token.
+
+    The runner gives its current bearer token up (e.g. on shutdown); always 204."""
     token = credentials_for("bearer", request.headers.get("authorization"))
     if token is not None and looks_like_runner_token(token):
         tokens.revoke(token, context=ctx)

@@ -28,6 +28,10 @@ router = APIRouter(tags=["system"])
     },
 )
 def health(runtime: Rt) -> JSONResponse:
+    """Health of the service.
+
+    `ok` with the state of the database, the key provider and the audit trail; 503 naming
+    the failing part when one is down. No authentication."""
     parts: dict[str, str] = {}
     try:
         # A read-only transaction: on SQLite a plain one would BEGIN IMMEDIATE and wait
@@ -65,6 +69,10 @@ def health(runtime: Rt) -> JSONResponse:
 
 @router.get("/metrics", include_in_schema=False)
 def metrics() -> Response:
-    """Prometheus text format; with several workers, all of them summed (api/metrics.py)."""
+    """Prometheus metrics.
+
+    Request counts and latencies, fetch latency, decision-cache hits, audit batch sizes
+    and the guessable-input checks, in the text exposition format; with several workers,
+    all of them summed (api/metrics.py)."""
     body, content_type = render_metrics()
     return Response(body, media_type=content_type)

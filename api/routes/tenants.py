@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CurrentUser, Tenants
+from vault.authz import TenantRole
 from vault.clock import rfc3339
 from vault.identity.tenants import MemberView
 
@@ -29,7 +30,7 @@ class NewTenantBody(BaseModel):
 class MemberBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user_id: str = Field(min_length=1, max_length=40)
-    role: str = Field(min_length=1, max_length=16)
+    role: TenantRole = Field(description="the member's role in the tenant")
     mfa_code: str | None = Field(default=None, max_length=32, description="sudo mode")
 
 
@@ -51,12 +52,19 @@ def _member(view: MemberView) -> dict[str, Any]:
 
 @router.post("/v1/tenants", status_code=201)
 def create_tenant(body: NewTenantBody, user: CurrentUser, tenants: Tenants) -> dict[str, Any]:
+    """Create a tenant.
+
+    Platform admin. The tenant gets its first key-encryption key; `owner_user_id` makes
+    that user its owner."""
     view = tenants.create(user, name=body.name, owner_user_id=body.owner_user_id)
     return {"id": view.id, "name": view.name, "created_at": rfc3339(view.created_at)}
 
 
 @router.get("/v1/tenants")
 def list_tenants(user: CurrentUser, tenants: Tenants) -> dict[str, Any]:
+    """List my tenants.
+
+    The tenants the caller belongs to, every tenant for platform admins and auditors."""
     views = tenants.list_for(user)
     return {
         "tenants": [
@@ -68,6 +76,9 @@ def list_tenants(user: CurrentUser, tenants: Tenants) -> dict[str, Any]:
 
 @router.get("/v1/tenants/{tenant_id}/members")
 def list_members(tenant_id: str, user: CurrentUser, tenants: Tenants) -> dict[str, Any]:
+    """List a tenant's members.
+
+    Owners and admins of the tenant."""
     views = tenants.members(user, tenant_id)
     return {"members": [_member(v) for v in views]}
 
@@ -80,6 +91,10 @@ def list_members(tenant_id: str, user: CurrentUser, tenants: Tenants) -> dict[st
 def add_member(
     tenant_id: str, *, body: MemberBody, user: CurrentUser, tenants: Tenants
 ) -> JSONResponse:
+    """Add or change a member.
+
+    `role` is one of owner, admin, member, auditor (owner or admin; only owners hand out
+    the owner role; making or changing an owner or admin needs a fresh second factor)."""
     view, created = tenants.set_member(user, tenant_id, user_id=body.user_id, role=body.role)
     return JSONResponse(_member(view), status_code=201 if created else 200)
 
@@ -88,6 +103,10 @@ def add_member(
 def change_member(
     tenant_id: str, user_id: str, *, body: RoleBody, user: CurrentUser, tenants: Tenants
 ) -> dict[str, Any]:
+    """Change a member's role.
+
+    Owners and admins; only owners change owners; touching an owner or admin needs a
+    fresh second factor; demoting the last owner is 409."""
     view = tenants.update_member(user, tenant_id, user_id=user_id, role=body.role)
     return _member(view)
 
@@ -101,6 +120,10 @@ def remove_member(
     tenants: Tenants,
     mfa_code: Annotated[str | None, Header(alias="X-MFA-Code", max_length=32)] = None,
 ) -> Response:
+    """Remove a member.
+
+    Owners and admins; only owners remove owners; removing the last owner is 409. Access
+    ends on the removed user's next request."""
     del mfa_code  # declared for the docs; the principal reads it (api/deps.py)
     tenants.remove_member(user, tenant_id, user_id=user_id)
     return Response(status_code=204)

@@ -28,6 +28,10 @@ class MfaBody(BaseModel):
 
 @router.get("/v1/users")
 def list_users(ctx: Ctx, user: CurrentUser, users: Users) -> dict[str, Any]:
+    """List users.
+
+    Platform admins and auditors: id, email, platform role, whether TOTP is enrolled,
+    when created."""
     return {
         "users": [
             {
@@ -55,6 +59,11 @@ def delete_user(
     tasks: BackgroundTasks,
     mfa_code: Annotated[str | None, Header(alias="X-MFA-Code", max_length=32)] = None,
 ) -> Response:
+    """Delete a user.
+
+    Platform admins, with a fresh second factor (`X-MFA-Code`). Their sessions end,
+    their memberships go and their email is erased; audit events keep only the opaque
+    id. The last owner of a tenant cannot be deleted (409)."""
     del mfa_code  # declared for the docs; the principal reads it (api/deps.py)
     erasure.delete_by(user, user_id, context=ctx)
     tasks.add_task(scrub_after_shred, runtime.engine)  # runs after the commit
@@ -69,6 +78,10 @@ def _state(changed: Any) -> dict[str, Any]:
 def disable_user(
     user_id: str, *, ctx: Ctx, user: CurrentUser, users: Users, body: MfaBody | None = None
 ) -> dict[str, Any]:
+    """Disable a user.
+
+    Platform admins, with a fresh second factor. Every session of the user ends at once
+    and sign-in is refused until enabled again."""
     del body  # mfa_code: read by the principal (api/deps.py)
     return _state(users.set_disabled(user, user_id, disabled=True, ctx=ctx))
 
@@ -77,5 +90,8 @@ def disable_user(
 def enable_user(
     user_id: str, *, ctx: Ctx, user: CurrentUser, users: Users, body: MfaBody | None = None
 ) -> dict[str, Any]:
+    """Enable a user.
+
+    Platform admins, with a fresh second factor: sign-in works again."""
     del body
     return _state(users.set_disabled(user, user_id, disabled=False, ctx=ctx))

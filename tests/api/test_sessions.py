@@ -132,7 +132,7 @@ def test_password_change_ends_other_sessions(runtime: Runtime, client: TestClien
         json={"current_password": TEST_PASSWORD, "new_password": "short"},
         headers=bearer(token),
     )
-    assert short.status_code == 400
+    assert short.status_code == 422
     changed = client.post(
         "/v1/me/password",
         json={"current_password": TEST_PASSWORD, "new_password": new},

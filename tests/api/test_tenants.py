@@ -49,7 +49,7 @@ def test_create_tenant_with_kek_owner_and_audit(runtime: Runtime, client: TestCl
     bad = client.post(
         "/v1/tenants", json={"name": "X", "owner_user_id": "usr_nope"}, headers=bearer(token)
     )
-    assert bad.status_code == 400 and bad.json()["code"] == "invalid_request"
+    assert bad.status_code == 422 and bad.json()["code"] == "invalid_request"
 
 
 def test_admin_cannot_make_owners_owner_can(runtime: Runtime, client: TestClient) -> None:
@@ -69,7 +69,7 @@ def test_admin_cannot_make_owners_owner_can(runtime: Runtime, client: TestClient
     promoted = client.post(url, json={"user_id": target.id, "role": "owner"}, headers=as_owner)
     assert promoted.status_code == 200 and promoted.json()["role"] == "owner"
     bad_role = client.post(url, json={"user_id": target.id, "role": "god"}, headers=as_owner)
-    assert bad_role.status_code == 400
+    assert bad_role.status_code == 422
     members = client.get(url, headers=as_owner).json()["members"]
     assert {m["user_id"]: m["role"] for m in members} == {
         owner.id: "owner",
@@ -94,7 +94,7 @@ def test_create_user_over_http(runtime: Runtime, client: TestClient) -> None:
     bad = client.post(
         "/v1/users", json={"email": "x@example.test", "platform_role": "root"}, headers=token
     )
-    assert bad.status_code == 400
+    assert bad.status_code == 422
     with unit_of_work(runtime.sessions) as session:
         user = session.get(User, body["id"])
         assert user is not None and user.password_hash.startswith("$argon2id$")
@@ -209,7 +209,7 @@ def test_adding_a_member_reveals_nothing_about_outsiders(
         json={"user_id": "usr_" + "0" * 32, "role": "member"},
         headers=headers,
     )
-    assert unknown.status_code == 400 and "@" not in unknown.text
+    assert unknown.status_code == 422 and "@" not in unknown.text
     # Once a colleague, the email is theirs to see (GET .../members shows it anyway).
     colleague = make_user(runtime, "colleague@example.test")
     add_membership(runtime, tenant, colleague.id, "member")

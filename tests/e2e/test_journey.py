@@ -210,8 +210,16 @@ def test_full_journey(tmp_path: Path, db_url: str) -> None:
     text = out.read_text()
     assert BOT_TOKEN not in text and admin.password not in text
     assert all(json.loads(line) for line in text.splitlines())
+    public_key = subprocess.run(
+        [LINEVAULT, "audit", "public-key", "--raw"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout.strip()
     check = subprocess.run(
-        [LINEVAULT, "audit", "verify-export", str(out)],
+        [LINEVAULT, "audit", "verify-export", str(out), "--public-key", public_key],
         env=env,
         capture_output=True,
         text=True,

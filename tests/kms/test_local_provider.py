@@ -20,6 +20,7 @@ from kms import (
     RootKeyNotFound,
     UnsupportedOperation,
 )
+from kms import local as local_module
 from kms.crypto import new_key
 
 
@@ -97,14 +98,17 @@ def test_malformed_file_is_unavailable_without_echo(tmp_path: Path, content: byt
     assert info.value.__cause__ is None
 
 
-def test_warning_logged_on_open(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_warning_logged_once_per_process(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local_module, "_warned", threading.Event())  # a fresh process
     key_file = tmp_path / "root.key"
     LocalKeyProvider.initialize(key_file)
-    caplog.clear()
     with caplog.at_level(logging.WARNING, logger="linevault.kms"):
         LocalKeyProvider.open(key_file)
+        LocalKeyProvider.open(key_file)
     records = [r for r in caplog.records if r.name == "linevault.kms"]
-    assert records
+    assert len(records) == 1
     assert records[0].levelno == logging.WARNING
     assert "development" in records[0].getMessage()
     secret = json.loads(key_file.read_text())["keys"]["local-1"]

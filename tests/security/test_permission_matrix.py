@@ -246,6 +246,7 @@ EXPECTATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/docs"): _PUBLIC,
     ("GET", "/docs/oauth2-redirect"): _PUBLIC,
     ("GET", "/redoc"): _PUBLIC,
+    ("GET", "/"): _PUBLIC,  # a redirect to the console or /docs (followed here)
     # Human authentication: credentials in the body, not the session, decide.
     ("POST", "/v1/auth/login"): row(
         {_ALL: 401}, body=lambda w: {"email": "x@example.test", "password": "wrong password"}
@@ -332,16 +333,20 @@ EXPECTATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("DELETE", "/v1/tenants/{tenant_id}"): row(_TENANT_OWNER, params=_doomed_tenant),
     ("GET", "/v1/tenants/{tenant_id}/export"): row(_TENANT_OWNER),
     # Audit: platform admins/auditors read all; tenant readers must name their tenant
-    # (no tenant_id here -> 400; the scoped reads are covered in tests/api/test_audit_routes).
+    # (no tenant_id here -> 422; the scoped reads are covered in tests/api/test_audit_routes).
     ("GET", "/v1/audit/events"): row(
         {
             "platform_admin": 200,
             "platform_auditor": 200,
-            **dict.fromkeys(("owner", "admin", "member", "auditor", "no_role", "other_owner"), 400),
+            **dict.fromkeys(("owner", "admin", "member", "auditor", "no_role", "other_owner"), 422),
             _ALL: 401,
         }
     ),
     ("GET", "/v1/audit/verify"): row(
+        {"platform_admin": 200, "platform_auditor": 200, **dict.fromkeys(USERS[2:], 403), _ALL: 401}
+    ),
+    # The verifiable bundle covers every tenant's events: platform readers only.
+    ("GET", "/v1/audit/export"): row(
         {"platform_admin": 200, "platform_auditor": 200, **dict.fromkeys(USERS[2:], 403), _ALL: 401}
     ),
     # Keys: managers rotate (MFA; sessions here are fresh); a repeat resumes, also 202.
@@ -522,6 +527,7 @@ WITHOUT_A_ROW: dict[tuple[str, str], str] = {
     ("GET", "/docs"): _PUBLIC_ROUTE,
     ("GET", "/docs/oauth2-redirect"): _PUBLIC_ROUTE,
     ("GET", "/redoc"): _PUBLIC_ROUTE,
+    ("GET", "/"): _PUBLIC_ROUTE,
     ("POST", "/v1/auth/login"): "public: the credentials in the body decide",
     ("POST", "/v1/auth/mfa"): "public: the challenge and code in the body decide",
     ("POST", "/v1/runner/token"): "public: the client credentials decide",
@@ -640,6 +646,7 @@ NEEDS_MFA: dict[tuple[str, str], bool | str] = {
     ("GET", "/v1/tenants/{tenant_id}/export"): True,
     ("GET", "/v1/audit/events"): False,
     ("GET", "/v1/audit/verify"): False,
+    ("GET", "/v1/audit/export"): False,
     ("POST", "/v1/tenants/{tenant_id}/keys/rotate"): True,
     ("GET", "/v1/tenants/{tenant_id}/keys"): False,
     ("POST", "/v1/runners"): True,

@@ -25,7 +25,7 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any
 
 from sqlalchemy import Connection, Engine
 
@@ -65,7 +65,7 @@ def key_id_of(public_key: bytes) -> str:
 
 
 def write_export(
-    out: TextIO,
+    out: IO[str],
     *,
     engine: Engine,
     sessions: SessionFactory,
@@ -110,7 +110,7 @@ def write_export(
 
 
 def _write(
-    out: TextIO,
+    out: IO[str],
     conn: Connection,
     rows: Iterator[tuple[object, ...]],
     *,

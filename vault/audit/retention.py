@@ -32,7 +32,7 @@ from vault.errors import Conflict
 from vault.storage.engine import SessionFactory, unit_of_work
 from vault.storage.models import AuditCheckpoint, AuditEventRow
 
-__all__ = ["PruneSummary", "adopt_unsigned_prune", "prune_before"]
+__all__ = ["PruneSummary", "adopt_unsigned_prune", "prune_before", "prune_preview"]
 
 UNSIGNED_PRUNE = "has no valid signed prune anchor"
 
@@ -146,6 +146,22 @@ def adopt_unsigned_prune(
         rows = append_events(session, [recorded], now=clock.now(), seal=checkpointer.head_seal)
         checkpointer.checkpoint_head(session)
     return cast(int, rows[0]["seq"])
+
+
+def prune_preview(engine: Engine, before: datetime) -> tuple[int, int | None]:
+    """What :func:`prune_before` would delete, without deleting: (events, last seq).
+    Like it, everything up to the newest event older than ``before`` goes."""
+    cutoff = format_ts(before)
+    with engine.connect() as conn:
+        last_old = conn.execute(
+            select(func.max(AuditEventRow.seq)).where(AuditEventRow.ts < cutoff)
+        ).scalar_one_or_none()
+        if last_old is None:
+            return 0, None
+        count = conn.execute(
+            select(func.count()).select_from(AuditEventRow).where(AuditEventRow.seq <= last_old)
+        ).scalar_one()
+    return int(count), int(last_old)
 
 
 def _start_of_chain(session: Session, head_seq: int, head_hash: str) -> tuple[int, str]:

@@ -13,18 +13,28 @@ import binascii
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from sqlalchemy import Engine, select
 
+from vault.audit.actions import AUDIT_FAMILIES, action_filter
 from vault.audit.chain import format_ts
 from vault.audit.events import Actor, AuditEvent, RequestContext
+from vault.audit.export import ExportSummary, write_export
 from vault.audit.render import EVENT_COLUMNS, event_json
 from vault.audit.store import snapshot, verify_database
 from vault.audit.trail import AuditTrail
 from vault.audit.verify import TailPolicy, VerifyResult
-from vault.authz import Permission, PlatformPermission, UserPrincipal, authorize, platform_allows
+from vault.authz import (
+    Permission,
+    PlatformPermission,
+    UserPrincipal,
+    authorize,
+    platform_allows,
+    platform_forbidden,
+)
 from vault.errors import Forbidden, InvalidRequest, NotFound
+from vault.storage.engine import SessionFactory
 from vault.storage.models import AuditEventRow
 
 __all__ = ["MAX_LIMIT", "AuditReader", "EventFilter", "EventPage", "decode_cursor", "encode_cursor"]
@@ -82,9 +92,12 @@ class AuditReader:
         public_key: bytes,
         tail: TailPolicy,
         anchor_dir: Path | None = None,
+        sessions: SessionFactory | None = None,
     ) -> None:
         """``public_key`` comes from the unwrapped signing key, never from the database;
-        with ``anchor_dir`` the chain is also checked against the anchors kept there."""
+        with ``anchor_dir`` the chain is also checked against the anchors kept there.
+        ``sessions`` (write transactions) is needed by :meth:`export` only."""
+        self._sessions = sessions
         self._engine = engine
         self._audit = audit
         self._public_key = public_key
@@ -95,17 +108,20 @@ class AuditReader:
         self, principal: UserPrincipal, query: EventFilter, *, context: RequestContext
     ) -> EventPage:
         after = decode_cursor(query.cursor) if query.cursor is not None else 0
+        if query.action is not None:
+            _action_clause(query.action)  # refuse an unknown action before any audit event
         if query.since and query.until and query.since > query.until:
             raise InvalidRequest("since must not be after until", field="since")
         limit = max(1, min(query.limit, MAX_LIMIT))
         self._authorize_read(principal, query.tenant_id, context=context)
         self._audit.emit(self._read_event(principal, "events", query.tenant_id, context, "success"))
         stmt = select(*(_EV.c[name] for name in EVENT_COLUMNS)).where(_EV.c.seq > after)
+        if query.action is not None:
+            stmt = stmt.where(_action_clause(query.action))
         for column, value in (
             ("tenant_id", query.tenant_id),
             ("actor_type", query.actor_type),
             ("actor_id", query.actor_id),
-            ("action", query.action),
             ("outcome", query.outcome),
             ("resource_id", query.line_id),
         ):
@@ -127,7 +143,7 @@ class AuditReader:
     def verify(self, principal: UserPrincipal, *, context: RequestContext) -> VerifyResult:
         if not platform_allows(principal, PlatformPermission.AUDIT_VERIFY):
             self._audit.emit(self._read_event(principal, "verify", None, context, "denied"))
-            raise Forbidden()
+            raise platform_forbidden(principal, PlatformPermission.AUDIT_VERIFY)
         self._audit.emit(self._read_event(principal, "verify", None, context, "success"))
         return verify_database(
             self._engine,
@@ -135,6 +151,43 @@ class AuditReader:
             seal=self._audit.seal,
             tail=self._tail,
             anchor_dir=self._anchor_dir,
+        )
+
+    def export(
+        self, principal: UserPrincipal, out: IO[str], *, context: RequestContext
+    ) -> ExportSummary:
+        """Write the verifiable bundle of ``linevault audit export`` to ``out`` (platform
+        admin/auditor). The ``audit.export`` event is part of the export and committed,
+        with the checkpoint that signs it, before a byte is written (fail closed)."""
+        if not platform_allows(principal, PlatformPermission.AUDIT_EXPORT):
+            self._audit.emit(self._export_event(principal, context, "denied"))
+            raise platform_forbidden(principal, PlatformPermission.AUDIT_EXPORT)
+        checkpointer = self._audit.checkpointer
+        if checkpointer is None or self._sessions is None:
+            raise InvalidRequest("this server cannot sign an export")
+        return write_export(
+            out,
+            engine=self._engine,
+            sessions=self._sessions,
+            checkpointer=checkpointer,
+            clock=self._audit.clock,
+            event=self._export_event(principal, context, "success"),
+            tail=self._tail,
+            anchor_dir=self._anchor_dir,
+        )
+
+    @staticmethod
+    def _export_event(
+        principal: UserPrincipal, context: RequestContext, outcome: Literal["success", "denied"]
+    ) -> AuditEvent:
+        return AuditEvent.by(
+            Actor("user", principal.user_id),
+            "audit.export",
+            outcome,
+            resource_type="audit",
+            resource_id="export",
+            reason="HTTP export" if outcome == "success" else "platform admin or auditor required",
+            context=context,
         )
 
     # -- internals -------------------------------------------------------------------
@@ -170,3 +223,19 @@ class AuditReader:
             resource_id=what,
             context=context,
         )
+
+
+def _action_clause(value: str) -> Any:
+    """The WHERE clause for ``action``: one exact action, or ``family.*`` (a prefix)."""
+    parsed = action_filter(value)
+    if parsed is None:
+        families = ", ".join(f"{f}.*" for f in sorted(AUDIT_FAMILIES))
+        raise InvalidRequest(
+            "action: expected a known action such as credential.fetch, or a family with"
+            f" .* (one of {families})",
+            field="action",
+        )
+    text, prefix = parsed
+    if not prefix:
+        return _EV.c.action == text
+    return _EV.c.action.startswith(text, autoescape=True)

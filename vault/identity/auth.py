@@ -37,6 +37,9 @@ from vault.metrics import TOTP_CHECKS
 from vault.storage.engine import SessionFactory, unit_of_work
 from vault.storage.models import MfaChallenge, User
 
+# How far (in 30 s steps) a refused code is looked for to tell "clock off" from "wrong".
+_SKEW_HINT_STEPS = 10
+
 __all__ = ["Authenticator", "LoginResult"]
 
 _MFA_TOKEN_PREFIX = "lvm_"  # noqa: S105 - a scheme tag, not a secret
@@ -116,6 +119,27 @@ class Authenticator:
         ):
             return "recovery code"
         return None
+
+    def code_refusal(self, user: User | None, code: str, *, now: datetime) -> MfaInvalid:
+        """The ``mfa_invalid`` error for a refused code, saying what to do next: a code
+        already used (wait for the next one), one from outside the accepted window (the
+        device clock is off) or a wrong one. Computed after the attempt was counted by
+        the throttle, so it helps the person holding the device, not a guesser."""
+        if user is None or not user.totp_enrolled or user.totp_secret_enc is None:
+            return MfaInvalid()
+        secret = self._keys.open_totp(user_id=user.id, envelope=user.totp_secret_enc)
+        if match_step(secret, code, now=now) is not None:
+            return MfaInvalid(
+                "code already used: each code works once, wait for the next one (at most 30 s)"
+            )
+        if match_step(secret, code, now=now, window=_SKEW_HINT_STEPS) is not None:
+            return MfaInvalid(
+                "code outside the accepted window (30 s either side): set the authenticator"
+                " device's clock to automatic time, then use the current code"
+            )
+        return MfaInvalid(
+            "code not accepted: enter the current 6-digit code from the authenticator app"
+        )
 
     # -- login ------------------------------------------------------------------------
 
@@ -212,7 +236,8 @@ class Authenticator:
             assert user is not None
             kind = self.verify_code(session, user, code, now=now, allow_recovery=True)
             if kind is None:
-                raise Denied("wrong or used code", actor_id=user.id, error=MfaInvalid())
+                refusal = self.code_refusal(user, code, now=now)
+                raise Denied("wrong or used code", actor_id=user.id, error=refusal)
             claimed = session.execute(
                 update(MfaChallenge)
                 .where(MfaChallenge.id == challenge_id, MfaChallenge.used_at.is_(None))
@@ -308,7 +333,8 @@ class Authenticator:
             if user is None or (
                 self.verify_code(session, user, code, now=now, allow_recovery=False) is None
             ):
-                raise Denied("wrong or used code", actor_id=principal.user_id, error=MfaInvalid())
+                refusal = self.code_refusal(user, code, now=now)
+                raise Denied("wrong or used code", actor_id=principal.user_id, error=refusal)
             until = self.store.mark_fresh(session, principal.session_id, now=now)
             self.attempts.accept(
                 session,
@@ -373,7 +399,9 @@ class Authenticator:
         ):
             session.commit()  # the reservation, counted as the failure it is
             denied = Denied(
-                "wrong or used mfa_code", actor_id=principal.user_id, error=MfaInvalid()
+                "wrong or used mfa_code",
+                actor_id=principal.user_id,
+                error=self.code_refusal(user, mfa_code, now=now),
             )
             raise self.attempts.deny("auth.mfa_code", denied, ctx)
         self.attempts.accept(
