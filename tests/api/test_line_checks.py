@@ -137,7 +137,8 @@ def test_invalid_token_at_create_is_422_and_no_row(
     assert response.status_code == 422, response.text
     body = response.json()
     assert body["code"] == "credential_rejected"
-    assert body["fields"] == [{"field": field, "problem": "rejected"}]
+    [problem] = body["fields"]
+    assert (problem["field"], problem["problem"], problem["in"]) == (field, "rejected", "request")
     assert field.split(".")[1] in body["detail"] and reason in body["detail"]
     assert not any(s in response.text for s in secret_values(cred))
     assert line_count(runtime) == 0
