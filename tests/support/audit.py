@@ -91,7 +91,8 @@ def fill_chain(runtime: Runtime, n: int, *, group: int = 4) -> None:
         i += len(futures)
 
 
-def export_lines(runtime: Runtime) -> list[str]:
+def export_lines(runtime: Runtime, *, tenant_id: str | None = None) -> list[str]:
+    """``linevault audit export`` (scoped to ``tenant_id`` when given), as lines."""
     buf = io.StringIO()
     checkpointer = runtime.audit.checkpointer
     assert checkpointer is not None
@@ -102,10 +103,15 @@ def export_lines(runtime: Runtime) -> list[str]:
         checkpointer=checkpointer,
         clock=runtime.clock,
         event=AuditEvent(
-            action="audit.export", outcome="success", actor_type="system", actor_id="test"
+            action="audit.export",
+            outcome="success",
+            actor_type="system",
+            actor_id="test",
+            tenant_id=tenant_id,
         ),
         tail=audit_tail(runtime.settings),
         anchor_dir=runtime.settings.audit_anchor_dir,
+        tenant_id=tenant_id,
     )
     return buf.getvalue().splitlines(keepends=True)
 
