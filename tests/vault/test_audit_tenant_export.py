@@ -5,6 +5,8 @@ withheld hash, an event, the scope or the withheld count breaks it."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import pytest
 
 from tests.support.audit import export_lines, fill_chain, sample_event
 from tests.support.settings import make_settings
+from tests.support.testdata import REPO_ROOT
 from vault.audit.events import AuditEvent, RequestContext
 from vault.audit.export import verify_export
 from vault.audit.retention import prune_before
@@ -239,3 +242,40 @@ def test_pruned_chain_tenant_export_verifies(runtime: Runtime) -> None:
     assert prunes[0]["prune"]["first_retained_seq"] == docs[0]["first_seq"]
     del prunes[0]["prune"]
     assert not verify_export(_lines(docs), public_key=_key(runtime)).result.ok
+
+
+def _documented_verifier() -> str:
+    """The standalone verifier printed in docs/audit.md (hashlib + cryptography only)."""
+    doc = (REPO_ROOT / "docs" / "audit.md").read_text(encoding="utf-8")
+    section = doc.split("### A standalone verifier", 1)[1]
+    return section.split("```python\n", 1)[1].split("\n```", 1)[0]
+
+
+def test_the_documented_standalone_verifier_takes_a_tenant_export(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    _mixed(runtime)
+    script = tmp_path / "verify.py"
+    script.write_text(_documented_verifier())
+    key = _key(runtime).hex()
+    scoped, platform = tmp_path / "scoped.jsonl", tmp_path / "platform.jsonl"
+    scoped.write_text("".join(export_lines(runtime, tenant_id=MINE)))
+    platform.write_text("".join(export_lines(runtime)))
+
+    def run(path: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(script), str(path), key],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    for path in (scoped, platform):
+        done = run(path)
+        assert done.returncode == 0 and done.stdout.startswith("ok: "), done.stderr
+    docs = _docs(scoped.read_text().splitlines())
+    docs[_unsigned_withheld_before_mine(docs)]["hash"] = "0" * 64
+    scoped.write_text("".join(_lines(docs)))
+    done = run(scoped)
+    assert done.returncode != 0 and "does not link" in done.stderr
