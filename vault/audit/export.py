@@ -210,31 +210,10 @@ def verify_export(lines: Iterable[str], *, public_key: bytes | None = None) -> E
     if public_key is not None and public_key != file_key:
         return _broken("the export is signed for a different public key", key=public_key)
     key = public_key if public_key is not None else file_key
-    checkpoints: list[CheckpointRecord] = []
-    pending: dict[str, Any] | None = None
-    for raw in it:
-        if not raw.strip():
-            continue
-        try:
-            doc = json.loads(raw)
-        except ValueError:
-            return _broken("malformed line in export", key=key, from_file=public_key is None)
-        if doc.get("kind") == "checkpoint":
-            try:
-                checkpoints.append(
-                    CheckpointRecord(
-                        int(doc["seq"]),
-                        str(doc["hash"]),
-                        str(doc["ts"]),
-                        str(doc["key_id"]),
-                        bytes.fromhex(doc["signature"]),
-                    )
-                )
-            except (KeyError, TypeError, ValueError):
-                return _broken("malformed checkpoint line", key=key, from_file=public_key is None)
-            continue
-        pending = doc
-        break
+    try:
+        checkpoints, pending = _read_checkpoints(it)
+    except _Malformed as exc:
+        return _broken(str(exc), key=key, from_file=public_key is None)
     scope = header.get("tenant_id")
     verifier = ChainVerifier(
         public_key=key,
@@ -267,6 +246,33 @@ def verify_export(lines: Iterable[str], *, public_key: bytes | None = None) -> E
 
 class _Malformed(Exception):
     pass
+
+
+def _read_checkpoints(it: Iterator[str]) -> tuple[list[CheckpointRecord], dict[str, Any] | None]:
+    """The checkpoint lines after the header, and the first line after them (if any)."""
+    checkpoints: list[CheckpointRecord] = []
+    for raw in it:
+        if not raw.strip():
+            continue
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            raise _Malformed("malformed line in export") from None
+        if not isinstance(doc, dict) or doc.get("kind") != "checkpoint":
+            return checkpoints, doc
+        try:
+            checkpoints.append(
+                CheckpointRecord(
+                    int(doc["seq"]),
+                    str(doc["hash"]),
+                    str(doc["ts"]),
+                    str(doc["key_id"]),
+                    bytes.fromhex(doc["signature"]),
+                )
+            )
+        except (KeyError, TypeError, ValueError):
+            raise _Malformed("malformed checkpoint line") from None
+    return checkpoints, None
 
 
 def _read_header(it: Iterator[str]) -> tuple[dict[str, Any], bytes] | None:
