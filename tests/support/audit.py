@@ -29,11 +29,13 @@ from vault.settings import Settings
 __all__ = [
     "DB_TAMPERS",
     "EXPORT_TAMPERS",
+    "OTHER_TENANT_VALUES",
     "anchored_settings",
     "event_rows",
     "export_lines",
     "fill_chain",
     "insert_event",
+    "other_tenant_event",
     "rechain",
     "sample_event",
     "verify_chain",
@@ -76,6 +78,43 @@ def sample_event(i: int, *, tenant: str | None = "tnt_a", outcome: str = "succes
             request_id=f"req_{i}", ip="10.0.0.1", user_agent="pytest", workflow_id=f"wf_{i}"
         ),
         details={"n": i, "flag": bool(i % 2), "note": "x"} if i % 4 == 0 else None,
+    )
+
+
+# What an event of another tenant carries (other_tenant_event): none of it may appear in
+# a tenant-scoped export of a different tenant.
+OTHER_TENANT_VALUES = (
+    "usr_theirs_actor",
+    "203.0.113.77",
+    "reason of theirs",
+    "ln_theirs",
+    "req_theirs",
+    "agent-of-theirs",
+    "wf_theirs",
+    "run_theirs",
+    "detail-of-theirs",
+)
+
+
+def other_tenant_event(i: int, tenant: str) -> AuditEvent:
+    """An event of ``tenant`` whose every value is one of :data:`OTHER_TENANT_VALUES`."""
+    return AuditEvent(
+        action="credential.fetch",
+        outcome="denied",
+        actor_type="user",
+        actor_id="usr_theirs_actor",
+        tenant_id=tenant,
+        resource_type="line",
+        resource_id="ln_theirs",
+        reason="reason of theirs",
+        context=RequestContext(
+            request_id=f"req_theirs_{i}",
+            ip="203.0.113.77",
+            user_agent="agent-of-theirs",
+            workflow_id="wf_theirs",
+            run_id="run_theirs",
+        ),
+        details={"note": "detail-of-theirs"},
     )
 
 

@@ -13,10 +13,16 @@ from typing import Any
 
 import pytest
 
-from tests.support.audit import export_lines, fill_chain, sample_event
+from tests.support.audit import (
+    OTHER_TENANT_VALUES,
+    export_lines,
+    fill_chain,
+    other_tenant_event,
+    sample_event,
+)
 from tests.support.settings import make_settings
 from tests.support.testdata import REPO_ROOT
-from vault.audit.events import AuditEvent, RequestContext
+from vault.audit.events import AuditEvent
 from vault.audit.export import verify_export
 from vault.audit.retention import prune_before
 from vault.audit.verify import ChainVerifier, withheld_row
@@ -26,19 +32,7 @@ from vault.settings import Settings
 
 MINE = "tnt_mine"
 THEIRS = "tnt_theirs"
-# Everything of the other tenant that must never appear in MINE's export.
-SECRETS_OF_THEIRS = (
-    THEIRS,
-    "usr_theirs_actor",
-    "203.0.113.77",
-    "reason of theirs",
-    "ln_theirs",
-    "req_theirs",
-    "agent-of-theirs",
-    "wf_theirs",
-    "run_theirs",
-    "detail-of-theirs",
-)
+SECRETS_OF_THEIRS = (THEIRS, *OTHER_TENANT_VALUES)
 
 
 @pytest.fixture
@@ -51,32 +45,11 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
     )
 
 
-def _theirs(i: int) -> AuditEvent:
-    return AuditEvent(
-        action="credential.fetch",
-        outcome="denied",
-        actor_type="user",
-        actor_id="usr_theirs_actor",
-        tenant_id=THEIRS,
-        resource_type="line",
-        resource_id="ln_theirs",
-        reason="reason of theirs",
-        context=RequestContext(
-            request_id=f"req_theirs_{i}",
-            ip="203.0.113.77",
-            user_agent="agent-of-theirs",
-            workflow_id="wf_theirs",
-            run_id="run_theirs",
-        ),
-        details={"note": "detail-of-theirs"},
-    )
-
-
 def _mixed(runtime: Runtime, rounds: int = 4) -> None:
     """Interleave the two tenants' events and platform ones (tenant_id None)."""
     for i in range(rounds):
         runtime.audit.emit(sample_event(i, tenant=MINE))
-        runtime.audit.emit(_theirs(i))
+        runtime.audit.emit(other_tenant_event(i, THEIRS))
         runtime.audit.emit(sample_event(100 + i, tenant=None))
 
 

@@ -251,13 +251,7 @@ class _Malformed(Exception):
 def _read_checkpoints(it: Iterator[str]) -> tuple[list[CheckpointRecord], dict[str, Any] | None]:
     """The checkpoint lines after the header, and the first line after them (if any)."""
     checkpoints: list[CheckpointRecord] = []
-    for raw in it:
-        if not raw.strip():
-            continue
-        try:
-            doc = json.loads(raw)
-        except ValueError:
-            raise _Malformed("malformed line in export") from None
+    for doc in _json_lines(it):
         if not isinstance(doc, dict) or doc.get("kind") != "checkpoint":
             return checkpoints, doc
         try:
@@ -273,6 +267,17 @@ def _read_checkpoints(it: Iterator[str]) -> tuple[list[CheckpointRecord], dict[s
         except (KeyError, TypeError, ValueError):
             raise _Malformed("malformed checkpoint line") from None
     return checkpoints, None
+
+
+def _json_lines(lines: Iterable[str]) -> Iterator[Any]:
+    """Each non-blank line, parsed; a line that is not JSON is :class:`_Malformed`."""
+    for raw in lines:
+        if not raw.strip():
+            continue
+        try:
+            yield json.loads(raw)
+        except ValueError:
+            raise _Malformed("malformed line in export") from None
 
 
 def _read_header(it: Iterator[str]) -> tuple[dict[str, Any], bytes] | None:
@@ -331,13 +336,7 @@ class _EventLines:
     def rows(self, first: dict[str, Any] | None, rest: Iterable[str]) -> Iterable[tuple[Any, ...]]:
         if first is not None:
             yield self._to_row(first)
-        for raw in rest:
-            if not raw.strip():
-                continue
-            try:
-                doc = json.loads(raw)
-            except ValueError:
-                raise _Malformed("malformed line in export") from None
+        for doc in _json_lines(rest):
             yield self._to_row(doc)
 
     def _to_row(self, doc: Any) -> tuple[Any, ...]:
