@@ -9,7 +9,7 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from api.cli.core import app
-from tests.support.audit import fill_chain
+from tests.support.audit import fill_chain, sample_event
 from vault.runtime import Runtime
 from vault.settings import Settings
 
@@ -108,3 +108,27 @@ def test_prune_cli(runtime: Runtime, settings: Settings) -> None:
 def _events(runtime: Runtime) -> int:
     with runtime.engine.connect() as conn:
         return int(conn.execute(text("SELECT count(*) FROM audit_events")).scalar_one())
+
+
+def test_export_scoped_to_a_tenant(runtime: Runtime, settings: Settings, tmp_path: Path) -> None:
+    """``export --tenant``: the same scoped bundle as the HTTP export; its own event
+    names the tenant, and every other event is a withheld line."""
+    fill_chain(runtime, 6)  # tenant "tnt_a"
+    runtime.audit.emit(sample_event(1, tenant="tnt_b"))
+    data = ["--data-dir", str(settings.data_dir)]
+    out = tmp_path / "tnt_b.jsonl"
+    exported = cli(settings, "export", "--out", str(out), "--tenant", "tnt_b", *data)
+    assert exported.exit_code == 0, exported.output
+    assert "for tenant tnt_b (" in exported.stdout
+    docs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert docs[0]["tenant_id"] == "tnt_b"
+    events = [d for d in docs if d["kind"] == "event"]
+    assert [(e["action"], e["tenant_id"]) for e in events] == [
+        ("credential.fetch", "tnt_b"),
+        ("audit.export", "tnt_b"),
+    ]
+    assert "tnt_a" not in out.read_text()
+    key_hex = runtime.system_keys.audit_public_key.hex()
+    checked = cli(settings, "verify-export", str(out), "--public-key", key_hex, db=False)
+    assert checked.exit_code == 0, checked.output
+    assert f"scope: tenant tnt_b; {docs[0]['withheld']} events" in checked.stdout

@@ -90,6 +90,7 @@ class Permission(StrEnum):
     KEY_READ = "key.read"
     KEY_ROTATE = "key.rotate"
     AUDIT_READ = "audit.read"
+    AUDIT_EXPORT = "audit.export"  # the verifiable bundle, scoped to the tenant
     WEBHOOK_CREATE = "webhook.create"
     WEBHOOK_MANAGE = "webhook.manage"  # delete, send a test event
     WEBHOOK_READ = "webhook.read"  # list, the delivery log
@@ -123,6 +124,7 @@ TENANT_PERMISSIONS: Mapping[Permission, frozenset[str]] = {
     Permission.KEY_READ: _MANAGERS | {"auditor"},
     Permission.KEY_ROTATE: _MANAGERS,
     Permission.AUDIT_READ: frozenset({"owner", "auditor"}),
+    Permission.AUDIT_EXPORT: frozenset({"owner", "auditor"}),
     Permission.WEBHOOK_CREATE: _MANAGERS,
     Permission.WEBHOOK_MANAGE: _MANAGERS,
     Permission.WEBHOOK_READ: _MANAGERS,
@@ -155,6 +157,7 @@ TENANT_NEEDS_MFA: Mapping[Permission, bool] = {
     Permission.KEY_READ: False,
     Permission.KEY_ROTATE: True,
     Permission.AUDIT_READ: False,
+    Permission.AUDIT_EXPORT: False,
     # A new webhook receives every lifecycle event of the tenant: sudo mode, like grants.
     Permission.WEBHOOK_CREATE: True,
     Permission.WEBHOOK_MANAGE: False,

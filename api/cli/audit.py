@@ -54,9 +54,16 @@ app = typer.Typer(
 _CLI_ACTOR = Actor("system", "linevault-cli")
 
 
-def _cli_event(action: str, resource_id: str, reason: str | None) -> AuditEvent:
+def _cli_event(
+    action: str, resource_id: str, reason: str | None, *, tenant_id: str | None = None
+) -> AuditEvent:
     return AuditEvent.by(
-        _CLI_ACTOR, action, resource_type="audit", resource_id=resource_id, reason=reason
+        _CLI_ACTOR,
+        action,
+        tenant_id=tenant_id,
+        resource_type="audit",
+        resource_id=resource_id,
+        reason=reason,
     )
 
 
@@ -157,6 +164,14 @@ def _record_check(runtime: Runtime, result: VerifyResult) -> None:
 def export_command(
     out: Annotated[Path, typer.Option("--out", help="Write JSON Lines here (mode 0600).")],
     data_dir: DataDir = None,
+    tenant: Annotated[
+        str | None,
+        typer.Option(
+            "--tenant",
+            help="Scope the export to this tenant id: every other event is a withheld line"
+            " (seq and hashes only).",
+        ),
+    ] = None,
 ) -> None:
     """Every event plus the signed checkpoints covering them and the public key."""
     with _runtime(data_dir) as runtime:
@@ -171,16 +186,21 @@ def export_command(
                     sessions=runtime.sessions,
                     checkpointer=checkpointer,
                     clock=runtime.clock,
-                    event=_cli_event("audit.export", "export", f"export to {out.name}"),
+                    event=_cli_event(
+                        "audit.export", "export", f"export to {out.name}", tenant_id=tenant
+                    ),
                     tail=audit_tail(runtime.settings),
                     anchor_dir=runtime.settings.audit_anchor_dir,
+                    tenant_id=tenant,
                 )
         except VaultError as exc:  # a broken chain: nothing exported
             out.unlink(missing_ok=True)
             raise fail(f"AUDIT CHAIN TAMPERED: {exc.detail}", 1) from None
+    scoped = f" for tenant {tenant} ({summary.withheld} withheld)" if tenant else ""
     typer.echo(
-        f"exported {summary.events} events (seq {summary.first_seq}..{summary.last_seq}), "
-        f"covered by the checkpoint at seq {summary.checkpoint_seq}, to {out}"
+        f"exported {summary.events} events{scoped} (seq {summary.first_seq}.."
+        f"{summary.last_seq}), covered by the checkpoint at seq {summary.checkpoint_seq}, "
+        f"to {out}"
     )
 
 
@@ -236,6 +256,12 @@ def verify_export_command(
     _report(check.result, as_json=as_json)
     if not as_json:
         typer.echo(f"signing key id: {check.key_id}")
+        if check.tenant_id is not None:
+            typer.echo(
+                f"scope: tenant {check.tenant_id}; {check.withheld} events of other tenants"
+                " or the platform withheld (their order and links checked, not their"
+                " content)"
+            )
     if not check.result.ok:
         raise typer.Exit(1)
 

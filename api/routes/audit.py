@@ -156,19 +156,35 @@ def _stream(spool: IO[str]) -> Iterator[bytes]:
         }
     },
 )
-def export(*, runtime: Rt, user: CurrentUser, ctx: Ctx) -> StreamingResponse:
+def export(
+    *,
+    runtime: Rt,
+    user: CurrentUser,
+    ctx: Ctx,
+    tenant_id: Annotated[
+        str | None,
+        Query(
+            max_length=40,
+            description="Scope the bundle to this tenant (its owner or auditor may ask):"
+            " every event of another tenant, or of none, is a withheld line.",
+        ),
+    ] = None,
+) -> StreamingResponse:
     """Export the verifiable audit bundle.
 
     The same file as `linevault audit export` (platform admin or auditor): one header line,
-    the signed checkpoints, then every event, as JSON Lines. Check it offline with
-    `linevault audit verify-export FILE --public-key KEY`, the key from
+    the signed checkpoints, then every event, as JSON Lines. With `tenant_id` (the tenant's
+    owner or auditor, or a platform admin or auditor) every event that is not the tenant's
+    is written as a withheld line, `{"kind": "withheld", "withheld": true, "seq",
+    "prev_hash", "hash"}`, and the header names the tenant and counts them. Check it offline
+    with `linevault audit verify-export FILE --public-key KEY`, the key from
     `linevault audit public-key --raw` obtained out of band. The export is itself recorded
     (`audit.export`) and signed before the first byte is sent; a chain that does not verify
     is refused (409) rather than exported."""
     # Closed by _stream once sent (a with-block would close it before the response).
     spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024, mode="w+", encoding="utf-8")  # noqa: SIM115
     try:
-        summary = runtime.audit_reader.export(user, spool, context=ctx)
+        summary = runtime.audit_reader.export(user, spool, context=ctx, tenant_id=tenant_id)
     except BaseException:
         spool.close()
         raise

@@ -9,6 +9,7 @@ them), MFA-fresh except where a row says otherwise.
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -345,7 +346,8 @@ EXPECTATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/v1/audit/verify"): row(
         {"platform_admin": 200, "platform_auditor": 200, **dict.fromkeys(USERS[2:], 403), _ALL: 401}
     ),
-    # The verifiable bundle covers every tenant's events: platform readers only.
+    # The whole verifiable bundle covers every tenant's events: platform readers only.
+    # With ?tenant_id= (scoped, others' events withheld): SCOPED_AUDIT_EXPORT below.
     ("GET", "/v1/audit/export"): row(
         {"platform_admin": 200, "platform_auditor": 200, **dict.fromkeys(USERS[2:], 403), _ALL: 401}
     ),
@@ -482,6 +484,37 @@ def _headers(world: World, role: str, *, fresh: bool) -> dict[str, str]:
         runner = _runner(world)
         return bearer(issue_token(world.runtime, runner["client_id"], runner["secret"]))
     return bearer(new_session(world.runtime, world.user_ids[role], mfa_fresh=fresh))
+
+
+# GET /v1/audit/export?tenant_id=<the main tenant>: the tenant's owner and auditor (and
+# the platform readers, who act as them), other members 403, strangers 404.
+SCOPED_AUDIT_EXPORT = {
+    "platform_admin": 200,
+    "platform_auditor": 200,
+    "owner": 200,
+    "auditor": 200,
+    "admin": 403,
+    "member": 403,
+    "no_role": 404,
+    "other_owner": 404,
+    "anonymous": 401,
+    "runner": 401,
+}
+
+
+def test_scoped_audit_export_for_every_role(client: TestClient, world: World) -> None:
+    assert set(SCOPED_AUDIT_EXPORT) == set(ROLES)
+    got = {}
+    for role in ROLES:
+        response = client.get(
+            "/v1/audit/export",
+            params={"tenant_id": world.tenant_id},
+            headers=_headers(world, role, fresh=False),  # no second factor needed
+        )
+        got[role] = response.status_code
+        if response.status_code == 200:
+            assert json.loads(response.text.splitlines()[0])["tenant_id"] == world.tenant_id
+    assert got == SCOPED_AUDIT_EXPORT
 
 
 def test_every_route_for_every_role(client: TestClient, world: World) -> None:

@@ -29,11 +29,13 @@ from vault.settings import Settings
 __all__ = [
     "DB_TAMPERS",
     "EXPORT_TAMPERS",
+    "OTHER_TENANT_VALUES",
     "anchored_settings",
     "event_rows",
     "export_lines",
     "fill_chain",
     "insert_event",
+    "other_tenant_event",
     "rechain",
     "sample_event",
     "verify_chain",
@@ -79,6 +81,43 @@ def sample_event(i: int, *, tenant: str | None = "tnt_a", outcome: str = "succes
     )
 
 
+# What an event of another tenant carries (other_tenant_event): none of it may appear in
+# a tenant-scoped export of a different tenant.
+OTHER_TENANT_VALUES = (
+    "usr_theirs_actor",
+    "203.0.113.77",
+    "reason of theirs",
+    "ln_theirs",
+    "req_theirs",
+    "agent-of-theirs",
+    "wf_theirs",
+    "run_theirs",
+    "detail-of-theirs",
+)
+
+
+def other_tenant_event(i: int, tenant: str) -> AuditEvent:
+    """An event of ``tenant`` whose every value is one of :data:`OTHER_TENANT_VALUES`."""
+    return AuditEvent(
+        action="credential.fetch",
+        outcome="denied",
+        actor_type="user",
+        actor_id="usr_theirs_actor",
+        tenant_id=tenant,
+        resource_type="line",
+        resource_id="ln_theirs",
+        reason="reason of theirs",
+        context=RequestContext(
+            request_id=f"req_theirs_{i}",
+            ip="203.0.113.77",
+            user_agent="agent-of-theirs",
+            workflow_id="wf_theirs",
+            run_id="run_theirs",
+        ),
+        details={"note": "detail-of-theirs"},
+    )
+
+
 def fill_chain(runtime: Runtime, n: int, *, group: int = 4) -> None:
     """Write ``n`` events in small batches (so several checkpoints get signed)."""
     i = 0
@@ -91,7 +130,8 @@ def fill_chain(runtime: Runtime, n: int, *, group: int = 4) -> None:
         i += len(futures)
 
 
-def export_lines(runtime: Runtime) -> list[str]:
+def export_lines(runtime: Runtime, *, tenant_id: str | None = None) -> list[str]:
+    """``linevault audit export`` (scoped to ``tenant_id`` when given), as lines."""
     buf = io.StringIO()
     checkpointer = runtime.audit.checkpointer
     assert checkpointer is not None
@@ -102,10 +142,15 @@ def export_lines(runtime: Runtime) -> list[str]:
         checkpointer=checkpointer,
         clock=runtime.clock,
         event=AuditEvent(
-            action="audit.export", outcome="success", actor_type="system", actor_id="test"
+            action="audit.export",
+            outcome="success",
+            actor_type="system",
+            actor_id="test",
+            tenant_id=tenant_id,
         ),
         tail=audit_tail(runtime.settings),
         anchor_dir=runtime.settings.audit_anchor_dir,
+        tenant_id=tenant_id,
     )
     return buf.getvalue().splitlines(keepends=True)
 

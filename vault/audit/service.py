@@ -154,14 +154,19 @@ class AuditReader:
         )
 
     def export(
-        self, principal: UserPrincipal, out: IO[str], *, context: RequestContext
+        self,
+        principal: UserPrincipal,
+        out: IO[str],
+        *,
+        context: RequestContext,
+        tenant_id: str | None = None,
     ) -> ExportSummary:
-        """Write the verifiable bundle of ``linevault audit export`` to ``out`` (platform
-        admin/auditor). The ``audit.export`` event is part of the export and committed,
-        with the checkpoint that signs it, before a byte is written (fail closed)."""
-        if not platform_allows(principal, PlatformPermission.AUDIT_EXPORT):
-            self._audit.emit(self._export_event(principal, context, "denied"))
-            raise platform_forbidden(principal, PlatformPermission.AUDIT_EXPORT)
+        """Write the verifiable bundle of ``linevault audit export`` to ``out``: the whole
+        chain (platform admin/auditor), or scoped to ``tenant_id`` (its owner or auditor;
+        every other event withheld, see :mod:`vault.audit.export`). The ``audit.export``
+        event is part of the export and committed, with the checkpoint that signs it,
+        before a byte is written (fail closed)."""
+        self._authorize_export(principal, tenant_id, context=context)
         checkpointer = self._audit.checkpointer
         if checkpointer is None or self._sessions is None:
             raise InvalidRequest("this server cannot sign an export")
@@ -171,22 +176,43 @@ class AuditReader:
             sessions=self._sessions,
             checkpointer=checkpointer,
             clock=self._audit.clock,
-            event=self._export_event(principal, context, "success"),
+            event=self._export_event(principal, context, tenant_id, None),
             tail=self._tail,
             anchor_dir=self._anchor_dir,
+            tenant_id=tenant_id,
         )
+
+    def _authorize_export(
+        self, principal: UserPrincipal, tenant_id: str | None, *, context: RequestContext
+    ) -> None:
+        """Refused attempts are audited too, with the real reason (and the tenant asked)."""
+        if tenant_id is None:
+            if not platform_allows(principal, PlatformPermission.AUDIT_EXPORT):
+                denied = platform_forbidden(principal, PlatformPermission.AUDIT_EXPORT)
+                self._audit.emit(self._export_event(principal, context, None, denied))
+                raise denied
+            return
+        try:
+            authorize(principal, tenant_id, Permission.AUDIT_EXPORT)
+        except (Forbidden, NotFound) as exc:
+            self._audit.emit(self._export_event(principal, context, tenant_id, exc))
+            raise
 
     @staticmethod
     def _export_event(
-        principal: UserPrincipal, context: RequestContext, outcome: Literal["success", "denied"]
+        principal: UserPrincipal,
+        context: RequestContext,
+        tenant_id: str | None,
+        denied: Forbidden | NotFound | None,
     ) -> AuditEvent:
         return AuditEvent.by(
             Actor("user", principal.user_id),
             "audit.export",
-            outcome,
+            "success" if denied is None else "denied",
+            tenant_id=tenant_id,
             resource_type="audit",
             resource_id="export",
-            reason="HTTP export" if outcome == "success" else "platform admin or auditor required",
+            reason="HTTP export" if denied is None else _denied_reason(denied),
             context=context,
         )
 
@@ -223,6 +249,13 @@ class AuditReader:
             resource_id=what,
             context=context,
         )
+
+
+def _denied_reason(exc: Forbidden | NotFound) -> str:
+    """The audit reason of a refused export: the 403's real reason; a stranger's 404."""
+    if isinstance(exc, NotFound):
+        return "not a member of the tenant"
+    return exc.detail
 
 
 def _action_clause(value: str) -> Any:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, func, or_, select
 
 from vault.audit.anchors import AnchorError, read_anchors
 from vault.audit.chain import HeadSeal
@@ -25,6 +25,7 @@ from vault.storage.engine import readonly
 from vault.storage.models import AuditCheckpoint, AuditEventRow, AuditHead, SystemSecret
 
 __all__ = [
+    "count_outside_tenant",
     "load_checkpoints",
     "read_head_row",
     "read_sealed_head",
@@ -118,6 +119,18 @@ def stream_events(
             yield from batch
     finally:
         cursor.close()
+
+
+def count_outside_tenant(conn: Connection, tenant_id: str, *, max_seq: int) -> int:
+    """How many events up to ``max_seq`` are not ``tenant_id``'s (another tenant's, or
+    none's): the lines a tenant-scoped export withholds."""
+    stmt = (
+        select(func.count())
+        .select_from(_EV)
+        .where(_EV.c.seq <= max_seq)
+        .where(or_(_EV.c.tenant_id.is_(None), _EV.c.tenant_id != tenant_id))
+    )
+    return int(conn.execute(stmt).scalar_one())
 
 
 def _head_mac_problem(mac: str | None) -> str:

@@ -4,7 +4,9 @@ Rules, checked in one pass over events in ``seq`` order:
 
 1. ``seq`` values are contiguous (a gap is a deleted event, a repeat an inserted one);
 2. each ``prev_hash`` equals the previous event's ``hash`` (order and linkage);
-3. each ``hash`` equals SHA-256 over the canonical encoding (content);
+3. each ``hash`` equals SHA-256 over the canonical encoding (content); in a
+   tenant-scoped export a withheld event's hash is taken as given (rules 1, 2 and 5
+   still pin it: the next event and any checkpoint must agree with it);
 4. the first event links to the genesis hash at seq 1, or, after pruning, to a signed
    checkpoint at ``first_seq - 1`` (the anchor), and the newest ``audit.prune`` event
    records exactly that first sequence number with a valid signed prune anchor (so a
@@ -34,7 +36,14 @@ from kms.crypto import verify_signature
 from vault.audit.checkpoints import CheckpointRecord, parse_ts, prune_anchor_message
 from vault.audit.events import GENESIS_HASH, SORTED_FIELDS, hash_sorted_values
 
-__all__ = ["ChainVerifier", "TailPolicy", "VerifyResult", "checkpoint_key_problem"]
+__all__ = [
+    "ChainVerifier",
+    "TailPolicy",
+    "VerifyResult",
+    "WithheldRow",
+    "checkpoint_key_problem",
+    "withheld_row",
+]
 
 _SEQ = SORTED_FIELDS.index("seq")
 _PREV = SORTED_FIELDS.index("prev_hash")
@@ -77,6 +86,30 @@ class VerifyResult:
         }
 
 
+class WithheldRow(tuple[Any, ...]):
+    """An event that a tenant-scoped export withholds (another tenant's, or the
+    platform's): only ``seq``, ``prev_hash`` and ``hash`` are real, so its hash is taken
+    as given and only its links are checked (see :func:`withheld_row`)."""
+
+    __slots__ = ()
+
+
+def withheld_row(
+    seq: int, prev_hash: str, hash_: str, *, prune_details: str | None = None
+) -> WithheldRow:
+    """A row for :class:`ChainVerifier` standing for a withheld event.
+
+    ``ts`` is empty (a withheld event's time is not known, so it never counts for the
+    lag by event time); ``prune_details`` (JSON text) carries the first retained seq and
+    the signed prune anchor of a withheld ``audit.prune``, for rule 4.
+    """
+    values: dict[str, Any] = dict.fromkeys(SORTED_FIELDS)
+    values.update(seq=seq, prev_hash=prev_hash, ts="")
+    if prune_details is not None:
+        values.update(action="audit.prune", outcome="success", details=prune_details)
+    return WithheldRow((*(values[name] for name in SORTED_FIELDS), hash_))
+
+
 class _Bad(Exception):
     def __init__(self, seq: int | None, problem: str) -> None:
         super().__init__(problem)
@@ -102,6 +135,10 @@ class ChainVerifier:
     the database (already checked against ``public_key``). ``unsigned_prune_ok``
     accepts an ``audit.prune`` without a prune anchor signature (every other rule
     still holds): only :func:`vault.audit.retention.adopt_unsigned_prune` sets it.
+    ``allow_withheld`` accepts :class:`WithheldRow` rows (a tenant-scoped export): their
+    seq and links are checked, their hash is taken as given, so a changed one breaks at
+    the next full event or checkpoint; it needs ``require_covered_tail`` (the lag by
+    event time cannot be checked without the withheld events' times).
     """
 
     def __init__(
@@ -114,7 +151,11 @@ class ChainVerifier:
         tail: TailPolicy | None = None,
         anchors: Mapping[int, str] | None = None,
         unsigned_prune_ok: bool = False,
+        allow_withheld: bool = False,
     ) -> None:
+        if allow_withheld and (tail is not None or not require_covered_tail):
+            raise ValueError("withheld events need a covered tail and no lag policy")
+        self._allow_withheld = allow_withheld
         self._public_key = public_key
         self._unsigned_prune_ok = unsigned_prune_ok
         self._checkpoints = sorted(checkpoints, key=lambda c: c.seq)
@@ -182,7 +223,7 @@ class ChainVerifier:
                 if row[_PREV] != prev:
                     raise _Bad(seq, f"event {seq} does not link to the event before it")
                 stored = row[-1]
-                if hash_sorted_values(row) != stored:
+                if hash_sorted_values(row) != stored and not self._withheld(row):
                     raise _Bad(seq, f"event {seq} was modified (hash mismatch)")
                 signed = by_seq.get(seq)
                 if signed is not None and signed != stored:
@@ -199,6 +240,14 @@ class ChainVerifier:
             if count:
                 self._last_seq, self._last_hash = expected - 1, prev
         self._tail_ts = tail_ts
+
+    def _withheld(self, row: Sequence[Any]) -> bool:
+        """A withheld event whose hash cannot be recomputed: allowed only where asked."""
+        if not isinstance(row, WithheldRow):
+            return False
+        if not self._allow_withheld:
+            raise _Bad(row[_SEQ], f"event {row[_SEQ]} is withheld, but the export is not scoped")
+        return True
 
     def _start(self, seq: int, prev_hash: str) -> None:
         self._first = seq
