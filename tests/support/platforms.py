@@ -201,5 +201,9 @@ def standin_settings(
         "instagram_api_url": standin.url,
         "connector_connect_timeout_seconds": 1.0,
         "connector_read_timeout_seconds": 1.0,
+        # The background refresher stays off unless a test turns it on (it would refresh
+        # due Instagram lines behind the test's back).
+        "instagram_refresh_interval_seconds": 0,
+        "instagram_refresh_lease_seconds": 5.0,
     }
     return make_settings(tmp_path / "var", db_url, **{**values, **extra})
