@@ -59,13 +59,11 @@ def settings(tmp_path: Path, db_url: str, standin: PlatformStandIn) -> Settings:
 def instagram_line(runtime: Runtime, tenant: str, *, expires_in: timedelta) -> str:
     cred = {**planted("instagram"), "expires_at": rfc3339(runtime.clock.now() + expires_in)}
     with uow(runtime) as session:
-        return (
-            service(runtime, session)
-            .create(
-                owner(tenant), tenant, line_type="instagram", name="ig", credential=cred, context=CTX
-            )
-            .id
+        lines = service(runtime, session)
+        view = lines.create(
+            owner(tenant), tenant, line_type="instagram", name="ig", credential=cred, context=CTX
         )
+        return view.id
 
 
 def subscribe(runtime: Runtime, tenant: str) -> None:
