@@ -124,7 +124,7 @@ def test_forced_refreshes_at_both_processes_call_the_platform_once_per_line(
         http_a = httpx.Client(base_url=a.url, timeout=60)
         http_b = httpx.Client(base_url=b.url, timeout=60)
         auth, tenant, tokens, runner = _setup(http_a, admin, LINES)
-        standin.fail, standin.slow_seconds = "slow", 0.2  # each refresh is in flight a while
+        standin.fail, standin.slow_seconds = "slow", 0.3  # each refresh is in flight a while
         stop, bad, fetched = threading.Event(), [], [0]
 
         def fetch_loop(http: httpx.Client) -> None:
@@ -141,17 +141,25 @@ def test_forced_refreshes_at_both_processes_call_the_platform_once_per_line(
                     bad.append(f"{r.status_code} {line_id}")
                 fetched[0] += 1
 
-        def refresh(job: tuple[httpx.Client, str]) -> httpx.Response:
-            http, line_id = job
-            return http.post(f"/v1/tenants/{tenant}/lines/{line_id}/refresh", headers=auth)
+        def refresh_both(line_id: str) -> list[httpx.Response]:
+            """The line's refresh fired at both processes at the same moment."""
+            barrier = threading.Barrier(2)
+
+            def one(http: httpx.Client) -> httpx.Response:
+                barrier.wait(10)
+                return http.post(f"/v1/tenants/{tenant}/lines/{line_id}/refresh", headers=auth)
+
+            with ThreadPoolExecutor(2) as pair:
+                return list(pair.map(one, (http_a, http_b)))
 
         fetchers = [threading.Thread(target=fetch_loop, args=(h,)) for h in (http_a, http_b)]
         for t in fetchers:
             t.start()
         try:
-            jobs = [(h, line_id) for line_id in tokens for h in (http_a, http_b)]
-            with ThreadPoolExecutor(16) as pool:
-                answers = list(pool.map(refresh, jobs))
+            # 6 lines at a time: 6 refreshes in flight per process, within the outbound
+            # slots (LINEVAULT_CONNECTOR_MAX_CONCURRENT, 8).
+            with ThreadPoolExecutor(6) as pool:
+                answers = [r for pair in pool.map(refresh_both, tokens) for r in pair]
         finally:
             stop.set()
             for t in fetchers:

@@ -26,7 +26,8 @@ The background refresher (:class:`RefreshWorker`, one thread per server process)
 due lines: active Instagram lines whose token expires within the window and is at least
 24 hours old. ``POST .../refresh`` goes through :meth:`Refresher.refresh_now`: the same
 claim, without the 24-hour wait and the back-off; a request that finds another
-process's refresh in flight waits for it and answers its result (single flight).
+process's refresh in flight waits for it and answers its result (single flight), and so
+does one that comes within a lease period after a refresh succeeded.
 """
 
 from __future__ import annotations
@@ -221,10 +222,20 @@ class Refresher:
         if manual:
             if seen_version is not None and line.version != seen_version:
                 return RefreshOutcome("joined", version=line.version)
+            if self._just_refreshed(line, now):
+                return RefreshOutcome("joined", version=line.version)
             return None
         if line.status != ACTIVE or not self.is_due(line, now):
             return RefreshOutcome("skipped", version=line.version)
         return None
+
+    def _just_refreshed(self, line: Line, now: datetime) -> bool:
+        """A manual refresh asked within one lease period after a refresh succeeded is
+        answered with that refresh: requests racing at several processes (one may read
+        the line only after the other's commit) make one call, and a button pressed
+        twice does not ask the platform twice."""
+        done = line.last_refreshed_at
+        return done is not None and now - done < timedelta(seconds=self.config.lease_seconds)
 
     def is_due(self, line: Line, now: datetime) -> bool:
         """Expires within the window (not yet expired), token at least 24 h old, and not
