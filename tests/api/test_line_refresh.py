@@ -67,7 +67,7 @@ def world(runtime: Runtime) -> World:
 def make_line(runtime: Runtime, tenant: str, kind: str = "instagram") -> str:
     cred = planted(kind)
     if kind == "instagram":
-        cred["expires_at"] = rfc3339(runtime.clock.now() + timedelta(days=50))
+        cred["expires_at"] = str(rfc3339(runtime.clock.now() + timedelta(days=50)))
     with uow(runtime) as session:
         view = service(runtime, session).create(
             owner(tenant), tenant, line_type=kind, name=kind, credential=cred, context=CTX

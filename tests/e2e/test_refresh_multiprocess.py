@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -101,7 +102,8 @@ def _db(pg_url: str) -> tuple[dict[str, int], int]:
     engine = make_engine(pg_url, pool_size=1)
     try:
         with Session(engine) as session:
-            fencing = dict(session.execute(select(RefreshLease.line_id, RefreshLease.fencing)).all())
+            rows = session.execute(select(RefreshLease.line_id, RefreshLease.fencing)).all()
+            fencing = dict(rows)
             done = session.execute(
                 select(func.count())
                 .select_from(AuditEventRow)
@@ -116,10 +118,13 @@ def _db(pg_url: str) -> tuple[dict[str, int], int]:
 def test_forced_refreshes_at_both_processes_call_the_platform_once_per_line(
     tmp_path: Path, postgres_db_url: str
 ) -> None:
-    with platform_standin() as standin, two_servers(tmp_path, postgres_db_url, standin) as (
-        a,
-        b,
-        admin,
+    with (
+        platform_standin() as standin,
+        two_servers(tmp_path, postgres_db_url, standin) as (
+            a,
+            b,
+            admin,
+        ),
     ):
         http_a = httpx.Client(base_url=a.url, timeout=60)
         http_b = httpx.Client(base_url=b.url, timeout=60)
@@ -184,10 +189,13 @@ def test_forced_refreshes_at_both_processes_call_the_platform_once_per_line(
 def test_kill_9_between_the_platform_answer_and_the_commit(
     tmp_path: Path, postgres_db_url: str
 ) -> None:
-    with platform_standin() as standin, two_servers(tmp_path, postgres_db_url, standin) as (
-        a,
-        b,
-        admin,
+    with (
+        platform_standin() as standin,
+        two_servers(tmp_path, postgres_db_url, standin) as (
+            a,
+            b,
+            admin,
+        ),
     ):
         http_a = httpx.Client(base_url=a.url, timeout=60)
         http_b = httpx.Client(base_url=b.url, timeout=60)
@@ -195,9 +203,7 @@ def test_kill_9_between_the_platform_answer_and_the_commit(
         (line_id,) = tokens
         path = f"/v1/tenants/{tenant}/lines/{line_id}/refresh"
         standin.hold_first_refresh = True
-        doomed = threading.Thread(
-            target=lambda: _swallow(lambda: http_a.post(path, headers=auth)), daemon=True
-        )
+        doomed = threading.Thread(target=_post_quietly, args=(http_a, path, auth), daemon=True)
         doomed.start()
         assert standin.refresh_held.wait(30), "A never asked the platform"
         a.kill()  # the platform issued A's token; A never commits it
@@ -214,8 +220,6 @@ def test_kill_9_between_the_platform_answer_and_the_commit(
         assert got.json()["credential"]["access_token"] == standin.issued[1]
 
 
-def _swallow(call: object) -> None:
-    try:
-        call()  # type: ignore[operator]
-    except httpx.HTTPError:
-        pass  # the server was killed under the request
+def _post_quietly(http: httpx.Client, path: str, auth: dict[str, str]) -> None:
+    with contextlib.suppress(httpx.HTTPError):  # the server is killed under the request
+        http.post(path, headers=auth)
