@@ -254,3 +254,38 @@ def test_graph_190_makes_the_line_invalid_and_stops_asking(
     clock.advance(86_400)
     assert runtime.refresher.tick() == 0
     assert standin.calls["instagram.refresh"] == 1
+
+
+def test_the_window_setting_takes_the_repo_s_duration_form(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from tests.support.settings import make_settings
+
+    assert make_settings(tmp_path).instagram_refresh_window == timedelta(days=10)
+    custom = make_settings(tmp_path, instagram_refresh_before="36h")
+    assert custom.instagram_refresh_window == timedelta(hours=36)
+    for bad in ("10", "ten days", "0d"):
+        with pytest.raises(ValidationError, match="instagram_refresh_before"):
+            make_settings(tmp_path, instagram_refresh_before=bad)
+    with pytest.raises(ValidationError, match="instagram_refresh_lease_seconds"):
+        make_settings(tmp_path, instagram_refresh_lease_seconds=5)  # < 3 s + 5 s timeouts
+
+
+def test_the_old_version_is_served_while_the_platform_is_asked(
+    runtime: Runtime, clock: FixedClock, standin: PlatformStandIn
+) -> None:
+    """No transaction is open during the call (another writer gets through at once) and
+    the line still holds the old version until the new one commits."""
+    line_id = instagram_line(runtime, make_tenant(runtime), expires_in=timedelta(days=5))
+    old = token_of(runtime, line_id)
+    clock.advance(86_400 + 60)
+    during: list[tuple[int, str, str]] = []
+
+    def during_call() -> None:
+        written = make_tenant(runtime, "written during the call")  # a write: no lock held
+        during.append((line_row(runtime, line_id).version, token_of(runtime, line_id), written))
+
+    standin.during_call = during_call
+    assert runtime.refresher.tick() == 1
+    assert [(v, t) for v, t, _ in during] == [(1, old)]
+    assert line_row(runtime, line_id).version == 2

@@ -400,7 +400,11 @@ class Refresher:
         actor = Actor("system", REFRESH_ACTOR_ID)
         done = 0
         for line_id in self.due_lines():
-            outcome = self.refresh(line_id, actor=actor, manual=False)
+            try:
+                outcome = self.refresh(line_id, actor=actor, manual=False)
+            except VaultError as exc:  # e.g. its tenant was deleted meanwhile: next line
+                log.warning("instagram refresh of a line: %s", type(exc).__name__)
+                continue
             done += outcome.result == "refreshed"
         return done
 
