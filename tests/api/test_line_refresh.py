@@ -36,7 +36,8 @@ def standin() -> Iterator[PlatformStandIn]:
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str, standin: PlatformStandIn) -> Settings:
-    return standin_settings(tmp_path, db_url, standin)
+    # A read timeout well above the stand-in's delay below, on a loaded machine too.
+    return standin_settings(tmp_path, db_url, standin, connector_read_timeout_seconds=3.0)
 
 
 @dataclass
@@ -152,7 +153,7 @@ def test_requests_at_the_same_moment_make_one_upstream_call(
     client: TestClient, runtime: Runtime, world: World, standin: PlatformStandIn
 ) -> None:
     line_id = make_line(runtime, world.tenant)
-    standin.fail, standin.slow_seconds = "slow", 0.5
+    standin.fail, standin.slow_seconds = "slow", 0.3
     with ThreadPoolExecutor(4) as pool:
         answers = list(
             pool.map(lambda _: client.post(url(world, line_id), headers=world.owner), range(4))

@@ -289,3 +289,51 @@ def test_the_old_version_is_served_while_the_platform_is_asked(
     assert runtime.refresher.tick() == 1
     assert [(v, t) for v, t, _ in during] == [(1, old)]
     assert line_row(runtime, line_id).version == 2
+
+
+def test_off_unless_enabled(runtime: Runtime, settings: Settings) -> None:
+    from dataclasses import replace
+
+    from vault.lines.refresh import refresh_worker_for
+
+    assert refresh_worker_for(runtime) is None  # the tests' settings: interval 0
+    on = replace(
+        runtime, settings=settings.model_copy(update={"instagram_refresh_interval_seconds": 60})
+    )
+    assert refresh_worker_for(on) is not None
+    on.checks.close()
+    no_calls = replace(
+        runtime,
+        settings=settings.model_copy(
+            update={"instagram_refresh_interval_seconds": 60, "provider_checks": False}
+        ),
+    )
+    assert refresh_worker_for(no_calls) is None
+    no_calls.checks.close()
+
+
+def test_the_app_runs_the_refresher_while_it_serves(
+    runtime: Runtime, clock: FixedClock, settings: Settings, standin: PlatformStandIn
+) -> None:
+    """Started with the app's other background work (real clock): a line made two days
+    ago, expiring in three, is refreshed by the server's own thread."""
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from vault.runtime import open_runtime
+
+    clock.advance(-2 * 86_400)
+    line_id = instagram_line(runtime, make_tenant(runtime), expires_in=timedelta(days=5))
+    fast = settings.model_copy(update={"instagram_refresh_interval_seconds": 0.3})
+    rt = open_runtime(fast)
+    try:
+        with TestClient(create_app(fast, runtime=rt)):
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and line_row(rt, line_id).version == 1:
+                time.sleep(0.1)
+        assert line_row(rt, line_id).version == 2
+        assert standin.calls["instagram.refresh"] == 1
+    finally:
+        rt.close()

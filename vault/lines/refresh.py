@@ -267,10 +267,11 @@ class Refresher:
     ) -> RefreshOutcome:
         with unit_of_work(self._sessions) as session:
             now = self._clock.now()
+            # Lock order as a replace (tenant, line), then the lease (as a line's delete).
             tenant = load_tenant(session, claim.tenant_id, share_lock=True)
+            line = load_line(session, claim.tenant_id, claim.lease.line_id, lock=True)
             if not release_lease(session, claim.lease):
                 return RefreshOutcome("lost")  # taken over after our lease ran out
-            line = load_line(session, claim.tenant_id, claim.lease.line_id, lock=True)
             if line.version != claim.version or line.status == REVOKED:
                 return RefreshOutcome("joined", version=line.version)  # replaced meanwhile
             line.version += 1
@@ -305,15 +306,15 @@ class Refresher:
             reason = "the platform could not be reached"
         with unit_of_work(self._sessions) as session:
             now = self._clock.now()
-            failures = lease_failed(session, claim.lease, now=now, delay_for=self.retry_delay)
-            if failures is None:
-                return RefreshOutcome("lost")
             line = session.execute(
                 select(Line)
                 .where(Line.id == claim.lease.line_id)
                 .with_for_update()
                 .execution_options(populate_existing=True)
             ).scalar_one_or_none()
+            failures = lease_failed(session, claim.lease, now=now, delay_for=self.retry_delay)
+            if failures is None:
+                return RefreshOutcome("lost")
             if line is not None and line.version == claim.version and line.status != REVOKED:
                 line.provider_status = status
                 self._record(session, actor, line, context, outcome="error", reason=status)
