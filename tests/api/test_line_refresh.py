@@ -8,6 +8,7 @@ upstream call and both answer the new version (single flight); access as for che
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -160,4 +161,20 @@ def test_requests_at_the_same_moment_make_one_upstream_call(
         )
     assert [a.status_code for a in answers] == [200] * 4, [a.text for a in answers]
     assert {a.json()["version"] for a in answers} == {2}
+    assert standin.calls["instagram.refresh"] == 1
+
+
+def test_requests_waiting_for_a_failed_refresh_share_its_failure(
+    client: TestClient, runtime: Runtime, world: World, standin: PlatformStandIn
+) -> None:
+    """The platform refuses: the requests that waited for the one in flight answer its
+    failure (409) instead of asking the platform again."""
+    line_id = make_line(runtime, world.tenant)
+    standin.during_call = lambda: time.sleep(0.5)  # the first call is still in flight
+    standin.fail = "190"
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(
+            pool.map(lambda _: client.post(url(world, line_id), headers=world.owner), range(3))
+        )
+    assert [a.status_code for a in answers] == [409] * 3, [a.text for a in answers]
     assert standin.calls["instagram.refresh"] == 1

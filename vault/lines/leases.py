@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 
 from vault.storage.models import RefreshLease
 
-__all__ = ["RELEASED", "Lease", "claim_lease", "lease_failed", "release_lease"]
+__all__ = ["RELEASED", "Lease", "claim_lease", "failures_of", "lease_failed", "release_lease"]
 
 #: ``expires_at`` of a released lease: long past, so the next claim wins at once.
 RELEASED = datetime(1970, 1, 1, tzinfo=UTC)
@@ -127,3 +127,11 @@ def lease_failed(
     row.expires_at = RELEASED
     session.flush()
     return row.failures
+
+
+def failures_of(session: Session, line_id: str) -> int:
+    """Failed attempts in a row so far (0: none, or never tried)."""
+    count = session.execute(
+        select(RefreshLease.failures).where(RefreshLease.line_id == line_id)
+    ).scalar_one_or_none()
+    return int(count or 0)

@@ -54,7 +54,7 @@ from vault.errors import VaultError
 from vault.keys.keyring import KeyRing
 from vault.keys.schedule import request_rotation
 from vault.keys.system import SystemKeys
-from vault.lines.leases import Lease, claim_lease, lease_failed, release_lease
+from vault.lines.leases import Lease, claim_lease, failures_of, lease_failed, release_lease
 from vault.lines.provider import open_line
 from vault.lines.schemas import ParsedCredential, parse_credential
 from vault.lines.service import load_line, load_tenant, seal_line
@@ -110,6 +110,7 @@ class RefreshOutcome:
     version: int | None = None
     status: str | None = None
     reason: str | None = None
+    failures: int = 0  # with ``busy``: the line's failure streak when we looked
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,10 +159,13 @@ class Refresher:
         actor: Actor,
         manual: bool,
         seen_version: int | None = None,
+        seen_failures: int | None = None,
         context: RequestContext = _NO_CONTEXT,
     ) -> RefreshOutcome:
-        """One attempt: claim, ask the platform (no transaction open), commit or fail."""
-        claim = self._claim(line_id, manual=manual, seen_version=seen_version)
+        """One attempt: claim, ask the platform (no transaction open), commit or fail.
+        ``seen_version``/``seen_failures``: what a waiting manual refresh saw, so that it
+        answers the outcome of the refresh it waited for instead of asking again."""
+        claim = self._claim(line_id, manual=manual, seen=(seen_version, seen_failures))
         if isinstance(claim, RefreshOutcome):
             return claim
         result = self._checks.refresh(INSTAGRAM, claim.fields)
@@ -178,18 +182,26 @@ class Refresher:
         """The manual refresh: at once, without the 24 h wait or the back-off. While
         another process holds the lease, wait for its outcome (at most a lease TTL and a
         bit): once it commits, the line's version moved past ``seen_version`` and this
-        answers ``joined``; if it died, its lease lapses and this claims it."""
+        answers ``joined``; if it failed, this answers that failure (no second call); if
+        it died, its lease lapses and this claims it."""
         deadline = time.monotonic() + self.config.lease_seconds + 5.0
+        failures: int | None = None
         while True:
             outcome = self.refresh(
-                line_id, actor=actor, manual=True, seen_version=seen_version, context=context
+                line_id,
+                actor=actor,
+                manual=True,
+                seen_version=seen_version,
+                seen_failures=failures,
+                context=context,
             )
             if outcome.result != "busy" or time.monotonic() > deadline:
                 return outcome
+            failures = outcome.failures if failures is None else failures
             time.sleep(0.05 + self._rng.uniform(0, 0.1))
 
     def _claim(
-        self, line_id: str, *, manual: bool, seen_version: int | None
+        self, line_id: str, *, manual: bool, seen: tuple[int | None, int | None]
     ) -> _Claim | RefreshOutcome:
         with unit_of_work(self._sessions) as session:
             now = self._clock.now()
@@ -202,17 +214,34 @@ class Refresher:
                 respect_backoff=not manual,
             )
             if lease is None:
-                return RefreshOutcome("busy")
+                return RefreshOutcome("busy", failures=failures_of(session, line_id))
             # Read after the claim: a refresh committed before our claim is visible now.
             line = session.execute(
                 select(Line).where(Line.id == line_id).execution_options(populate_existing=True)
             ).scalar_one_or_none()
-            refusal = self._not_now(line, now, manual=manual, seen_version=seen_version)
+            refusal = self._not_now(line, now, manual=manual, seen_version=seen[0])
+            if refusal is None and line is not None:
+                refusal = self._waited_for_a_failure(session, line, seen[1])
             if refusal is not None or line is None:
-                release_lease(session, lease, end_streak=refusal is not None and manual)
+                joined = refusal is not None and refusal.result == "joined"
+                release_lease(session, lease, end_streak=joined)
                 return refusal or RefreshOutcome("skipped")
             fields = open_line(session, self._keyring, line)
             return _Claim(lease, line.tenant_id, line.version, fields)
+
+    @staticmethod
+    def _waited_for_a_failure(
+        session: Session, line: Line, seen_failures: int | None
+    ) -> RefreshOutcome | None:
+        """A waiting manual refresh whose awaited refresh failed answers that failure."""
+        if seen_failures is None or failures_of(session, line.id) <= seen_failures:
+            return None
+        return RefreshOutcome(
+            "failed",
+            version=line.version,
+            status=line.provider_status,
+            reason="the refresh in flight at the same time failed",
+        )
 
     def _not_now(
         self, line: Line | None, now: datetime, *, manual: bool, seen_version: int | None
