@@ -27,6 +27,7 @@ from vault.keys.schedule import RotationScheduler
 from vault.keys.service import rewrap_worker_for, rotation_scheduler_for
 from vault.keys.worker import RewrapWorker
 from vault.lines.check_worker import provider_check_worker_for
+from vault.lines.refresh import refresh_worker_for
 from vault.runtime import Runtime, open_runtime
 from vault.settings import Settings
 from vault.webhooks.dispatcher import dispatcher_for
@@ -46,12 +47,19 @@ def _start_key_work(runtime: Runtime) -> tuple[RewrapWorker, RotationScheduler]:
 
 
 def _start_provider_checks(runtime: Runtime) -> Callable[[], None]:
-    """The periodic platform check (off by default); returns how to stop it."""
-    checker = provider_check_worker_for(runtime)
-    if checker is None:
-        return lambda: None
-    checker.start()
-    return checker.stop
+    """The periodic platform check (off by default) and the Instagram refresher (on
+    unless its interval is 0 or checks are off); returns how to stop them."""
+    stops: list[Callable[[], None]] = []
+    for worker in (provider_check_worker_for(runtime), refresh_worker_for(runtime)):
+        if worker is not None:
+            worker.start()
+            stops.append(worker.stop)
+
+    def stop() -> None:
+        for each in stops:
+            each()
+
+    return stop
 
 
 def _start_background_work(app: FastAPI) -> list[Callable[[], None]]:

@@ -85,6 +85,7 @@ class Permission(StrEnum):
     TENANT_RESUME = "tenant.resume"
     RUNNER_DIRECTORY = "runner.directory"
     LINE_CHECK = "line.check"
+    LINE_REFRESH = "line.refresh"
     GRANT_READ = "grant.read"
     GRANT_WRITE = "grant.write"
     KEY_READ = "key.read"
@@ -119,6 +120,7 @@ TENANT_PERMISSIONS: Mapping[Permission, frozenset[str]] = {
     # with platform admins (PlatformPermission.RUNNER_CREATE).
     Permission.RUNNER_DIRECTORY: _MANAGERS,
     Permission.LINE_CHECK: _MANAGERS,
+    Permission.LINE_REFRESH: _MANAGERS,
     Permission.GRANT_READ: _MANAGERS | {"auditor"},
     Permission.GRANT_WRITE: _MANAGERS,
     Permission.KEY_READ: _MANAGERS | {"auditor"},
@@ -152,6 +154,10 @@ TENANT_NEEDS_MFA: Mapping[Permission, bool] = {
     Permission.TENANT_RESUME: True,
     Permission.RUNNER_DIRECTORY: False,
     Permission.LINE_CHECK: False,  # asks the platform again; changes no secret
+    # Asks the platform to renew its own token (Instagram): the caller supplies no secret,
+    # sees none, and widens nobody's access; the vault does the same by itself before
+    # expiry. Like the check, no second factor (docs/connectors.md).
+    Permission.LINE_REFRESH: False,
     Permission.GRANT_READ: False,
     Permission.GRANT_WRITE: True,
     Permission.KEY_READ: False,

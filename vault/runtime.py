@@ -40,6 +40,7 @@ from vault.keys.cache import KekCache
 from vault.keys.integrity import backfill_macs, row_macs, seal_audit_head
 from vault.keys.keyring import KeyRing
 from vault.keys.system import SystemKeys
+from vault.lines.refresh import Refresher, refresher_for
 from vault.runners.fetch import CredentialFetcher
 from vault.runners.usage import UsageCounter
 from vault.settings import Settings
@@ -158,6 +159,7 @@ class Runtime:
     factor_changes: FactorChanges = field(init=False)
     audit_reader: AuditReader = field(init=False)
     checks: ProviderChecks = field(init=False)
+    refresher: Refresher = field(init=False)
 
     def __post_init__(self) -> None:
         self.authenticator = _authenticator(self)
@@ -176,6 +178,7 @@ class Runtime:
             sessions=self.sessions,
         )
         self.checks = ProviderChecks(connector_config(self.settings))
+        self.refresher = refresher_for(self)  # one lease owner id per process
 
     def close(self) -> None:
         self.checks.close()

@@ -6,11 +6,15 @@ values it needs through constructors and never reads the environment itself.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from vault.errors import Unprocessable
+from vault.lines.expiry import parse_window  # the one parser of such windows
 
 __all__ = ["Settings"]
 
@@ -153,6 +157,17 @@ class Settings(BaseSettings):
     # The periodic check of every active line's credential with its platform, every this
     # many seconds per server process (0: off, the default).
     provider_check_interval_seconds: float = Field(default=0.0, ge=0, le=7 * 86_400)
+    # The Instagram refresher (vault/lines/refresh.py): a token expiring within
+    # INSTAGRAM_REFRESH_BEFORE (a window such as 10d, as ``expiring_within`` takes it)
+    # and at least 24 h old is renewed, once per line across all processes. Each process
+    # looks every INSTAGRAM_REFRESH_INTERVAL_SECONDS (0: off); a claim (lease) lasts
+    # INSTAGRAM_REFRESH_LEASE_SECONDS; failed attempts wait from RETRY_FIRST up to
+    # RETRY_MAX seconds (exponential, with jitter; the first delay is also the floor).
+    instagram_refresh_before: str = "10d"
+    instagram_refresh_interval_seconds: float = Field(default=600.0, ge=0, le=86_400)
+    instagram_refresh_lease_seconds: float = Field(default=60.0, ge=1, le=3600)
+    instagram_refresh_retry_first_seconds: float = Field(default=600.0, gt=0, le=86_400)
+    instagram_refresh_retry_max_seconds: float = Field(default=6 * 3600.0, gt=0, le=7 * 86_400)
 
     # HTTP.
     # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (comma-separated
@@ -171,7 +186,26 @@ class Settings(BaseSettings):
             raise ValueError("audit_max_unsigned_seconds must be >= audit_checkpoint_seconds")
         if self.webhook_lease_seconds <= self.webhook_timeout_seconds:
             raise ValueError("webhook_lease_seconds must be > webhook_timeout_seconds")
+        outbound = self.connector_connect_timeout_seconds + self.connector_read_timeout_seconds
+        if self.instagram_refresh_lease_seconds <= outbound:
+            raise ValueError(
+                "instagram_refresh_lease_seconds must be > the connector connect + read timeouts"
+            )
         return self
+
+    @field_validator("instagram_refresh_before", mode="after")
+    @classmethod
+    def _refresh_window(cls, value: str) -> str:
+        try:
+            parse_window(value, field="instagram_refresh_before")
+        except Unprocessable as exc:
+            raise ValueError(exc.detail) from None
+        return value
+
+    @property
+    def instagram_refresh_window(self) -> timedelta:
+        """``instagram_refresh_before`` as a duration."""
+        return parse_window(self.instagram_refresh_before, field="instagram_refresh_before")
 
     @field_validator(
         "data_dir", "root_key_file", "pkcs11_pin_file", "audit_anchor_dir", mode="after"

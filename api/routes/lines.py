@@ -237,6 +237,20 @@ def check_line(
     return lines.check(user, tenant_id, line_id, context=ctx).to_dict()
 
 
+@router.post("/v1/tenants/{tenant_id}/lines/{line_id}/refresh", response_model=LineOut)
+def refresh_line(
+    tenant_id: str, line_id: str, *, ctx: Ctx, user: CurrentUser, lines: Lines
+) -> dict[str, Any]:
+    """Refresh an Instagram line's token now.
+
+    Asks Instagram for a new long-lived token at once (without the vault's own 24-hour
+    wait) and seals it as `version` + 1; the old version is served until the new one
+    commits. Once per line across all server processes: a refresh already in flight is
+    waited for and its result answered. Owner or admin; other line types, and a platform
+    refusal (its reason in `detail`), are 409 `conflict` (docs/connectors.md)."""
+    return lines.refresh(user, tenant_id, line_id, context=ctx).to_dict()
+
+
 @router.post("/v1/tenants/{tenant_id}/lines/{line_id}/revoke", response_model=LineOut)
 def revoke_line(
     tenant_id: str,

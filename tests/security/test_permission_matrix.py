@@ -317,6 +317,12 @@ EXPECTATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/tenants/{tenant_id}/lines/{line_id}/check"): row(
         _TENANT_MANAGERS, params=_fresh_line
     ),
+    # Platform calls are off in tests, so an allowed caller's refresh is 409 (a telegram
+    # line is 409 anyway); the refresh itself: tests/api/test_line_refresh.py.
+    ("POST", "/v1/tenants/{tenant_id}/lines/{line_id}/refresh"): row(
+        {**_TENANT_MANAGERS, "platform_admin": 409, "owner": 409, "admin": 409},
+        params=_fresh_line,
+    ),
     # Idempotent: the first manager revokes, the next get 200 with the same metadata.
     ("POST", "/v1/tenants/{tenant_id}/lines/{line_id}/revoke"): row(
         _TENANT_MANAGERS, body=lambda w: {"reason": "matrix"}
@@ -675,6 +681,7 @@ NEEDS_MFA: dict[tuple[str, str], bool | str] = {
     ("POST", "/v1/tenants/{tenant_id}/suspend"): False,
     ("POST", "/v1/tenants/{tenant_id}/resume"): True,
     ("POST", "/v1/tenants/{tenant_id}/lines/{line_id}/check"): False,
+    ("POST", "/v1/tenants/{tenant_id}/lines/{line_id}/refresh"): False,
     ("DELETE", "/v1/tenants/{tenant_id}"): True,
     ("GET", "/v1/tenants/{tenant_id}/export"): True,
     ("GET", "/v1/audit/events"): False,

@@ -12,7 +12,8 @@ nothing listens (connection refused). Its base URL stands for all three platform
   "id"}``.
 - ``GET /refresh_access_token?grant_type=ig_refresh_token&access_token=...`` ->
   ``{"access_token", "token_type": "bearer", "expires_in": 5184000}`` (for the
-  Instagram refresher; the new token is ``<old>.r<n>``).
+  Instagram refresher; the new token is ``<old>.r<n>``, kept in ``issued``; with
+  ``hold_first_refresh`` the first such call waits for ``release_refresh``).
 - ``GET /<page_id>?fields=id,name&access_token=...[&appsecret_proof=...]`` -> ``{"id",
   "name"}``; with ``app_secret`` set, a missing or wrong proof is Graph error 100.
 - Graph errors: ``{"error": {"message", "type": "OAuthException", "code": 190,
@@ -63,6 +64,12 @@ class PlatformStandIn:
         self.calls: Counter[str] = Counter()
         self.queries: list[dict[str, str]] = []
         self.refreshes = 0
+        self.issued: list[str] = []  # every token the refresh endpoint handed out
+        # The kill test: the first refresh call is answered (the token is issued) only
+        # once ``release_refresh`` is set; ``refresh_held`` says it has arrived.
+        self.hold_first_refresh = False
+        self.refresh_held = threading.Event()
+        self.release_refresh = threading.Event()
         # Called (in the server's thread) while a request is being answered: tests use it
         # to look at the vault's database while the vault waits for the platform.
         self.during_call: Callable[[], None] | None = None
@@ -105,14 +112,18 @@ class PlatformStandIn:
         return 200, body
 
     def _refresh(self, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        token = f"{query.get('access_token', '')}.r"
         with self._lock:
             self.refreshes += 1
-            n = self.refreshes
-        body = {
-            "access_token": f"{query.get('access_token', '')}.r{n}",
-            "token_type": "bearer",
-            "expires_in": 5_184_000,
-        }
+            token += str(self.refreshes)
+            hold = self.hold_first_refresh and not self.refresh_held.is_set()
+            if self.fail not in ("401", "190"):
+                self.issued.append(token)
+            if hold:
+                self.refresh_held.set()
+        if hold:
+            self.release_refresh.wait(60)
+        body = {"access_token": token, "token_type": "bearer", "expires_in": 5_184_000}
         return self._graph(body)
 
     def _page(self, page_id: str, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
@@ -201,5 +212,9 @@ def standin_settings(
         "instagram_api_url": standin.url,
         "connector_connect_timeout_seconds": 1.0,
         "connector_read_timeout_seconds": 1.0,
+        # The background refresher stays off unless a test turns it on (it would refresh
+        # due Instagram lines behind the test's back).
+        "instagram_refresh_interval_seconds": 0,
+        "instagram_refresh_lease_seconds": 5.0,
     }
     return make_settings(tmp_path / "var", db_url, **{**values, **extra})

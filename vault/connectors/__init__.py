@@ -8,6 +8,9 @@ from vault.connectors.base import (
     HttpClient,
     HttpUnreachable,
     Ok,
+    Refreshed,
+    RefreshResult,
+    Refused,
     Rejected,
     Unreachable,
 )
@@ -25,6 +28,9 @@ __all__ = [
     "Ok",
     "ProviderChecks",
     "ProviderStatus",
+    "RefreshResult",
+    "Refreshed",
+    "Refused",
     "Rejected",
     "Unreachable",
 ]

@@ -28,6 +28,9 @@ __all__ = [
     "HttpClient",
     "HttpUnreachable",
     "Ok",
+    "RefreshResult",
+    "Refreshed",
+    "Refused",
     "Rejected",
     "Unreachable",
 ]
@@ -59,6 +62,26 @@ class Unreachable:
 
 
 CheckResult = Ok | Rejected | Unreachable
+
+
+@dataclass(frozen=True, slots=True)
+class Refreshed:
+    """A platform's new token for a line (Instagram's ``refresh_access_token``):
+    ``expires_in`` seconds from now, when the platform said."""
+
+    access_token: str = field(repr=False)
+    expires_in: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The platform answered a refresh with an error that does not say the token is dead
+    (a :class:`Rejected` does): ``reason`` is its cleaned message."""
+
+    reason: str
+
+
+RefreshResult = Refreshed | Refused | Rejected | Unreachable
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from vault.connectors.base import Account, Connector, HttpClient, Ok, Rejected
+from vault.connectors.base import (
+    Account,
+    Connector,
+    HttpClient,
+    Ok,
+    RefreshResult,
+    Rejected,
+    Unreachable,
+)
 from vault.connectors.http import HttpxClient
 from vault.connectors.platforms import (
     InstagramConnector,
@@ -92,6 +100,17 @@ class ProviderChecks:
         if isinstance(result, Rejected):
             return CheckOutcome("invalid", rejected=result)
         return CheckOutcome("unverified")
+
+    def refreshes(self, line_type: str) -> bool:
+        """Whether the line type's platform renews its tokens (Instagram) and calls are on."""
+        return self.enabled and isinstance(self._connectors.get(line_type), InstagramConnector)
+
+    def refresh(self, line_type: str, credential: Mapping[str, Any]) -> RefreshResult:
+        """Ask the platform for a new token (vault/lines/refresh.py; never in a transaction)."""
+        connector = self._connectors.get(line_type)
+        if not self.enabled or not isinstance(connector, InstagramConnector):
+            return Unreachable("no refresh for this line type")
+        return connector.refresh(credential)
 
     def close(self) -> None:
         self._http.close()

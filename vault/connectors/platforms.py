@@ -3,7 +3,9 @@
 - Telegram: ``GET {telegram}/bot<token>/getMe``. 200 ``{"ok": true, "result": {"id",
   "first_name", "username"}}`` is the bot, unless its id is not the token's own (the
   digits before ``:``): then the token is refused. 401 is a definite refusal.
-- Instagram: ``GET {instagram}/me?fields=user_id,username&access_token=...``.
+- Instagram: ``GET {instagram}/me?fields=user_id,username&access_token=...``; the
+  refresh is ``GET {instagram}/refresh_access_token?grant_type=ig_refresh_token&
+  access_token=...`` -> ``{"access_token", "token_type", "expires_in"}``.
 - Messenger: ``GET {graph}/{page_id}?fields=id,name&access_token=...`` plus
   ``appsecret_proof`` (hex HMAC-SHA256, key the app secret, message the token) when the
   line has an ``app_secret``.
@@ -29,6 +31,9 @@ from vault.connectors.base import (
     HttpClient,
     HttpUnreachable,
     Ok,
+    Refreshed,
+    RefreshResult,
+    Refused,
     Rejected,
     Unreachable,
 )
@@ -147,6 +152,33 @@ class InstagramConnector:
         return Ok(
             _account(id=found.get("user_id") or found.get("id"), username=found.get("username"))
         )
+
+    def refresh(self, credential: Mapping[str, Any]) -> RefreshResult:
+        """A new long-lived token for this one. Graph error 190 is a definite refusal
+        (the token is dead); any other Graph error is :class:`Refused` with its reason."""
+        params = {
+            "grant_type": "ig_refresh_token",
+            "access_token": str(credential.get("access_token", "")),
+        }
+        answer = _call(self._http, f"{self._base}/refresh_access_token", params)
+        found = _graph_result(answer, "access_token", credential)
+        if isinstance(found, Rejected | Unreachable):
+            error = _graph_error(answer) if answer is not None else None
+            if isinstance(found, Unreachable) and error is not None:
+                return Refused(clean_reason(error.get("message"), credential))
+            return found
+        if isinstance(found, Ok):
+            return Unreachable("unexpected answer")
+        return _refreshed(found)
+
+
+def _refreshed(found: Mapping[str, Any]) -> RefreshResult:
+    token, expires_in = found.get("access_token"), found.get("expires_in")
+    if not isinstance(token, str) or not token:
+        return Unreachable("no token in the answer")
+    if not isinstance(expires_in, int) or isinstance(expires_in, bool) or expires_in <= 0:
+        expires_in = None
+    return Refreshed(token, expires_in)
 
 
 class MessengerConnector:

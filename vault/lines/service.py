@@ -63,6 +63,7 @@ from vault.storage.models import Line, Tenant
 from vault.webhooks.outbox import enqueue
 
 if TYPE_CHECKING:  # the runtime builds the services that use this module
+    from vault.lines.refresh import Refresher
     from vault.runtime import Runtime
 
 __all__ = [
@@ -286,9 +287,11 @@ class LineService:
         clock: Clock,
         rotation_delay: timedelta,
         checks: ProviderChecks,
+        refresher: Refresher | None = None,
     ) -> None:
         self._session = session
         self._checks = checks
+        self._refresher = refresher
         self._keyring = keyring
         self._system_keys = system_keys
         self._audit = audit
@@ -451,6 +454,43 @@ class LineService:
         self._record("credential.check", principal, line, context, reason=outcome.status)
         return line_view(line)
 
+    def refresh(
+        self,
+        principal: UserPrincipal,
+        tenant_id: str,
+        line_id: str,
+        *,
+        context: RequestContext,
+    ) -> LineView:
+        """Ask the platform for a new token now (Instagram lines): ``version`` + 1.
+
+        Goes through the refresher's single-flight path (vault/lines/refresh.py) with no
+        transaction held: a refresh already in flight in any process is waited for and
+        its result answered. Other line types, calls switched off, and a platform
+        refusal (its reason in the detail) are 409."""
+        guard = ("credential.refresh", principal, tenant_id, ("line", line_id), context)
+        with self._guard(*guard):
+            authorize(principal, tenant_id, Permission.LINE_REFRESH)
+            load_tenant(self._session, tenant_id)
+            line = self._live_line(tenant_id, line_id, lock=False)
+            refresher = self._refresher
+            if line.type != "instagram":
+                raise Conflict("only Instagram lines have a token that the platform renews")
+            if refresher is None or not refresher.enabled:
+                raise Conflict("calls to the platforms are switched off on this server")
+            seen = line.version
+        self._session.commit()  # no transaction is held during the call
+        outcome = refresher.refresh_now(
+            line_id, actor=Actor("user", principal.user_id), seen_version=seen, context=context
+        )
+        if outcome.result == "failed":  # audited by the refresher, with the line's status
+            raise Conflict(f"the platform did not refresh the token: {outcome.reason}")
+        with self._guard(*guard):
+            if outcome.result not in ("refreshed", "joined"):
+                raise Conflict("the line changed or another refresh is in progress; try again")
+            self._session.expire_all()
+            return line_view(self._line(tenant_id, line_id, lock=False))
+
     def revoke(
         self,
         principal: UserPrincipal,
@@ -586,4 +626,5 @@ def line_service_for(runtime: Runtime, session: Session) -> LineService:
         clock=runtime.clock,
         rotation_delay=timedelta(seconds=runtime.settings.revocation_rotation_delay_seconds),
         checks=runtime.checks,
+        refresher=runtime.refresher,
     )

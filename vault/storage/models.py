@@ -43,6 +43,7 @@ __all__ = [
     "Membership",
     "MfaChallenge",
     "RecoveryCode",
+    "RefreshLease",
     "Runner",
     "RunnerToken",
     "RunnerUsage",
@@ -273,6 +274,27 @@ class Line(Base):
     checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_refreshed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class RefreshLease(Base):
+    """Who may refresh a line's platform token now (vault/lines/refresh.py).
+
+    One row per line, claimed by one conditional upsert: a claim succeeds only when the
+    previous lease has run out, and every claim adds one to ``fencing``. The commit of a
+    refreshed token checks ``owner`` and ``fencing`` in its own transaction, so a holder
+    whose lease ran out and was taken over can never commit. ``failures`` and
+    ``next_attempt_at`` are the background refresher's back-off after failed attempts.
+    """
+
+    __tablename__ = "refresh_leases"
+    line_id: Mapped[str] = mapped_column(
+        ForeignKey("lines.id", ondelete="CASCADE"), primary_key=True
+    )
+    owner: Mapped[str] = mapped_column(String(64))
+    fencing: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 # --- runners and grants -----------------------------------------------------------------
