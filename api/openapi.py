@@ -93,6 +93,8 @@ def problem_statuses(method: str, path: str, operation: dict[str, Any]) -> set[i
         statuses |= {401, 403, 404, 429}  # session, permission, tenant role, MFA throttle
     if "{line_id}" in path:
         statuses.add(410)
+    if "423" in operation.get("responses", {}):
+        statuses.add(423)  # a route that serves a line's secret names it (suspended)
     return statuses
 
 
