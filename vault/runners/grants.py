@@ -40,6 +40,7 @@ from vault.keys.integrity import (
 )
 from vault.lines.guard import failures_audited
 from vault.runners.events import grant_event
+from vault.storage.epoch import bump_epoch
 from vault.storage.models import Grant, GrantLine, Line, Runner, Tenant
 from vault.webhooks.outbox import enqueue
 
@@ -154,6 +155,8 @@ class GrantService:
             stamp_grant_line(row, self._macs)
         self._session.add_all(rows)
         self._session.flush()
+        # A cached decision under another grant (a "use" one) must not outlive this one.
+        bump_epoch(self._session)
         self._record("grant.create", grant, lines=len(wanted), all_lines=all_lines, access=access)
         return GrantView(grant.id, tenant_id, runner_id, wanted, grant.created_at, access)
 
