@@ -358,3 +358,25 @@ def test_widening_use_to_full_by_sql_is_refused_with_an_integrity_event(
     assert (fetches[-1]["outcome"], fetches[-1]["reason"]) == ("denied", "grant_integrity")
     assert events(w.runtime, "credential.sign")[-1]["reason"] == "grant_integrity"
     assert all(SIGNING not in r.getMessage() for r in caplog.records)
+
+
+# -- the runner SDK against this server -----------------------------------------------------
+
+
+def test_the_sdk_signs_and_proves_against_the_server(client: TestClient, use_world: World) -> None:
+    from linevault_client import NotGranted, RunnerClient
+
+    w = use_world
+    sdk = RunnerClient("http://testserver", w.client_id, w.client_secret, http=client)
+    fetched = sdk.fetch(w.tenant, w.lines["widget"])
+    assert "signing_secret" not in fetched.credential
+    signed = sdk.sign(w.tenant, w.lines["widget"], "über", run_id="run-42")
+    expected = hmac.new(SIGNING.encode(), "über".encode(), hashlib.sha256).hexdigest()
+    assert (signed.signature, signed.algorithm, signed.version) == (expected, "HMAC-SHA256", 1)
+    proof = sdk.appsecret_proof(w.tenant, w.lines["messenger"])
+    expected = meta_proof(MESSENGER["app_secret"], MESSENGER["page_access_token"])
+    assert proof.appsecret_proof == expected
+    with pytest.raises(NotGranted):
+        sdk.sign(w.tenant, w.lines["ungranted"], "m")
+    [event] = [e for e in events(w.runtime, "credential.sign") if e["outcome"] == "success"]
+    assert event["run_id"] == "run-42"
