@@ -222,10 +222,7 @@ def _document(spec: dict[str, Any], explicit: set[tuple[str, str]] | None = None
                 )
             _add_headers(method, operation)
             responses = operation.setdefault("responses", {})
-            # A status the route names with a description only (the fetch's 423, say) is
-            # a problem too.
-            named = {int(code) for code in responses if code.isdigit() and int(code) >= 400}
-            for status in sorted(problem_statuses(method, path, operation) | named):
+            for status in sorted(problem_statuses(method, path, operation)):
                 entry = responses.get(str(status))
                 content = (entry or {}).get("content", {})
                 if entry is not None and content and status != 422:
