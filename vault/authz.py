@@ -239,6 +239,8 @@ class RunnerPermission(StrEnum):
     """What a runner (a workflow's machine identity, holding a runner token) may do."""
 
     CREDENTIAL_FETCH = "runner.credential.fetch"
+    CREDENTIAL_SIGN = "runner.credential.sign"
+    CREDENTIAL_PROOF = "runner.credential.proof"
 
 
 # A runner may fetch the current credential of a line its tenant granted it, and nothing
@@ -246,10 +248,20 @@ class RunnerPermission(StrEnum):
 # ways of asking: GET /v1/tenants/{t}/lines/{l}/credential and the Vault-compatible KV v2
 # read GET /v1/lines/data/{t}/{l}, which runs the same fetch. (A runner's own token, its
 # lookup-self and revoke-self, is the holder's own business, like a session's logout.)
+# A runner may also use a granted line's signing material without receiving it (any
+# grant, "full" or "use"): POST /v1/tenants/{t}/lines/{l}/sign (widget lines) and
+# POST .../appsecret-proof (instagram, messenger), the fetch's own decision
+# (vault/runners/use.py).
 # The fetch checks the token, the runner and the grant in its one SQL read
-# (vault/runners/statement.py), so no request looks this row up: it states the rule that
-# read implements.
-RUNNER_PERMISSIONS: frozenset[RunnerPermission] = frozenset({RunnerPermission.CREDENTIAL_FETCH})
+# (vault/runners/statement.py), so no request looks these rows up: they state the rule
+# that read implements.
+RUNNER_PERMISSIONS: frozenset[RunnerPermission] = frozenset(
+    {
+        RunnerPermission.CREDENTIAL_FETCH,
+        RunnerPermission.CREDENTIAL_SIGN,
+        RunnerPermission.CREDENTIAL_PROOF,
+    }
+)
 
 _NOBODY: frozenset[str] = frozenset()
 

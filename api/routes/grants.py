@@ -1,6 +1,10 @@
-"""Grants: a tenant's owners and admins decide which runner may fetch which lines."""
+"""Grants: a tenant's owners and admins decide which runner may fetch which lines, and
+whether it receives the whole credential (``access: "full"``) or may only use it
+(``"use"``: no signing material in the fetch; signatures through the vault)."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,6 +26,12 @@ class GrantCreate(BaseModel):
         max_length=1000,
         description='["*"] for every line of the tenant (present and future), or line ids.',
     )
+    access: Literal["full", "use"] = Field(
+        default="full",
+        description='"full": the fetch returns the whole credential. "use": the fetch leaves '
+        "out the signing material (app_secret, signing_secret); the runner calls sign or "
+        "appsecret-proof instead.",
+    )
     mfa_code: str | None = Field(default=None, max_length=32, description="sudo mode")
 
 
@@ -30,6 +40,7 @@ class GrantOut(BaseModel):
     tenant_id: str
     runner_id: str
     lines: list[str]
+    access: str
     created_at: str | None
 
 
@@ -43,6 +54,7 @@ def _out(view: GrantView) -> GrantOut:
         tenant_id=view.tenant_id,
         runner_id=view.runner_id,
         lines=view.lines,
+        access=view.access,
         created_at=rfc3339(view.created_at),
     )
 
@@ -51,9 +63,13 @@ def _out(view: GrantView) -> GrantOut:
 def create_grant(tenant_id: str, body: GrantCreate, grants: Grants) -> GrantOut:
     """Grant a runner lines of this tenant.
 
-    `lines` is `["*"]` for every line of the tenant or a list of line ids (owner or admin;
-    needs a fresh second factor: send `mfa_code` or step up first)."""
-    return _out(grants.create(tenant_id, runner_id=body.runner_id, lines=body.lines))
+    `lines` is `["*"]` for every line of the tenant or a list of line ids; `access` is
+    `full` (default) or `use` (the fetch leaves out `app_secret` and `signing_secret`; the
+    runner signs through `sign` and `appsecret-proof`). Owner or admin; needs a fresh
+    second factor: send `mfa_code` or step up first."""
+    return _out(
+        grants.create(tenant_id, runner_id=body.runner_id, lines=body.lines, access=body.access)
+    )
 
 
 @router.get("/v1/tenants/{tenant_id}/grants", response_model=GrantList)

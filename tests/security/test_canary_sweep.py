@@ -6,7 +6,8 @@ and on PostgreSQL. Secrets planted or minted: the bootstrap admin's password and
 seed, mfa tokens, session tokens, TOTP codes, a created user's initial password, a new
 TOTP seed, recovery codes (one used to log in), a changed password, runner client
 secrets (incl. a rotated one) and access tokens (form and HTTP Basic), every credential
-field of every line type incl. a generated widget secret, replacements, and wrong
+field of every line type incl. a generated widget secret (and their use through sign and
+appsecret-proof), replacements, and wrong
 guesses that look like secrets (a password typed into the email field, a secret in a
 query string, malformed credentials). Each may appear only in the one response that
 legitimately returns it (its create or token response, a runner's fetch) and nowhere
@@ -21,6 +22,8 @@ text column, shredded envelopes leaving the SQLite files).
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import itertools
 import os
 import re
@@ -381,6 +384,22 @@ def test_planted_secrets_appear_only_where_they_belong(
         )
         s.returns(r, *(v for k, v in current[kind].items() if k not in ("user_id", "page_id")))
     s.call("GET", f"{base}/{lines['telegram']}/credential", headers=owner, expect=403)
+    # Use without reveal: the answer is an HMAC, never the secret it was made with.
+    r = s.call(
+        "POST",
+        f"{base}/{lines['widget']}/sign",
+        json={"message": "hi"},
+        headers=by_form,
+        expect=200,
+    )
+    key = current["widget"]["signing_secret"].encode()
+    assert r.json()["signature"] == hmac.new(key, b"hi", hashlib.sha256).hexdigest()
+    for kind in ("instagram", "messenger"):
+        r = s.call("POST", f"{base}/{lines[kind]}/appsecret-proof", headers=by_form, expect=200)
+        assert len(r.json()["appsecret_proof"]) == 64
+    s.call(
+        "POST", f"{base}/{lines['widget']}/sign", json={"message": "x"}, headers=owner, expect=403
+    )
 
     # -- revocation (a reason is stored: a benign one), reads, the audit trail ------------
     s.call(
@@ -414,6 +433,8 @@ def test_planted_secrets_appear_only_where_they_belong(
         "credential.create",
         "credential.check",
         "credential.fetch",
+        "credential.sign",
+        "credential.proof",
         "runner.token",
     ):
         assert action in actions

@@ -138,6 +138,29 @@ def _fresh_line(world: World) -> dict[str, str]:
     return {"line_id": make_line(world.runtime, world.tenant_id)}
 
 
+def _fresh_widget(world: World) -> dict[str, str]:
+    """A new widget line per request (sign), with a signing secret of its own."""
+    from tests.support.runners import make_line
+
+    secret = {"signing_secret": secrets.token_urlsafe(32)}
+    return {
+        "line_id": make_line(world.runtime, world.tenant_id, line_type="widget", credential=secret)
+    }
+
+
+def _fresh_messenger(world: World) -> dict[str, str]:
+    """A new Messenger line with an app secret per request (appsecret-proof)."""
+    from tests.support.runners import make_line
+
+    credential = {
+        "page_id": "1234567890",
+        "page_access_token": "EAAB" + secrets.token_urlsafe(24),
+        "app_secret": secrets.token_hex(16),
+    }
+    line = make_line(world.runtime, world.tenant_id, line_type="messenger", credential=credential)
+    return {"line_id": line}
+
+
 def _doomed_tenant(world: World) -> dict[str, str]:
     """A tenant with the main tenant's memberships, so each DELETE has one to delete."""
     tenant = make_tenant(world.runtime, world.unique("doomed"))
@@ -425,6 +448,15 @@ EXPECTATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/v1/tenants/{tenant_id}/lines/{line_id}/credential"): row(
         {**dict.fromkeys(USERS, 403), "runner": 200, _ALL: 401}, params=_fresh_line
     ),
+    # Use without reveal: the fetch's own decision, so the fetch's statuses.
+    ("POST", "/v1/tenants/{tenant_id}/lines/{line_id}/sign"): row(
+        {**dict.fromkeys(USERS, 403), "runner": 200, _ALL: 401},
+        params=_fresh_widget,
+        body=lambda w: {"message": "hello"},
+    ),
+    ("POST", "/v1/tenants/{tenant_id}/lines/{line_id}/appsecret-proof"): row(
+        {**dict.fromkeys(USERS, 403), "runner": 200, _ALL: 401}, params=_fresh_messenger
+    ),
     # The Vault-compatible read API (Vault's statuses: 400 for a failed AppRole login,
     # 403 "permission denied" for any token that is not a live runner token).
     ("POST", "/v1/auth/approle/login"): row(
@@ -589,6 +621,10 @@ WITHOUT_A_ROW: dict[tuple[str, str], str] = {
         RunnerPermission.CREDENTIAL_FETCH
     ),
     ("GET", "/v1/lines/data/{tenant_id}/{line_id}"): RunnerPermission.CREDENTIAL_FETCH,
+    ("POST", "/v1/tenants/{tenant_id}/lines/{line_id}/sign"): RunnerPermission.CREDENTIAL_SIGN,
+    ("POST", "/v1/tenants/{tenant_id}/lines/{line_id}/appsecret-proof"): (
+        RunnerPermission.CREDENTIAL_PROOF
+    ),
 }
 
 
@@ -618,7 +654,7 @@ def test_every_route_reads_the_permission_table(
         monkeypatch.setattr(authz, name, _ReadRows(getattr(authz, name), read))
     runner_rows = {p for p in WITHOUT_A_ROW.values() if isinstance(p, RunnerPermission)}
     assert runner_rows, "the fetch is the runner row's route"
-    assert runner_rows <= RUNNER_PERMISSIONS
+    assert runner_rows == RUNNER_PERMISSIONS
     wrong: list[str] = []
     for path, methods in app_routes(client.app.routes):  # type: ignore[attr-defined]
         for method in sorted(methods - {"HEAD", "OPTIONS"}):
@@ -650,6 +686,8 @@ NEEDS_MFA: dict[tuple[str, str], bool | str] = {
     ("POST", "/v1/auth/token/revoke-self"): _NO_SESSION,
     ("GET", "/v1/lines/data/{tenant_id}/{line_id}"): "n/a: runners only",
     ("GET", "/v1/tenants/{tenant_id}/lines/{line_id}/credential"): "n/a: runners only",
+    ("POST", "/v1/tenants/{tenant_id}/lines/{line_id}/sign"): "n/a: runners only",
+    ("POST", "/v1/tenants/{tenant_id}/lines/{line_id}/appsecret-proof"): "n/a: runners only",
     ("POST", "/v1/auth/logout"): False,
     ("GET", "/v1/me"): False,
     ("POST", "/v1/me/totp"): False,  # first enrolment; re-enrolment: tests/api/test_sessions

@@ -24,7 +24,7 @@ from tests.vault.test_runners import events
 from vault.clock import FixedClock
 from vault.errors import NotFound
 from vault.keys.context import associated_data, grant_line_data, line_status_data
-from vault.keys.integrity import FULL_ACCESS, row_macs
+from vault.keys.integrity import FULL_ACCESS, USE_ACCESS, row_macs
 from vault.runtime import Runtime, open_runtime
 from vault.settings import Settings
 
@@ -60,9 +60,11 @@ def test_every_bound_field_changes_the_mac(runtime: Runtime) -> None:
     base = macs.grant_line(**GRANT)
     for field, value in GRANT.items():
         assert macs.grant_line(**{**GRANT, field: value + "x"}) != base, field
-    assert macs.grant_line_ok(
-        base, **{k: v for k, v in GRANT.items() if k != "access"}
-    )  # what the fetch checks
+    assert macs.grant_line_ok(base, **GRANT)  # what the fetch checks
+    # The access is bound: a "use" row's tag does not pass for "full" (nor the reverse).
+    use = macs.grant_line(**{**GRANT, "access": USE_ACCESS})
+    assert not macs.grant_line_ok(use, **GRANT)
+    assert macs.grant_line_ok(use, **{**GRANT, "access": USE_ACCESS})
     line = macs.line_status(**LINE)
     for field, other in (
         ("line_id", "ln_2"),

@@ -257,6 +257,7 @@ def test_export_has_metadata_and_no_secrets(runtime: Runtime) -> None:
     assert len(doc["lines"]) == 4 and {ln["status"] for ln in doc["lines"]} == {"active", "revoked"}
     assert doc["members"][0]["user_id"] == member_id and doc["members"][0]["role"] == "member"
     assert doc["grants"][0]["lines"] == ["*"]
+    assert doc["grants"][0]["access"] == "full"
     assert [(e["action"], e["outcome"]) for e in doc["audit_events"]] == [
         ("credential.create", "success")
     ] * 4 + [

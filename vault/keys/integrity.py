@@ -41,9 +41,11 @@ from vault.storage.engine import SessionFactory, unit_of_work
 from vault.storage.models import GrantLine, IntegrityState, Line
 
 __all__ = [
+    "ACCESS_LEVELS",
     "BACKFILL_ACTION",
     "FULL_ACCESS",
     "INTEGRITY_ACTION",
+    "USE_ACCESS",
     "RowMacs",
     "backfill_macs",
     "integrity_event",
@@ -57,9 +59,12 @@ log = logging.getLogger("linevault.integrity")
 
 INTEGRITY_ACTION = "integrity.violation"
 BACKFILL_ACTION = "integrity.backfill"
-# Grants have one kind of access today; the tag binds it so that a later "use"-only
-# grant cannot be widened by editing a column.
+# A grant's access: "full" (the fetch returns the whole credential) or "use" (the fetch
+# leaves out the signing material; the runner signs through the vault). The tag binds
+# it, so a "use" row edited to "full" by direct SQL fails its MAC.
 FULL_ACCESS = "full"
+USE_ACCESS = "use"
+ACCESS_LEVELS = (FULL_ACCESS, USE_ACCESS)
 _GRANT_PURPOSE = "grant-line-integrity"
 _LINE_PURPOSE = "line-status-integrity"
 _SYSTEM = Actor("system", "linevault-integrity")
@@ -81,9 +86,16 @@ class RowMacs:
         return self.line_key.tag(line_status_data(line_id, tenant_id, status, version))
 
     def grant_line_ok(
-        self, mac: bytes | None, *, grant_id: str, tenant_id: str, runner_id: str, line_id: str
+        self,
+        mac: bytes | None,
+        *,
+        grant_id: str,
+        tenant_id: str,
+        runner_id: str,
+        line_id: str,
+        access: str,
     ) -> bool:
-        message = grant_line_data(grant_id, tenant_id, runner_id, line_id, FULL_ACCESS)
+        message = grant_line_data(grant_id, tenant_id, runner_id, line_id, access)
         return self.grant_key.verify(message, mac)
 
     def line_status_ok(
@@ -114,7 +126,7 @@ def stamp_grant_line(row: GrantLine, macs: RowMacs) -> None:
         tenant_id=row.tenant_id,
         runner_id=row.runner_id,
         line_id=row.line_id,
-        access=FULL_ACCESS,
+        access=row.access,
     )
 
 

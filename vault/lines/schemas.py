@@ -27,6 +27,7 @@ from vault.validation import clean_display_name
 
 __all__ = [
     "LINE_TYPES",
+    "SIGNING_MATERIAL",
     "CredentialModel",
     "InstagramCredential",
     "LineType",
@@ -34,6 +35,7 @@ __all__ = [
     "ParsedCredential",
     "TelegramCredential",
     "WidgetCredential",
+    "canonical_credential",
     "parse_credential",
     "parse_line_name",
     "parse_line_type",
@@ -58,6 +60,9 @@ Rfc3339 = Annotated[
     ),
 ]
 SigningSecret = Annotated[str, Field(min_length=32, max_length=512, pattern=_SECRET)]
+# The fields a runner can sign with: a ``use`` grant's fetch leaves them out, and the
+# vault signs with them instead (vault/runners/use.py).
+SIGNING_MATERIAL: Final[tuple[str, ...]] = ("app_secret", "signing_secret")
 
 _STRICT = ConfigDict(extra="forbid", strict=True, frozen=True, hide_input_in_errors=True)
 
@@ -173,6 +178,11 @@ def _bounded(text: str, *, field: str) -> datetime:
     return value
 
 
+def canonical_credential(doc: Mapping[str, Any]) -> bytes:
+    """The sealed form of a credential: compact JSON, keys sorted, UTF-8."""
+    return json.dumps(dict(doc), sort_keys=True, separators=(",", ":")).encode()
+
+
 def parse_credential(
     line_type: str, credential: object, *, prefix: str = "credential"
 ) -> ParsedCredential:
@@ -206,7 +216,7 @@ def parse_credential(
     if isinstance(parsed, InstagramCredential) and parsed.expires_at is not None:
         expires_at = _bounded(parsed.expires_at, field=f"{prefix}.expires_at")
         doc["expires_at"] = rfc3339(expires_at)
-    plaintext = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    plaintext = canonical_credential(doc)
     return ParsedCredential(
         line_type=line_type, plaintext=plaintext, expires_at=expires_at, generated=generated
     )

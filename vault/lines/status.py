@@ -3,9 +3,10 @@
 A line is ``active``, ``suspended`` (its secret kept, not served: restriction of
 processing) or ``revoked`` (its secret destroyed; terminal). A tenant is ``active`` or
 ``suspended``; a suspended tenant's lines are served to nobody. Every path that uses a
-stored secret on a runner's behalf (today the fetch, :mod:`vault.runners.fetch`; a
-future sign or proof path too) asks :func:`state_refusal` with the statuses it read in
-the same SQL read as the secret, so a suspension is honoured without another round trip.
+stored secret on a runner's behalf (the fetch, :mod:`vault.runners.fetch`, and the sign
+and proof uses that run its decision, :mod:`vault.runners.use`) asks
+:func:`state_refusal` with the statuses it read in the same SQL read as the secret, so a
+suspension is honoured without another round trip.
 The changes themselves live in :mod:`vault.lines.states`.
 """
 

@@ -137,6 +137,7 @@ class TenantExporter:
                 "id": g.id,
                 "runner_id": g.runner_id,
                 "lines": ["*"] if g.all_lines else grant_lines.get(g.id, []),
+                "access": g.access,
                 "created_at": rfc3339(g.created_at),
             }
             for g in self._session.execute(

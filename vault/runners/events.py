@@ -28,10 +28,14 @@ def fetch_event(
     reason: str | None,
     details: Details | None = None,
     actor_type: Literal["runner", "user"] = "runner",
+    action: str = FETCH_ACTION,
 ) -> AuditEvent:
-    """``credential.fetch``: served (``success``), refused (``denied``) or failed."""
+    """``credential.fetch``: served (``success``), refused (``denied``) or failed.
+
+    ``credential.sign`` and ``credential.proof`` (a use of the secret without revealing
+    it, vault/runners/use.py) are the same event under their own ``action``."""
     return AuditEvent(
-        action=FETCH_ACTION,
+        action=action,
         outcome=outcome,
         actor_type=actor_type,
         actor_id=actor_id,

@@ -31,7 +31,14 @@ any process makes the next request decide again from the database, before any se
 is sent (:class:`vault.audit.writer.StaleDecision`). Time-dependent checks (token
 expiry, rate limit, credential expiry) are made afresh on every request.
 
-Rate limits are per runner per minute and shared by every process: the audit writer
+A ``use`` grant (``grant_lines.access``, bound by the grant MAC) gets the credential
+without its signing material (:func:`vault.runners.use.without_signing_material`). The
+uses of that material without revealing it, ``sign`` and ``appsecret-proof``
+(:mod:`vault.runners.use`), run this same path through :meth:`CredentialFetcher.use`:
+the same read, cache and decision, audited under their own action.
+
+Rate limits are per runner per minute and shared by every process (fetches, signs and
+proofs count alike): the audit writer
 adds each batch's served fetches to ``runner_usage`` inside the batch and reads back the
 totals (:mod:`vault.runners.usage`). The count can lag by at most the batches in flight,
 the right trade for not adding a write per request.
@@ -59,6 +66,7 @@ from vault.audit.writer import AuditWriter, StaleDecision
 from vault.clock import Clock
 from vault.errors import (
     AuditUnavailable,
+    Conflict,
     Forbidden,
     NotFound,
     RateLimited,
@@ -67,7 +75,7 @@ from vault.errors import (
     Unavailable,
     VaultError,
 )
-from vault.keys.integrity import integrity_event, row_macs
+from vault.keys.integrity import FULL_ACCESS, integrity_event, row_macs
 from vault.keys.keyring import KeyRing
 from vault.keys.system import SystemKeys
 from vault.lines.expiry import fetch_expiry_reason
@@ -79,12 +87,20 @@ from vault.runners.events import fetch_event
 from vault.runners.secrets import looks_like_runner_token, token_mac_key
 from vault.runners.statement import FetchRead, decode_credential, fetch_statement
 from vault.runners.usage import FETCH_ACTION, RATE_LIMITED, UsageCounter
+from vault.runners.use import (
+    NO_APP_SECRET,
+    WRONG_TYPE,
+    LineUse,
+    UsedCredential,
+    without_signing_material,
+)
 from vault.storage.usage import minute_window
 
 __all__ = [
     "FETCH_ACTION",
     "CredentialFetcher",
     "FetchedCredential",
+    "UsedCredential",
     "decode_credential",
     "fetch_statement",
 ]
@@ -118,7 +134,7 @@ class _Decision:
     """What to audit, then what to answer: the secret or a typed error."""
 
     event: AuditEvent
-    result: FetchedCredential | None = None
+    result: FetchedCredential | UsedCredential | None = None
     error: VaultError | None = None
     alarm: AuditEvent | None = None  # an integrity.violation, written before ``event``
 
@@ -182,13 +198,42 @@ class CredentialFetcher:
 
         Every refusal is audited (``denied``) before it is raised. A tenant or line the
         runner holds no grant for is ``NotFound``, whether or not it exists. The ids are
-        the API's (its id rule, :mod:`vault.validation`), used as given.
+        the API's (its id rule, :mod:`vault.validation`), used as given. A ``use``
+        grant's answer has no signing material.
         """
+        got = await self._serve(token, tenant_id, line_id, context, None)
+        assert isinstance(got, FetchedCredential)
+        return got
+
+    async def use(
+        self,
+        how: LineUse,
+        *,
+        token: str | None,
+        tenant_id: str,
+        line_id: str,
+        context: RequestContext,
+    ) -> UsedCredential:
+        """Use the line's secret without revealing it (sign, appsecret_proof): the fetch's
+        decision and denials exactly, audited as ``how.action``; a line of another type
+        (or without the secret ``how`` needs) is ``Conflict``, after the access checks."""
+        got = await self._serve(token, tenant_id, line_id, context, how)
+        assert isinstance(got, UsedCredential)
+        return got
+
+    async def _serve(
+        self,
+        token: str | None,
+        tenant_id: str,
+        line_id: str,
+        context: RequestContext,
+        use: LineUse | None,
+    ) -> FetchedCredential | UsedCredential:
         now = self._clock.now()
         params = self._params(token, tenant_id, line_id, now)
         row = None
         if params is not None:
-            hit = self._from_cache(params, now=now, context=context)
+            hit = self._from_cache(params, now=now, context=context, use=use)
             if hit is not None:
                 decision, guard = hit
                 try:
@@ -206,7 +251,9 @@ class CredentialFetcher:
                 row = self._pick(await asyncio.wait_for(read, self._audit_timeout))
             except (DBAPIError, PoolTimeout, TimeoutError):
                 raise Unavailable("the database is unavailable") from None
-        decision = self._fresh(row, params, now=now, context=context, ids=(tenant_id, line_id))
+        decision = self._fresh(
+            row, params, now=now, context=context, ids=(tenant_id, line_id), use=use
+        )
         if decision.alarm is not None:
             self._writer.submit_callback(decision.alarm, _ignore)
         if self._flood is not None and isinstance(decision.error, Unauthenticated):
@@ -235,9 +282,15 @@ class CredentialFetcher:
         return bridge
 
     def refuse_user(
-        self, *, user_id: str, tenant_id: str, line_id: str, context: RequestContext
+        self,
+        *,
+        user_id: str,
+        tenant_id: str,
+        line_id: str,
+        context: RequestContext,
+        action: str = FETCH_ACTION,
     ) -> None:
-        """Humans never receive a stored secret: audit the attempt, then refuse."""
+        """Humans never receive (or use) a stored secret: audit the attempt, then refuse."""
         self._audit.emit(
             fetch_event(
                 user_id,
@@ -247,6 +300,7 @@ class CredentialFetcher:
                 outcome="denied",
                 reason="not_a_runner",
                 actor_type="user",
+                action=action,
             )
         )
         raise Forbidden("only workflow runners receive credentials")
@@ -258,7 +312,12 @@ class CredentialFetcher:
         return (params["token_hash"], params["tenant_id"], params["line_id"])
 
     def _from_cache(
-        self, params: dict[str, Any], *, now: datetime, context: RequestContext
+        self,
+        params: dict[str, Any],
+        *,
+        now: datetime,
+        context: RequestContext,
+        use: LineUse | None,
     ) -> tuple[_Decision, int] | None:
         """A decision to serve from a cached row, with its guard; None to read instead.
 
@@ -279,6 +338,7 @@ class CredentialFetcher:
             row_window=cached.window,
             ids=(params["tenant_id"], params["line_id"]),
             context=context,
+            use=use,
         )
         if decision.result is None:
             return None
@@ -292,10 +352,18 @@ class CredentialFetcher:
         now: datetime,
         context: RequestContext,
         ids: tuple[str, str],
+        use: LineUse | None,
     ) -> _Decision:
         window = params["window"] if params is not None else minute_window(now)
         decision = self._decide(
-            row, now=now, window=window, row_window=window, ids=ids, context=context, fresh=True
+            row,
+            now=now,
+            window=window,
+            row_window=window,
+            ids=ids,
+            context=context,
+            fresh=True,
+            use=use,
         )
         if decision.result is not None and params is not None and row.epoch is not None:
             self._cache.put(self._key(params), row, epoch=int(row.epoch), window=window)
@@ -305,13 +373,17 @@ class CredentialFetcher:
         self._cache.forget(self._key(params))
 
     def _pick(self, rows: Any) -> Any:
-        """The read's row to decide on: with several grant entries, one whose MAC holds."""
+        """The read's row to decide on: with several grant entries, one whose MAC holds,
+        a ``full`` one before a ``use`` one."""
         if not rows:
             return None
         if len(rows) > 1:
-            for row in rows:
-                if self._grant_ok(row):
+            valid = [row for row in rows if self._grant_ok(row)]
+            for row in valid:
+                if row.grant_access == FULL_ACCESS:
                     return row
+            if valid:
+                return valid[0]
         return rows[0]
 
     def _grant_ok(self, row: Any) -> bool:
@@ -321,6 +393,7 @@ class CredentialFetcher:
             tenant_id=row.tenant_id,
             runner_id=row.runner_id,
             line_id=row.grant_line,
+            access=row.grant_access,
         )
 
     # -- one decision -------------------------------------------------------------------
@@ -338,7 +411,7 @@ class CredentialFetcher:
         }
 
     @staticmethod
-    def _answer(decision: _Decision) -> FetchedCredential:
+    def _answer(decision: _Decision) -> FetchedCredential | UsedCredential:
         if decision.error is not None:
             raise decision.error
         assert decision.result is not None
@@ -354,42 +427,71 @@ class CredentialFetcher:
         ids: tuple[str, str],
         context: RequestContext,
         fresh: bool = False,
+        use: LineUse | None = None,
     ) -> _Decision:
         """The one decision, from a row read now or cached (None: no such token).
 
         Only a ``fresh`` row's MACs are checked: a cached row was checked when it was
-        read, and any change to the rows it came from moves the epoch."""
+        read, and any change to the rows it came from moves the epoch. With ``use`` the
+        same checks come first; then the line's type, then the secret is used."""
         tenant_id, line_id = ids
+        action = FETCH_ACTION if use is None else use.action
         refusal = self._refusal(row, now=now, window=window, row_window=row_window, verify=fresh)
+        if refusal is None and use is not None and row.type not in use.types:
+            refusal = WRONG_TYPE, Conflict(use.refusal_detail)
         if refusal is not None:
-            reason, error = refusal
-            runner_id = None if row is None else row.runner_id
-            event = fetch_event(
-                runner_id, tenant_id, line_id, context, outcome="denied", reason=reason
-            )
-            alarm = None
-            if reason in _TAMPERED:
-                kind = _TAMPERED[reason]
-                alarm = integrity_event(
-                    runner_id=runner_id,
-                    tenant_id=tenant_id,
-                    resource=(kind, row.grant_id if kind == "grant" else line_id),
-                    reason=reason,
-                    context=context,
-                )
-            return _Decision(event=event, error=error, alarm=alarm)
+            return self._refused(row, refusal, ids=ids, context=context, action=action)
         try:
             plaintext = self._open(row, tenant_id, line_id)
+            values = None if use is None else use.compute(row.type, decode_credential(plaintext))
+        except Conflict as exc:  # the line lacks what the use needs (an app_secret)
+            return self._refused(row, (NO_APP_SECRET, exc), ids=ids, context=context, action=action)
         except KmsUnavailable as exc:
             reason, error = "kms_unavailable", Unavailable(str(exc) or "key provider unavailable")
         except Exception as exc:
             reason, error = type(exc).__name__, Unavailable("the credential could not be opened")
         else:
-            return self._served(row, plaintext, now=now, ids=ids, context=context)
+            return self._served(
+                row, plaintext, values, now=now, ids=ids, context=context, action=action
+            )
         event = fetch_event(
-            row.runner_id, tenant_id, line_id, context, outcome="error", reason=reason
+            row.runner_id,
+            tenant_id,
+            line_id,
+            context,
+            outcome="error",
+            reason=reason,
+            action=action,
         )
         return _Decision(event=event, error=error)
+
+    @staticmethod
+    def _refused(
+        row: Any,
+        refusal: tuple[str, VaultError],
+        *,
+        ids: tuple[str, str],
+        context: RequestContext,
+        action: str,
+    ) -> _Decision:
+        """A refusal's decision: its ``denied`` event, and an alarm for a failed MAC."""
+        reason, error = refusal
+        tenant_id, line_id = ids
+        runner_id = None if row is None else row.runner_id
+        event = fetch_event(
+            runner_id, tenant_id, line_id, context, outcome="denied", reason=reason, action=action
+        )
+        alarm = None
+        if reason in _TAMPERED:
+            kind = _TAMPERED[reason]
+            alarm = integrity_event(
+                runner_id=runner_id,
+                tenant_id=tenant_id,
+                resource=(kind, row.grant_id if kind == "grant" else line_id),
+                reason=reason,
+                context=context,
+            )
+        return _Decision(event=event, error=error, alarm=alarm)
 
     # One return per refusal, in the order they are audited: a table of checks would cost
     # a closure call per check on the hot path.
@@ -469,10 +571,12 @@ class CredentialFetcher:
         self,
         row: Any,
         plaintext: bytes,
+        values: dict[str, str] | None,
         *,
         now: datetime,
         ids: tuple[str, str],
         context: RequestContext,
+        action: str,
     ) -> _Decision:
         tenant_id, line_id = ids
         event = fetch_event(
@@ -485,15 +589,22 @@ class CredentialFetcher:
             # the event says so, so reviewers and alerts see runners using stale tokens.
             reason=fetch_expiry_reason(row.line_expires_at, now=now),
             details={"version": row.version},
+            action=action,
         )
-        result = FetchedCredential(
-            line_id=line_id,
-            tenant_id=tenant_id,
-            type=row.type,
-            version=row.version,
-            credential_json=plaintext,
-            expires_at=row.line_expires_at,
-            lease_ttl=self._lease_ttl,
-            updated_at=row.line_updated_at,
-        )
+        result: FetchedCredential | UsedCredential
+        if values is not None:
+            result = UsedCredential(line_id, tenant_id, row.version, values)
+        else:
+            if row.grant_access != FULL_ACCESS:  # "use": no signing material
+                plaintext = without_signing_material(plaintext)
+            result = FetchedCredential(
+                line_id=line_id,
+                tenant_id=tenant_id,
+                type=row.type,
+                version=row.version,
+                credential_json=plaintext,
+                expires_at=row.line_expires_at,
+                lease_ttl=self._lease_ttl,
+                updated_at=row.line_updated_at,
+            )
         return _Decision(event=event, result=result)

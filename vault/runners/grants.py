@@ -2,11 +2,17 @@
 
 A grant is one row in ``grants`` plus one ``grant_lines`` row per line (or a single
 ``"*"`` row for every line of the tenant, present and future). ``grant_lines`` carries
-(runner, tenant, line) so the fetch path answers "is this allowed?" with one indexed
-EXISTS inside its single query; deleting a grant cascades to its lines, so the next
+(runner, tenant, line, access) so the fetch path answers "is this allowed, and how?"
+inside its single query; deleting a grant cascades to its lines, so the next
 fetch in any server process sees it gone. Each ``grant_lines`` row carries a MAC over
 (grant, tenant, runner, line, access) under a root-derived key
-(:mod:`vault.keys.integrity`): a row injected by direct SQL is refused by the fetch.
+(:mod:`vault.keys.integrity`): a row injected by direct SQL is refused by the fetch, and
+so is a ``use`` row widened to ``full`` by hand.
+
+A grant's ``access`` is ``full`` (the default: the fetch returns the whole credential) or
+``use``: the fetch leaves out the signing material (``app_secret``, ``signing_secret``)
+and the runner has the vault sign with it instead (``credential.sign`` and
+``credential.proof``, :mod:`vault.runners.use`).
 """
 
 from __future__ import annotations
@@ -25,9 +31,16 @@ from vault.authz import Permission, UserPrincipal, authorize
 from vault.clock import Clock
 from vault.errors import InvalidRequest, NotFound
 from vault.ids import new_id
-from vault.keys.integrity import RowMacs, integrity_event, stamp_grant_line
+from vault.keys.integrity import (
+    ACCESS_LEVELS,
+    FULL_ACCESS,
+    RowMacs,
+    integrity_event,
+    stamp_grant_line,
+)
 from vault.lines.guard import failures_audited
 from vault.runners.events import grant_event
+from vault.storage.epoch import bump_epoch
 from vault.storage.models import Grant, GrantLine, Line, Runner, Tenant
 from vault.webhooks.outbox import enqueue
 
@@ -44,6 +57,7 @@ class GrantView:
     runner_id: str
     lines: list[str]
     created_at: datetime
+    access: str = FULL_ACCESS
 
 
 class GrantService:
@@ -87,8 +101,17 @@ class GrantService:
             raise NotFound()
         return tenant
 
-    def create(self, tenant_id: str, *, runner_id: str, lines: Sequence[str]) -> GrantView:
+    def create(
+        self,
+        tenant_id: str,
+        *,
+        runner_id: str,
+        lines: Sequence[str],
+        access: str = FULL_ACCESS,
+    ) -> GrantView:
         self._tenant(tenant_id, Permission.GRANT_WRITE, "grant.create")
+        if access not in ACCESS_LEVELS:
+            raise InvalidRequest('access is "full" or "use"', field="access")
         runner = self._session.get(Runner, runner_id)
         if runner is None or runner.disabled_at is not None:
             raise InvalidRequest("no such active runner", field="runner_id")
@@ -114,19 +137,28 @@ class GrantService:
             runner_id=runner_id,
             all_lines=all_lines,
             created_at=self._clock.now(),
+            access=access,
         )
         self._session.add(grant)
         self._session.flush()
         rows = [
-            GrantLine(grant_id=grant.id, line_id=line, tenant_id=tenant_id, runner_id=runner_id)
+            GrantLine(
+                grant_id=grant.id,
+                line_id=line,
+                tenant_id=tenant_id,
+                runner_id=runner_id,
+                access=access,
+            )
             for line in wanted
         ]
         for row in rows:
             stamp_grant_line(row, self._macs)
         self._session.add_all(rows)
         self._session.flush()
-        self._record("grant.create", grant, lines=len(wanted), all_lines=all_lines)
-        return GrantView(grant.id, tenant_id, runner_id, wanted, grant.created_at)
+        # A cached decision under another grant (a "use" one) must not outlive this one.
+        bump_epoch(self._session)
+        self._record("grant.create", grant, lines=len(wanted), all_lines=all_lines, access=access)
+        return GrantView(grant.id, tenant_id, runner_id, wanted, grant.created_at, access)
 
     def list(self, tenant_id: str) -> list[GrantView]:
         self._tenant(tenant_id, Permission.GRANT_READ)
@@ -139,7 +171,8 @@ class GrantService:
         )
         lines = self._granted_lines(grants)
         return [
-            GrantView(g.id, g.tenant_id, g.runner_id, lines[g.id], g.created_at) for g in grants
+            GrantView(g.id, g.tenant_id, g.runner_id, lines[g.id], g.created_at, g.access)
+            for g in grants
         ]
 
     def _granted_lines(self, grants: Sequence[Grant]) -> dict[str, builtins.list[str]]:
@@ -151,18 +184,19 @@ class GrantService:
         if not grants:
             return lines
         rows = self._session.execute(
-            select(GrantLine.grant_id, GrantLine.line_id, GrantLine.mac)
+            select(GrantLine.grant_id, GrantLine.line_id, GrantLine.access, GrantLine.mac)
             .where(GrantLine.grant_id.in_(list(lines)))
             .order_by(GrantLine.grant_id, GrantLine.line_id)
         )
-        for grant_id, line_id, mac in rows:
+        for grant_id, line_id, access, mac in rows:
             grant = by_id[grant_id]
-            if self._macs.grant_line_ok(
+            if access == grant.access and self._macs.grant_line_ok(
                 mac,
                 grant_id=grant_id,
                 tenant_id=grant.tenant_id,
                 runner_id=grant.runner_id,
                 line_id=line_id,
+                access=access,
             ):
                 lines[grant_id].append(line_id)
             else:

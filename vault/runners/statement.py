@@ -3,8 +3,8 @@
 Keyed by the token's keyed hash, it joins the token and its runner, the tenant (with its
 status: a suspended tenant's lines are not served), the line (with its status),
 the line's KEK version row, the grant (the ``grant_lines`` rows on (runner, tenant,
-line-or-*), with their MACs, so more than one result row when several grants match),
-this minute's usage counter and the authorization epoch. Every table
+line-or-*), with their access and MACs, so more than one result row when several
+grants match), this minute's usage counter and the authorization epoch. Every table
 it reads must move the epoch when changed (migration 0002; pinned by
 tests/vault/test_authz_epoch.py), or a cached decision could outlive a revocation.
 
@@ -87,6 +87,7 @@ def fetch_statement() -> Any:
             _U.c.count.label("used"),
             _G.c.grant_id,
             _G.c.line_id.label("grant_line"),
+            _G.c.access.label("grant_access"),
             _G.c.mac.label("grant_mac"),
             select(_E.c.n).where(_E.c.id == 1).scalar_subquery().label("epoch"),
         )

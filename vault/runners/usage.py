@@ -19,9 +19,21 @@ from vault.audit.events import AuditEvent
 from vault.clock import Clock
 from vault.storage.usage import USAGE_ADD, USAGE_INSERT, minute_window
 
-__all__ = ["FETCH_ACTION", "RATE_LIMITED", "UsageCounter"]
+__all__ = [
+    "COUNTED_ACTIONS",
+    "FETCH_ACTION",
+    "PROOF_ACTION",
+    "RATE_LIMITED",
+    "SIGN_ACTION",
+    "UsageCounter",
+]
 
 FETCH_ACTION = "credential.fetch"
+# Uses of a secret without revealing it (vault/runners/use.py): the same decision as the
+# fetch, so the same per-runner limit; each counts as one fetch.
+SIGN_ACTION = "credential.sign"
+PROOF_ACTION = "credential.proof"
+COUNTED_ACTIONS = frozenset({FETCH_ACTION, SIGN_ACTION, PROOF_ACTION})
 RATE_LIMITED = "rate_limited"
 _MAX_TRACKED = 100_000
 
@@ -42,12 +54,13 @@ class UsageCounter:
 
     @staticmethod
     def counts(events: Sequence[AuditEvent]) -> dict[str, int]:
-        """Served fetches per runner in ``events`` (refusals for the limit itself are not
-        counted, so a runner over its limit gets going again next minute)."""
+        """Served fetches per runner in ``events``, signs and proofs included (refusals
+        for the limit itself are not counted, so a runner over its limit gets going again
+        next minute)."""
         counts: Counter[str] = Counter()
         for e in events:
             if (
-                e.action == FETCH_ACTION
+                e.action in COUNTED_ACTIONS
                 and e.actor_type == "runner"
                 and e.actor_id is not None
                 and e.reason != RATE_LIMITED

@@ -328,6 +328,9 @@ class Grant(Base):
     runner_id: Mapped[str] = mapped_column(ForeignKey("runners.id", ondelete="CASCADE"))
     all_lines: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # "full" (the fetch returns the whole credential) or "use" (no signing material; the
+    # runner signs through the vault). Migration 0005b; copied to each grant_lines row.
+    access: Mapped[str] = mapped_column(String(8), default="full", server_default="full")
 
 
 class GrantLine(Base):
@@ -341,6 +344,8 @@ class GrantLine(Base):
     line_id: Mapped[str] = mapped_column(ID, primary_key=True)  # a line id or "*"
     tenant_id: Mapped[str] = mapped_column(ID)
     runner_id: Mapped[str] = mapped_column(ID)
+    # The grant's access ("full" | "use"), read by the fetch in its one SQL read.
+    access: Mapped[str] = mapped_column(String(8), default="full", server_default="full")
     # HMAC over (grant, tenant, runner, line, access) under a root-derived key
     # (vault/keys/integrity.py): an injected or edited row is refused by the fetch.
     mac: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)

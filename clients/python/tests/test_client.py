@@ -192,3 +192,55 @@ def test_async_client() -> None:
                 await vault2.fetch("tnt_1", "ln_1")
 
     asyncio.run(main())
+
+
+SIGNED = {"line_id": "ln_w", "version": 2, "algorithm": "HMAC-SHA256", "signature": "00ff"}
+PROVED = {"line_id": "ln_m", "version": 5, "appsecret_proof": "beef"}
+
+
+def test_sign_and_appsecret_proof_are_posted_each_time() -> None:
+    script = Script(
+        httpx.Response(200, json=SIGNED),
+        httpx.Response(200, json=SIGNED),
+        problem(429, "rate_limited", **{"Retry-After": "0"}),
+        httpx.Response(200, json=PROVED),
+    )
+    with client(script, workflow_id="wf") as vault:
+        first = vault.sign("tnt_1", "ln_w", "payload ✓")
+        assert vault.sign("tnt_1", "ln_w", "payload ✓") == first  # not cached: posted again
+        assert (first.signature, first.version) == ("00ff", 2)
+        proof = vault.appsecret_proof("tnt_1", "ln_m", run_id="r-1")
+        assert (proof.appsecret_proof, proof.line_id) == ("beef", "ln_m")
+    sign_request, _, limited, proof_request = script.fetches
+    assert sign_request.method == "POST" and sign_request.url.path.endswith("/ln_w/sign")
+    assert sign_request.read() == '{"message":"payload ✓"}'.encode()
+    assert sign_request.headers["x-workflow-id"] == "wf"
+    assert limited.url.path.endswith("/appsecret-proof")  # retried after the 429
+    assert proof_request.url.path == "/v1/tenants/tnt_1/lines/ln_m/appsecret-proof"
+    assert proof_request.headers["x-run-id"] == "r-1"
+
+
+def test_sign_refusals_are_typed() -> None:
+    script = Script(problem(410, "revoked"), problem(404, "not_found"))
+    with client(script) as vault:
+        with pytest.raises(Revoked):
+            vault.sign("t", "l", "m")
+        with pytest.raises(NotGranted):
+            vault.appsecret_proof("t", "l")
+
+
+def test_async_sign_and_appsecret_proof() -> None:
+    async def main() -> None:
+        script = Script(httpx.Response(200, json=SIGNED), httpx.Response(200, json=PROVED))
+        http = httpx.AsyncClient(base_url="http://vault", transport=httpx.MockTransport(script))
+        async with AsyncRunnerClient("http://vault", "rnc_1", "lvcs_s", http=http) as vault:
+            signed = await vault.sign("t", "ln_w", "m")
+            proof = await vault.appsecret_proof("t", "ln_m")
+        assert (signed.signature, proof.appsecret_proof) == ("00ff", "beef")
+        assert [r.url.path.rsplit("/", 1)[1] for r in script.fetches] == [
+            "sign",
+            "appsecret-proof",
+        ]
+        assert script.fetches[0].read() == b'{"message":"m"}'
+
+    asyncio.run(main())

@@ -103,3 +103,49 @@ def test_retry_policy() -> None:
     assert c.retry_hook(RetryableResponse(httpx.Response(503))) is True
     assert c.retry_hook(httpx.ConnectError("refused")) is True
     assert c.retry_hook(ValueError("bug")) is False
+
+
+def test_sign_flow_posts_the_message_and_reads_the_signature() -> None:
+    flow = core().sign_flow("tnt/1", "ln_w", "héllo", workflow_id=None, run_id="run-2")
+    assert next(flow) == NeedToken(renew=False)
+    call = flow.send("lvrt_a")
+    assert (call.method, call.url) == ("POST", "/v1/tenants/tnt%2F1/lines/ln_w/sign")
+    assert call.json == {"message": "héllo"} and call.data is None
+    assert call.headers["Authorization"] == "Bearer lvrt_a"
+    assert call.headers["X-Run-Id"] == "run-2"
+    answer = {"line_id": "ln_w", "version": 4, "algorithm": "HMAC-SHA256", "signature": "ab12"}
+    with pytest.raises(StopIteration) as done:
+        flow.send(httpx.Response(200, json=answer))
+    got = done.value.value
+    assert (got.line_id, got.version, got.algorithm, got.signature) == (
+        "ln_w",
+        4,
+        "HMAC-SHA256",
+        "ab12",
+    )
+
+
+def test_proof_flow_renews_once_on_401_and_types_refusals() -> None:
+    flow = core().proof_flow("t", "l", workflow_id=None, run_id=None)
+    next(flow)
+    call = flow.send("old")
+    assert (call.method, call.url, call.json) == (
+        "POST",
+        "/v1/tenants/t/lines/l/appsecret-proof",
+        None,
+    )
+    assert flow.send(httpx.Response(401)) == NeedToken(renew=True)
+    flow.send("new")
+    with pytest.raises(StopIteration) as done:
+        flow.send(httpx.Response(200, json={"line_id": "l", "version": 1, "appsecret_proof": "9f"}))
+    assert done.value.value.appsecret_proof == "9f"
+    for status, error in ((404, NotGranted), (423, Suspended)):
+        flow = core().proof_flow("t", "l", workflow_id=None, run_id=None)
+        next(flow), flow.send("tok")
+        with pytest.raises(error):
+            flow.send(httpx.Response(status, json={"code": "x"}))
+    flow = core().proof_flow("t", "l", workflow_id=None, run_id=None)
+    next(flow), flow.send("tok")
+    with pytest.raises(Exception) as info:
+        flow.send(httpx.Response(409, json={"code": "conflict", "detail": "not a widget"}))
+    assert (info.value.status, info.value.code) == (409, "conflict")  # type: ignore[attr-defined]

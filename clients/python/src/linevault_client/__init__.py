@@ -17,6 +17,9 @@ What it does for the caller:
   ``lease_ttl`` (and by the credential's own ``expires_at``); ``lease_ttl`` 0 disables it.
   A cached answer may be used for up to ``lease_ttl`` seconds after a revocation, which
   is what the lease means.
+- Use without reveal: ``sign()`` (widget lines) and ``appsecret_proof()`` (Instagram,
+  Messenger) have the vault compute with a secret that a ``use`` grant's fetch leaves
+  out; never cached, each call audited by the vault.
 - Retries (through ``stamina``) with exponential backoff and jitter on 429 (honouring
   ``Retry-After``), 502, 503, 504 and connection errors; typed errors for the rest.
 
@@ -27,7 +30,7 @@ of their own beside these and are exported below (the webhook signature helper:
 """
 
 from linevault_client._async import AsyncRunnerClient
-from linevault_client._core import Credential
+from linevault_client._core import AppSecretProof, Credential, Signature
 from linevault_client._sync import RunnerClient
 from linevault_client.errors import (
     AuditUnavailable,
@@ -41,6 +44,7 @@ from linevault_client.errors import (
 )
 
 __all__ = [
+    "AppSecretProof",
     "AsyncRunnerClient",
     "AuditUnavailable",
     "AuthenticationError",
@@ -51,6 +55,7 @@ __all__ = [
     "Revoked",
     "RunnerClient",
     "ServiceUnavailable",
+    "Signature",
     "Suspended",
 ]
 

@@ -24,7 +24,16 @@ import httpx
 
 from linevault_client.errors import ServiceUnavailable, error_for, retry_after
 
-__all__ = ["Call", "Core", "Credential", "Flow", "NeedToken", "RetryableResponse"]
+__all__ = [
+    "AppSecretProof",
+    "Call",
+    "Core",
+    "Credential",
+    "Flow",
+    "NeedToken",
+    "RetryableResponse",
+    "Signature",
+]
 
 T = TypeVar("T")
 
@@ -41,6 +50,7 @@ class Call:
     url: str
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     data: Mapping[str, str] | None = field(default=None, repr=False)
+    json: Mapping[str, Any] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,43 @@ class Credential:
         return max(0.0, seconds)
 
 
+@dataclass(frozen=True)
+class Signature:
+    """``POST .../sign``: the hex HMAC-SHA256 of a message under a widget line's
+    signing secret (the secret itself never leaves the vault)."""
+
+    line_id: str
+    version: int
+    algorithm: str
+    signature: str
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Signature:
+        return cls(
+            line_id=str(doc["line_id"]),
+            version=int(doc["version"]),
+            algorithm=str(doc["algorithm"]),
+            signature=str(doc["signature"]),
+        )
+
+
+@dataclass(frozen=True)
+class AppSecretProof:
+    """``POST .../appsecret-proof``: Meta's ``appsecret_proof`` for the line's token."""
+
+    line_id: str
+    version: int
+    appsecret_proof: str
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> AppSecretProof:
+        return cls(
+            line_id=str(doc["line_id"]),
+            version=int(doc["version"]),
+            appsecret_proof=str(doc["appsecret_proof"]),
+        )
+
+
 class _Cache:
     """A small thread-safe LRU of fetched credentials with per-entry deadlines."""
 
@@ -135,8 +182,12 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def line_path(tenant_id: str, line_id: str, action: str) -> str:
+    return f"/v1/tenants/{quote(tenant_id, safe='')}/lines/{quote(line_id, safe='')}/{action}"
+
+
 def credential_path(tenant_id: str, line_id: str) -> str:
-    return f"/v1/tenants/{quote(tenant_id, safe='')}/lines/{quote(line_id, safe='')}/credential"
+    return line_path(tenant_id, line_id, "credential")
 
 
 class Core:
@@ -243,13 +294,9 @@ class Core:
         key = (tenant_id, line_id)
         if use_cache and (hit := self.cache.get(key)) is not None:
             return hit
-        extra = {"X-Workflow-Id": workflow_id or self.workflow_id, "X-Run-Id": run_id}
-        for renewed in (False, True):
-            token = yield NeedToken(renew=renewed)
-            headers = bearer(token) | {name: value for name, value in extra.items() if value}
-            response = yield Call("GET", credential_path(tenant_id, line_id), headers=headers)
-            if response.status_code != 401:
-                break
+        response = yield from self._authorized(
+            "GET", credential_path(tenant_id, line_id), None, workflow_id, run_id
+        )
         if response.status_code != 200:
             if response.status_code in (403, 404, 410, 423):
                 self.cache.drop(key)
@@ -260,3 +307,51 @@ class Core:
 
     def invalidate(self, tenant_id: str | None, line_id: str | None) -> None:
         self.cache.drop((tenant_id, line_id) if tenant_id and line_id else None)
+
+    def _authorized(
+        self,
+        method: str,
+        url: str,
+        body: Mapping[str, Any] | None,
+        workflow_id: str | None,
+        run_id: str | None,
+    ) -> Flow[httpx.Response]:
+        """One request with the runner's token (renewed once on 401) and run headers."""
+        extra = {"X-Workflow-Id": workflow_id or self.workflow_id, "X-Run-Id": run_id}
+        for renewed in (False, True):
+            token = yield NeedToken(renew=renewed)
+            headers = bearer(token) | {name: value for name, value in extra.items() if value}
+            response: httpx.Response = yield Call(method, url, headers=headers, json=body)
+            if response.status_code != 401:
+                break
+        return response
+
+    # -- use without reveal (the secret stays in the vault) ------------------------------
+
+    def sign_flow(
+        self,
+        tenant_id: str,
+        line_id: str,
+        message: str,
+        *,
+        workflow_id: str | None,
+        run_id: str | None,
+    ) -> Flow[Signature]:
+        """``POST .../sign`` (widget lines): never cached, each call is audited."""
+        response = yield from self._authorized(
+            "POST", line_path(tenant_id, line_id, "sign"), {"message": message}, workflow_id, run_id
+        )
+        if response.status_code != 200:
+            raise error_for(response)
+        return Signature.from_json(response.json())
+
+    def proof_flow(
+        self, tenant_id: str, line_id: str, *, workflow_id: str | None, run_id: str | None
+    ) -> Flow[AppSecretProof]:
+        """``POST .../appsecret-proof`` (Instagram, Messenger lines with an app secret)."""
+        response = yield from self._authorized(
+            "POST", line_path(tenant_id, line_id, "appsecret-proof"), None, workflow_id, run_id
+        )
+        if response.status_code != 200:
+            raise error_for(response)
+        return AppSecretProof.from_json(response.json())

@@ -8,7 +8,16 @@ from typing import TypeVar
 import httpx
 import stamina
 
-from linevault_client._core import Call, Core, Credential, Flow, NeedToken, RetryableResponse
+from linevault_client._core import (
+    AppSecretProof,
+    Call,
+    Core,
+    Credential,
+    Flow,
+    NeedToken,
+    RetryableResponse,
+    Signature,
+)
 
 __all__ = ["RunnerClient"]
 
@@ -52,7 +61,11 @@ class RunnerClient:
                 with attempt:
                     return core.check(
                         self._http.request(
-                            call.method, call.url, headers=call.headers, data=call.data
+                            call.method,
+                            call.url,
+                            headers=call.headers,
+                            data=call.data,
+                            json=call.json,
                         )
                     )
         except RetryableResponse as exc:
@@ -94,6 +107,37 @@ class RunnerClient:
             self._core.fetch_flow(
                 tenant_id, line_id, workflow_id=workflow_id, run_id=run_id, use_cache=use_cache
             )
+        )
+
+    def sign(
+        self,
+        tenant_id: str,
+        line_id: str,
+        message: str,
+        *,
+        workflow_id: str | None = None,
+        run_id: str | None = None,
+    ) -> Signature:
+        """Have the vault sign ``message`` (UTF-8) with a widget line's signing secret:
+        hex HMAC-SHA256. Works with a ``use`` grant, whose fetch has no signing secret."""
+        return self._run(
+            self._core.sign_flow(
+                tenant_id, line_id, message, workflow_id=workflow_id, run_id=run_id
+            )
+        )
+
+    def appsecret_proof(
+        self,
+        tenant_id: str,
+        line_id: str,
+        *,
+        workflow_id: str | None = None,
+        run_id: str | None = None,
+    ) -> AppSecretProof:
+        """Meta's ``appsecret_proof`` for an Instagram or Messenger line, computed by the
+        vault with the line's app secret (which a ``use`` grant's fetch leaves out)."""
+        return self._run(
+            self._core.proof_flow(tenant_id, line_id, workflow_id=workflow_id, run_id=run_id)
         )
 
     def invalidate(self, tenant_id: str | None = None, line_id: str | None = None) -> None:
