@@ -27,7 +27,7 @@ __all__ = ["Delivery", "Receiver", "receiver", "webhook_settings"]
 
 def webhook_settings(tmp_path: Path, db_url: str, **overrides: Any) -> Settings:
     """Test settings whose dispatcher may deliver to a receiver on loopback."""
-    return make_settings(tmp_path / "var", db_url, webhook_allow_private=True, **overrides)
+    return make_settings(tmp_path / "var", db_url, **{"webhook_allow_private": True, **overrides})
 
 
 @dataclass(frozen=True)
