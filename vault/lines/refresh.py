@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from vault.audit.events import Actor, AuditEvent, RequestContext
+from vault.audit.events import Actor, RequestContext
 from vault.audit.trail import AuditTrail
 from vault.clock import Clock, rfc3339
 from vault.connectors import ProviderChecks, Refreshed, RefreshResult, Refused, Rejected
@@ -57,7 +57,7 @@ from vault.keys.system import SystemKeys
 from vault.lines.leases import Lease, claim_lease, failures_of, lease_failed, release_lease
 from vault.lines.provider import open_line
 from vault.lines.schemas import ParsedCredential, parse_credential
-from vault.lines.service import load_line, load_tenant, seal_line
+from vault.lines.service import line_event_by, load_line, load_tenant, seal_line
 from vault.lines.status import ACTIVE, REVOKED
 from vault.storage.engine import SessionFactory, unit_of_work
 from vault.storage.models import Line, RefreshLease
@@ -369,21 +369,8 @@ class Refresher:
     ) -> None:
         self._audit.record(
             session,
-            AuditEvent.by(
-                actor,
-                "credential.refresh",
-                outcome,
-                tenant_id=line.tenant_id,
-                resource_type="line",
-                resource_id=line.id,
-                reason=reason,
-                context=context,
-                details={
-                    "type": line.type,
-                    "version": line.version,
-                    "fingerprint": line.fingerprint,
-                    "kek_version": line.kek_version,
-                },
+            line_event_by(
+                actor, "credential.refresh", line, context, outcome=outcome, reason=reason
             ),
         )
 

@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -258,10 +258,25 @@ def line_event(
     *,
     reason: str | None = None,
 ) -> AuditEvent:
-    """The success event of a change to ``line``: ids, type, version, fingerprint only."""
+    """The success event of a person's change to ``line``."""
+    return line_event_by(Actor("user", principal.user_id), action, line, context, reason=reason)
+
+
+def line_event_by(
+    actor: Actor,
+    action: str,
+    line: Line,
+    context: RequestContext,
+    *,
+    outcome: Literal["success", "error"] = "success",
+    reason: str | None = None,
+) -> AuditEvent:
+    """The event of a change to ``line`` by any actor (a person, the refresher): ids,
+    type, version, fingerprint and key version only."""
     return AuditEvent.by(
-        Actor("user", principal.user_id),
+        actor,
         action,
+        outcome,
         tenant_id=line.tenant_id,
         resource_type="line",
         resource_id=line.id,
