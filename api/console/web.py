@@ -39,7 +39,14 @@ from fastapi.templating import Jinja2Templates
 from api.deps import Ctx, Db, Rt, SecondFactor, account_ready
 from api.problems import describe
 from kms.errors import KmsError
-from vault.authz import UserPrincipal
+from vault.authz import (
+    TENANT_PERMISSIONS,
+    Permission,
+    PlatformPermission,
+    UserPrincipal,
+    platform_allows,
+    runner_directory_allowed,
+)
 from vault.errors import (
     Forbidden,
     MfaEnrollmentRequired,
@@ -210,7 +217,8 @@ def page(
 ) -> HTMLResponse:
     """Render ``template`` with the signed-in user (if any) and this form's CSRF token."""
     values = dict(context or {})
-    values.setdefault("user", getattr(request.state, "console_user", None))
+    user = values.setdefault("user", getattr(request.state, "console_user", None))
+    values["nav"] = _nav_for(user)
     values["csrf_token"] = csrf_token_for(
         _csrf_secret(request), request.cookies.get(SESSION_COOKIE)
     )
@@ -219,6 +227,18 @@ def page(
     if fresh is not None:
         set_cookie(response, request, CSRF_COOKIE, fresh)
     return response
+
+
+def _nav_for(user: UserPrincipal | None) -> dict[str, bool]:
+    """Which of the main navigation's links this person gets (the pages still check)."""
+    if user is None:
+        return {}
+    audit_roles = TENANT_PERMISSIONS[Permission.AUDIT_READ]
+    return {
+        "runners": runner_directory_allowed(user),
+        "audit": platform_allows(user, PlatformPermission.AUDIT_READ_ALL)
+        or any(role in audit_roles for role in user.tenant_roles.values()),
+    }
 
 
 def _back_link(request: Request) -> str:

@@ -72,7 +72,7 @@ _TENANT_READERS = row(
     {**dict.fromkeys(PEOPLE, 200), "no_role": 404, "anonymous": _SIGN_IN},
 )
 
-CONSOLE_EXPECTATIONS: dict[tuple[str, str], dict[str, Any]] = {
+_SIGN_IN_ROWS: dict[tuple[str, str], dict[str, Any]] = {
     # Sign-in: public pages; the credentials in the form decide.
     ("GET", "/ui/"): row({**dict.fromkeys(PEOPLE, 303)}),  # -> /ui/tenants
     ("GET", "/ui/login"): _PUBLIC,
@@ -99,6 +99,31 @@ CONSOLE_EXPECTATIONS: dict[tuple[str, str], dict[str, Any]] = {
     # Tenants and their lines.
     ("GET", "/ui/tenants"): _SIGNED_IN,
     ("GET", "/ui/tenants/{tenant_id}"): _TENANT_READERS,
+}
+
+
+# Lines: add, replace, revoke, suspend, resume, a line's page (api/console/lines.py).
+_LINE_ROWS: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+# Runners, grants, members, tenant deletion and export (api/console/people.py & co).
+_PEOPLE_ROWS: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+# Audit: events, an event, verify, export, the chart (api/console/audit.py).
+_AUDIT_ROWS: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+# The account page (api/console/account.py).
+_ACCOUNT_ROWS: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+CONSOLE_EXPECTATIONS: dict[tuple[str, str], dict[str, Any]] = {
+    **_SIGN_IN_ROWS,
+    **_LINE_ROWS,
+    **_PEOPLE_ROWS,
+    **_AUDIT_ROWS,
+    **_ACCOUNT_ROWS,
 }
 
 
