@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 import anyio.to_thread
 from fastapi import Depends, FastAPI
 
+from api.console import install_console
 from api.deps import check_content_type, check_path_ids
 from api.docs import install_docs
 from api.fastpath import FetchFastPath, LinevaultApp
@@ -130,6 +131,7 @@ def create_app(
     install_openapi(app)
     for router in ROUTERS:
         app.include_router(router)
+    install_console(app)
     install_docs(app)
     # Added last = outermost: every request, a refused oversized one too, gets an id.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

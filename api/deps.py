@@ -74,6 +74,7 @@ __all__ = [
     "Rt",
     "RunnerTokens",
     "Runners",
+    "SecondFactor",
     "States",
     "TenantErasure",
     "TenantExport",
@@ -83,6 +84,7 @@ __all__ = [
     "UserExport",
     "Users",
     "Webhooks",
+    "account_ready",
     "check_content_type",
     "check_path_ids",
     "context_from_scope",
@@ -209,7 +211,7 @@ async def _request_mfa_code(request: Request) -> str | None:
     return code[:32] if isinstance(code, str) else None
 
 
-class _SecondFactor:
+class SecondFactor:
     """Checks the request's code once, in the request's unit of work; later asks pass."""
 
     def __init__(
@@ -231,7 +233,7 @@ class _SecondFactor:
         self._passed = True
 
 
-def _account_ready(runtime: Runtime, request: Request, user: UserPrincipal, ctx: Ctx) -> None:
+def account_ready(runtime: Runtime, request: Request, user: UserPrincipal, ctx: Ctx) -> None:
     """The account policies (module docstring); an audited 403 saying what to do next."""
     route = request.scope.get("route")
     path = getattr(route, "path", None) or request.url.path
@@ -270,8 +272,8 @@ def current_user(
     code: Annotated[str | None, Depends(_request_mfa_code)],
 ) -> UserPrincipal:
     user = runtime.authenticator.authenticate(token, ctx=ctx)
-    _account_ready(runtime, request, user, ctx)
-    return replace(user, second_factor=_SecondFactor(runtime, db, ctx, user, code))
+    account_ready(runtime, request, user, ctx)
+    return replace(user, second_factor=SecondFactor(runtime, db, ctx, user, code))
 
 
 CurrentUser = Annotated[UserPrincipal, Depends(current_user)]

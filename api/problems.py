@@ -23,6 +23,7 @@ from vault import errors as e
 __all__ = [
     "PROBLEM_TABLE",
     "VAULT_ERROR_TABLE",
+    "describe",
     "install_problem_handlers",
     "internal_error_response",
     "problem_body",
@@ -214,12 +215,21 @@ def _validation_detail(exc: RequestValidationError) -> tuple[str, list[dict[str,
     return "; ".join(dict.fromkeys(f["message"] for f in fields)), fields
 
 
-def problem_for(exc: e.VaultError | KmsError) -> JSONResponse:
-    """The problem response for a domain or key-provider error, from the table above."""
+def describe(exc: e.VaultError | KmsError) -> tuple[int, str, str, str]:
+    """(status, code, title, detail) of a domain or key-provider error, from the table
+    above: the one reading of it, for the problem+json answer and the console's page."""
     status, code, title = _lookup(exc) or _INTERNAL_ERROR
     if isinstance(exc, KmsError):
         log.error("key provider error: %s", type(exc).__name__)
-        return problem_response(status, code, title, "the key provider failed")
+        return status, code, title, "the key provider failed"
+    return status, code, title, exc.detail
+
+
+def problem_for(exc: e.VaultError | KmsError) -> JSONResponse:
+    """The problem response for a domain or key-provider error, from the table above."""
+    status, code, title, detail = describe(exc)
+    if isinstance(exc, KmsError):
+        return problem_response(status, code, title, detail)
     headers: dict[str, str] = {}
     extra: dict[str, Any] = {}
     if isinstance(exc, e.RateLimited):
@@ -229,7 +239,7 @@ def problem_for(exc: e.VaultError | KmsError) -> JSONResponse:
         extra["fields"] = [
             {"field": exc.field, "in": "request", "problem": problem, "message": exc.detail}
         ]
-    return problem_response(status, code, title, exc.detail, headers=headers, extra=extra)
+    return problem_response(status, code, title, detail, headers=headers, extra=extra)
 
 
 def install_problem_handlers(app: FastAPI) -> None:

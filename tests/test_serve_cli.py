@@ -28,7 +28,7 @@ def test_serve_prints_urls_and_stops_cleanly(tmp_path: Path, stop: signal.Signal
     assert f"  API:                     {base}/v1/" in logs
     assert f"  API docs (Swagger UI):   {base}/docs" in logs
     assert f"  API docs (ReDoc):        {base}/redoc" in logs
-    assert "console" not in logs  # this build serves no /ui/ yet
+    assert f"  console:                 {base}/ui/" in logs
     assert "Press Ctrl-C to stop." in logs and logs.rstrip().endswith("linevault stopped")
     assert logs.count("local root-of-trust provider in use") == 1
     records = [line for line in logs.splitlines() if line.startswith("{")]

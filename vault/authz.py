@@ -60,6 +60,7 @@ __all__ = [
     "platform_forbidden",
     "require_second_factor",
     "runner_directory_allowed",
+    "tenant_allows",
 ]
 
 TenantRole = Literal["owner", "admin", "member", "auditor"]
@@ -348,6 +349,14 @@ def member_permission(*, new_role: str | None, current_role: str | None) -> Perm
     return Permission.MEMBER_WRITE
 
 
+def tenant_allows(principal: UserPrincipal, tenant_id: str, permission: Permission) -> bool:
+    """Does the user's role in ``tenant_id`` carry ``permission``? For what a page offers
+    (the console hides a control the row denies); the action itself still calls
+    :func:`authorize`, so hiding is never the protection."""
+    role = effective_role(principal, tenant_id)
+    return role is not None and role in TENANT_PERMISSIONS.get(permission, _NOBODY)
+
+
 def platform_allows(principal: UserPrincipal, permission: PlatformPermission) -> bool:
     """Does the user's platform role carry ``permission``? (For scoping what they see.)"""
     return principal.platform_role in PLATFORM_PERMISSIONS.get(permission, _NOBODY)
@@ -387,8 +396,19 @@ def can_assign_role(actor_role: str, *, new_role: str, current_role: str | None)
 # Account safety: while a user is not yet compliant with the account policies (no second
 # factor enrolled, or a generated password not yet changed) their sessions reach only
 # these route paths, the ones that make them compliant (or end the session).
+# The console's set-up pages (api/console/signin.py) are the same steps in a browser.
 ACCOUNT_SETUP_PATHS: frozenset[str] = frozenset(
-    {"/v1/me", "/v1/me/totp", "/v1/me/totp/confirm", "/v1/me/password", "/v1/auth/logout"}
+    {
+        "/v1/me",
+        "/v1/me/totp",
+        "/v1/me/totp/confirm",
+        "/v1/me/password",
+        "/v1/auth/logout",
+        "/ui/enrol",
+        "/ui/enrol/confirm",
+        "/ui/password",
+        "/ui/logout",
+    }
 )
 
 

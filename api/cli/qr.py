@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import qrcode
 import typer
+
+from api.qrcodes import qr_matrix
 
 __all__ = ["print_qr"]
 
 
 def print_qr(data: str) -> None:
-    qr = qrcode.QRCode(border=1)
-    qr.add_data(data)
-    qr.make(fit=True)
-    matrix = qr.get_matrix()
+    """Two rows of modules per line of text, with half-block characters."""
+    matrix = qr_matrix(data)
     for top, bottom in zip(matrix[0::2], [*matrix[1::2], [False] * len(matrix[0])], strict=False):
         row = "".join(
             "█" if a and b else "▀" if a else "▄" if b else " "

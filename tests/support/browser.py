@@ -24,7 +24,14 @@ import pytest
 
 from tests.support.db import require_all
 
-__all__ = ["CHROMIUM_ARGS", "OffHostLog", "chromium_path_or_skip", "offline_page"]
+__all__ = [
+    "CHROMIUM_ARGS",
+    "OffHostLog",
+    "block_off_host",
+    "chromium_path_or_skip",
+    "launched_chromium",
+    "offline_page",
+]
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update"]
@@ -55,16 +62,9 @@ class OffHostLog:
     local: list[str] = field(default_factory=list)
 
 
-@contextmanager
-def offline_page(base_url: str) -> Iterator[tuple[Any, OffHostLog]]:
-    """A Chromium page on which every off-host request is aborted and recorded."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _skip_or_fail("the playwright package is not installed (pip install -e '.[dev]')")
-        raise
-    executable = chromium_path_or_skip()
-    log = OffHostLog(allowed_host=urlsplit(base_url).netloc)
+def block_off_host(context: Any, log: OffHostLog) -> None:
+    """Route every request of ``context``: the server's host (and data:/blob:) goes
+    through, any other host is aborted and recorded, so no test can reach the network."""
 
     def route(request_route: Any) -> None:
         url = request_route.request.url
@@ -76,11 +76,31 @@ def offline_page(base_url: str) -> Iterator[tuple[Any, OffHostLog]]:
             log.blocked.append(url)
             request_route.abort("blockedbyclient")
 
+    context.route("**/*", route)
+
+
+@contextmanager
+def launched_chromium() -> Iterator[Any]:
+    """The system Chromium under Playwright (skip, or fail under REQUIRE_ALL, without it)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _skip_or_fail("the playwright package is not installed (pip install -e '.[dev]')")
+        raise
+    executable = chromium_path_or_skip()
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
-            context = browser.new_context(service_workers="block")
-            context.route("**/*", route)
-            yield context.new_page(), log
+            yield browser
         finally:
             browser.close()
+
+
+@contextmanager
+def offline_page(base_url: str) -> Iterator[tuple[Any, OffHostLog]]:
+    """A Chromium page on which every off-host request is aborted and recorded."""
+    log = OffHostLog(allowed_host=urlsplit(base_url).netloc)
+    with launched_chromium() as browser:
+        context = browser.new_context(service_workers="block")
+        block_off_host(context, log)
+        yield context.new_page(), log

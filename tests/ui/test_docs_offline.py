@@ -21,8 +21,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 def test_swagger_ui_shows_the_operations_offline(server: ServerProcess) -> None:
     with offline_page(server.url) as (page, log):
-        page.goto(f"{server.url}/", wait_until="networkidle")
-        assert page.url == f"{server.url}/docs"  # GET / redirects here without a console
+        page.goto(f"{server.url}/docs", wait_until="networkidle")
         page.wait_for_selector(".opblock", timeout=20_000)
         summaries = page.locator(".opblock-summary-path").all_inner_texts()
         assert "/v1/tenants/{tenant_id}/lines/{line_id}/credential" in [
@@ -33,6 +32,13 @@ def test_swagger_ui_shows_the_operations_offline(server: ServerProcess) -> None:
     assert log.blocked == [], f"off-host requests: {log.blocked}"
     assert any(url.endswith("/static/docs/swagger-ui-bundle.js") for url in log.local)
     assert any(url.endswith("/openapi.json") for url in log.local)
+
+
+def test_the_root_sends_a_person_to_the_console(server: ServerProcess) -> None:
+    with offline_page(server.url) as (page, log):
+        page.goto(f"{server.url}/", wait_until="networkidle")
+        assert page.url == f"{server.url}/ui/login?next=/ui/tenants"  # signed out
+    assert log.blocked == [], f"off-host requests: {log.blocked}"
 
 
 def test_redoc_shows_the_operations_offline(server: ServerProcess) -> None:

@@ -1,0 +1,202 @@
+"""Every console route x every kind of person -> the expected status.
+
+The console's counterpart of test_permission_matrix.py (which leaves ``/ui/`` to this
+file): CONSOLE_EXPECTATIONS is keyed by (method, path template), and a console route
+without a row fails :func:`test_every_console_route_for_every_role`, so no page or form
+can be added without deciding who may use it. Requests are made as a browser makes
+them: the session in its cookie, forms with the CSRF token (tests/support/console_forms.py).
+A signed-out visitor is sent to sign-in (303); a forged form from a person whose role
+does not carry the action is refused exactly as the API refuses it (403, or 404 for a
+tenant they have no role in) and changes nothing.
+
+Rows may name ``form`` (the form fields, built per request so each request is valid
+apart from who sends it) and ``params`` (path parameters, e.g. a fresh line per request
+for an action that can be done only once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.support.console_forms import CSRF_SECRET, post_form, sign_in_by_cookie
+from tests.support.identity import add_membership, make_tenant, make_user
+from tests.support.routes import console_routes
+from tests.support.settings import UNTHROTTLED, make_settings
+from vault.runtime import Runtime
+from vault.settings import Settings
+
+PEOPLE = (
+    "platform_admin",
+    "platform_auditor",
+    "owner",
+    "admin",
+    "member",
+    "auditor",
+    "no_role",
+    "anonymous",
+)
+_ALL = "*"
+_SIGN_IN = 303  # a signed-out visitor is sent to /ui/login
+
+
+@dataclass
+class World:
+    runtime: Runtime
+    tenant_id: str
+    user_ids: dict[str, str] = field(default_factory=dict)
+    counter: int = 0
+
+    def unique(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+
+Factory = Callable[[World], dict[str, Any]]
+
+
+def row(
+    expected: dict[str, int], *, form: Factory | None = None, params: Factory | None = None
+) -> dict[str, Any]:
+    return {"expected": expected, "form": form, "params": params}
+
+
+_PUBLIC = row({_ALL: 200})
+_SIGNED_IN = row({**dict.fromkeys(PEOPLE, 200), "anonymous": _SIGN_IN})
+_TENANT_READERS = row(
+    {**dict.fromkeys(PEOPLE, 200), "no_role": 404, "anonymous": _SIGN_IN},
+)
+
+_SIGN_IN_ROWS: dict[tuple[str, str], dict[str, Any]] = {
+    # Sign-in: public pages; the credentials in the form decide.
+    ("GET", "/ui/"): row({**dict.fromkeys(PEOPLE, 303)}),  # -> /ui/tenants
+    ("GET", "/ui/login"): _PUBLIC,
+    ("POST", "/ui/login"): row(
+        {_ALL: 401}, form=lambda w: {"email": "x@example.test", "password": "wrong password"}
+    ),
+    ("GET", "/ui/login/code"): row({_ALL: 303}),  # no password step yet: back to sign-in
+    ("POST", "/ui/login/code"): row({_ALL: 401}, form=lambda w: {"mfa_code": "000000"}),
+    ("POST", "/ui/logout"): row({_ALL: 303}),  # signed out either way
+    # Account set-up: the person's own account (every test user is already set up;
+    # POST /ui/enrol, run first, leaves a new secret pending, which a wrong code misses).
+    ("GET", "/ui/enrol"): _SIGNED_IN,
+    ("POST", "/ui/enrol"): row(
+        {**dict.fromkeys(PEOPLE, 200), "anonymous": _SIGN_IN}  # sessions are MFA-fresh here
+    ),
+    ("POST", "/ui/enrol/confirm"): row(
+        {**dict.fromkeys(PEOPLE, 401), "anonymous": _SIGN_IN}, form=lambda w: {"mfa_code": "1"}
+    ),
+    ("GET", "/ui/password"): _SIGNED_IN,
+    ("POST", "/ui/password"): row(
+        {**dict.fromkeys(PEOPLE, 401), "anonymous": _SIGN_IN},
+        form=lambda w: {"current_password": "not the password", "new_password": "x" * 16},
+    ),
+    # Tenants and their lines.
+    ("GET", "/ui/tenants"): _SIGNED_IN,
+    ("GET", "/ui/tenants/{tenant_id}"): _TENANT_READERS,
+}
+
+
+# Lines: add, replace, revoke, suspend, resume, a line's page (api/console/lines.py).
+_LINE_ROWS: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+# Runners, grants, members, tenant deletion and export (api/console/people.py & co).
+_PEOPLE_ROWS: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+# Audit: events, an event, verify, export, the chart (api/console/audit.py).
+_AUDIT_ROWS: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+# The account page (api/console/account.py).
+_ACCOUNT_ROWS: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+CONSOLE_EXPECTATIONS: dict[tuple[str, str], dict[str, Any]] = {
+    **_SIGN_IN_ROWS,
+    **_LINE_ROWS,
+    **_PEOPLE_ROWS,
+    **_AUDIT_ROWS,
+    **_ACCOUNT_ROWS,
+}
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> Settings:
+    # Many deliberate failures from one client address: no throttling here.
+    return make_settings(
+        data_dir=tmp_path / "var",
+        database_url=db_url,
+        log_level="warning",
+        **UNTHROTTLED,
+    )
+
+
+@pytest.fixture
+def world(runtime: Runtime) -> World:
+    tenant_id = make_tenant(runtime, "Matrix")
+    found = World(runtime, tenant_id)
+    roles = {"platform_admin": "admin", "platform_auditor": "auditor"}
+    for person in PEOPLE:
+        if person == "anonymous":
+            continue
+        user = make_user(
+            runtime, f"{person}@console.test", platform_role=roles.get(person), totp=True
+        )
+        found.user_ids[person] = user.id
+        if person in ("owner", "admin", "member", "auditor"):
+            add_membership(runtime, tenant_id, user.id, person)
+    return found
+
+
+def _path_params(world: World) -> dict[str, str]:
+    return {"tenant_id": world.tenant_id}
+
+
+def _request(
+    client: TestClient, world: World, person: str, method: str, url: str, spec: dict[str, Any]
+) -> int:
+    if person == "anonymous":
+        client.cookies.clear()
+        client.cookies.set("lv_csrf", CSRF_SECRET, path="/ui")
+    else:
+        sign_in_by_cookie(client, world.runtime, world.user_ids[person], mfa_fresh=True)
+    if method == "GET":
+        return client.get(url, follow_redirects=False).status_code
+    form = spec["form"](world) if spec["form"] else {}
+    return int(post_form(client, url, form).status_code)
+
+
+def _cases(client: TestClient) -> Iterator[tuple[str, str]]:
+    for path, methods in console_routes(client.app.routes):  # type: ignore[attr-defined]
+        for method in sorted(methods - {"HEAD", "OPTIONS"}):
+            yield method, path
+
+
+def test_every_console_route_for_every_role(client: TestClient, world: World) -> None:
+    missing: list[str] = []
+    wrong: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    for method, path in _cases(client):
+        seen.add((method, path))
+        spec = CONSOLE_EXPECTATIONS.get((method, path))
+        if spec is None:
+            missing.append(f"{method} {path}")
+            continue
+        for person in PEOPLE:
+            params = spec["params"](world) if spec["params"] else {}
+            url = path.format(**{**_path_params(world), **params})
+            want = spec["expected"].get(person, spec["expected"].get(_ALL))
+            got = _request(client, world, person, method, url, spec)
+            if got != want:
+                wrong.append(f"{method} {path} as {person}: {got}, expected {want}")
+    assert not missing, f"console routes without a row: {missing}"
+    assert not wrong, "\n".join(wrong)
+    stale = sorted(set(CONSOLE_EXPECTATIONS) - seen)
+    assert not stale, f"rows for console routes that do not exist: {stale}"
