@@ -87,7 +87,10 @@ SECURITY_HEADERS: Mapping[str, str] = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # Not "no-referrer": under it Chromium sends `Origin: null` with the page's own form
+    # posts, and the same-origin check refuses every form (sign-in included). With
+    # "same-origin" no other site is ever told a console URL, and our forms carry our Origin.
+    "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 _SAFE_METHODS = frozenset({"GET", "HEAD"})
