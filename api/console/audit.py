@@ -25,6 +25,7 @@ from fastapi.responses import Response
 from markupsafe import Markup
 
 from api.console.chart import activity_rows, render_fetch_chart
+from api.console.tenants import abilities, tenant_of
 from api.console.web import CONSOLE_PREFIX, ConsoleRoute, ConsoleUser, page
 from api.deps import Ctx, Rt, Tenants
 from api.routes.audit import export_response
@@ -125,19 +126,19 @@ class _Visit:
     tenants: TenantService
 
     def scope(self, tenant_id: str | None, current: str) -> dict[str, Any]:
-        """What every audit page shows about where it is and what the person may do.
-        Called after the reader authorized the read, so the tenant is theirs to see."""
-        name = None
-        if tenant_id is not None:
-            views = self.tenants.list_for(self.user)
-            name = next((t.name for t in views if t.id == tenant_id), tenant_id)
-        return {
+        """What every audit page shows about where it is and what the person may do; a
+        tenant's pages also carry the tenant's sub-navigation (``tenant``, ``can``).
+        Called after the reader authorized the read."""
+        context: dict[str, Any] = {
             "base": _base(tenant_id),
-            "tenant_id": tenant_id,
-            "tenant_name": name,
+            "tenant": None,
             "can_verify": platform_allows(self.user, PlatformPermission.AUDIT_VERIFY),
             "current": current,
         }
+        if tenant_id is not None:
+            context["tenant"] = tenant_of(self.tenants, self.user, tenant_id)
+            context["can"] = abilities(self.user, tenant_id)
+        return context
 
     def page(self, template: str, context: dict[str, Any]) -> Response:
         return page(self.request, template, context)
@@ -179,7 +180,7 @@ def _events_page(visit: _Visit, tenant_id: str | None, cursor: str | None) -> Re
         next_url = filters.url(scope["base"], cursor=result.next_cursor)
     context = {
         **scope,
-        "title": "Audit" if tenant_id is None else f"Audit · {scope['tenant_name']}",
+        "title": "Audit" if scope["tenant"] is None else f"Audit · {scope['tenant'].name}",
         "events": result.events,
         "filters": filters.values,
         "filtered": any(filters.values.values()),
