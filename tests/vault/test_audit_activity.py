@@ -5,12 +5,20 @@ people who may read the tenant's audit, every read recorded as ``audit.read``.""
 from __future__ import annotations
 
 from datetime import UTC, timedelta
+from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import text, update
 
+from tests.support.db import SqliteTemplate
 from tests.support.runners import make_line, make_runner, make_tenant
-from vault.audit.activity import ACTIVITY_HOURS, FetchActivity, FetchSeries, activity_window
+from vault.audit.activity import (
+    ACTIVITY_HOURS,
+    FetchActivity,
+    FetchSeries,
+    _statement,
+    activity_window,
+)
 from vault.audit.events import AuditEvent, RequestContext
 from vault.audit.service import AuditReader, EventFilter
 from vault.authz import UserPrincipal
@@ -18,7 +26,7 @@ from vault.clock import FixedClock
 from vault.errors import Forbidden, InvalidRequest, NotFound
 from vault.runners.events import fetch_event
 from vault.runtime import Runtime
-from vault.storage.engine import unit_of_work
+from vault.storage.engine import make_engine, unit_of_work
 from vault.storage.models import Line
 
 CTX = RequestContext(request_id="req_act", ip="127.0.0.1", user_agent="pytest")
@@ -210,3 +218,21 @@ def test_window_is_whole_hours_ending_with_the_current_one(clock: FixedClock) ->
     start, end = activity_window(now)
     assert end - start == timedelta(hours=ACTIVITY_HOURS)
     assert start.minute == 0 and start <= now < end and end - now <= timedelta(hours=1)
+
+
+def test_sqlite_reads_the_window_through_the_ts_index(
+    sqlite_template: SqliteTemplate, tmp_path: Path, clock: FixedClock
+) -> None:
+    """Not every fetch ever kept (the action's or the tenant's index): one week of them.
+    SQLite's choice is pinned here; PostgreSQL plans from its statistics."""
+    engine = make_engine(sqlite_template.fresh(tmp_path / "db"))
+    start, end = activity_window(clock.now())
+    try:
+        for group, tenant in (("line", "tnt_x"), ("runner", None)):
+            stmt = _statement(group, tenant, start, end)  # type: ignore[arg-type]
+            sql = str(stmt.compile(engine, compile_kwargs={"literal_binds": True}))
+            with engine.connect() as conn:
+                plan = " ".join(str(r[-1]) for r in conn.execute(text("EXPLAIN QUERY PLAN " + sql)))
+            assert "ix_audit_events_ts" in plan, plan
+    finally:
+        engine.dispose()
