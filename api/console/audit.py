@@ -50,8 +50,17 @@ ACTION_CHOICES = (
     *(f"{family}.*" for family in sorted(AUDIT_FAMILIES)),
     *sorted(AUDIT_ACTIONS),
 )
-_FIELDS = ("tenant_id", "action", "outcome", "actor_type", "actor_id", "line_id", "from", "to")
-_MAX_FIELD = 128
+# Each filter field and its longest value: the limits of GET /v1/audit/events.
+_FIELDS = {
+    "tenant_id": 40,
+    "action": 64,
+    "outcome": 16,
+    "actor_type": 16,
+    "actor_id": 128,
+    "line_id": 128,
+    "from": 40,
+    "to": 40,
+}
 _READER_ROLES = frozenset({"owner", "auditor"})
 
 Seq = Annotated[int, Path(ge=1, le=2**62)]
@@ -94,7 +103,10 @@ def read_filters(
 ) -> Filters:
     """The GET form's fields; an empty field is no filter. ``tenant_id`` is the page's
     tenant (it cannot be changed from the form) or, on the platform page, the form's."""
-    values = {name: params.get(name, "").strip()[:_MAX_FIELD] for name in _FIELDS}
+    values = {name: params.get(name, "").strip() for name in _FIELDS}
+    for name, longest in _FIELDS.items():
+        if len(values[name]) > longest:
+            raise InvalidRequest(f"{name}: at most {longest} characters", field=name)
     if tenant_id is not None:
         values["tenant_id"] = ""  # the page's own, not a filter the form shows
     query = EventFilter(

@@ -174,6 +174,8 @@ def test_time_range_and_bad_filters(client: TestClient, runtime: Runtime, people
     assert r.status_code == 422 and "credential.fetch" in r.text
     r = client.get("/ui/audit", params={"from": "yesterday"})
     assert r.status_code == 422 and "from" in r.text
+    r = client.get("/ui/audit", params={"tenant_id": "t" * 41})  # the API's limit too
+    assert r.status_code == 422 and "tenant_id: at most 40 characters" in r.text
 
 
 def test_a_tenant_owner_reads_only_their_tenant(
