@@ -69,9 +69,7 @@ def as_owner(client: TestClient, w: World) -> None:
 
 
 def add(client: TestClient, w: World, kind: str, cred: dict[str, str], name: str = "L") -> str:
-    reply = post_form(
-        client, f"/ui/tenants/{w.tenant}/lines", {"type": kind, "name": name, **cred}
-    )
+    reply = post_form(client, f"/ui/tenants/{w.tenant}/lines", {"type": kind, "name": name, **cred})
     assert reply.status_code == 303, reply.text
     match = re.fullmatch(rf"/ui/tenants/{w.tenant}/lines/(ln_\w+)", reply.headers["location"])
     assert match, reply.headers["location"]
@@ -120,7 +118,9 @@ def test_add_each_type_with_its_form(client: TestClient, world: World) -> None:
         line_id = add(client, w, kind, cred, name=f"{kind} line")
         page = client.get(f"/ui/tenants/{w.tenant}/lines/{line_id}")
         assert page.status_code == 200 and f"{kind} line" in page.text
-        secrets_sent += [v for k, v in cred.items() if k not in ("user_id", "page_id", "expires_at")]
+        secrets_sent += [
+            v for k, v in cred.items() if k not in ("user_id", "page_id", "expires_at")
+        ]
         if kind == "instagram":
             assert "2027-01-31 00:00 UTC" in page.text
     listing = client.get(f"/ui/tenants/{w.tenant}").text
@@ -142,7 +142,12 @@ def test_generated_widget_secret_is_shown_once(client: TestClient, world: World)
     assert "shown only this once" in reply.text
     assert reply.headers["cache-control"] == "no-store"
     line_id = re.search(r"/lines/(ln_\w+)", reply.text).group(1)  # type: ignore[union-attr]
-    for path in ("", f"/lines/{line_id}", f"/lines/{line_id}/credential", f"/lines/{line_id}/revoke"):
+    for path in (
+        "",
+        f"/lines/{line_id}",
+        f"/lines/{line_id}/credential",
+        f"/lines/{line_id}/revoke",
+    ):
         assert secret not in client.get(f"/ui/tenants/{w.tenant}{path}").text
 
 
@@ -154,7 +159,12 @@ def test_errors_reshow_the_form_without_the_secret(
     bad = post_form(
         client,
         f"/ui/tenants/{w.tenant}/lines",
-        {"type": "messenger", "name": "Page", "page_id": "12ab", "page_access_token": "PLANTsecret1"},
+        {
+            "type": "messenger",
+            "name": "Page",
+            "page_id": "12ab",
+            "page_access_token": "PLANTsecret1",
+        },
     )
     assert bad.status_code == 422
     assert "credential.page_id" in bad.text and 'value="12ab"' in bad.text
