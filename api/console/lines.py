@@ -54,7 +54,7 @@ RECENT_ACCESSES = 50
 _FIXABLE = (Unprocessable, MfaInvalid, MfaRequired)  # errors the form itself can fix
 _LOCAL_TIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2})?$")
 Text = Annotated[str, Form(max_length=5000)]
-Optional = Annotated[str, Form(max_length=500)]
+Reason = Annotated[str, Form(max_length=500)]  # recorded in the audit
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,7 +407,7 @@ def revoke_line(
     lines: Lines,
     tenants: Tenants,
     tasks: BackgroundTasks,
-    reason: Optional = "",
+    reason: Reason = "",
 ) -> Response:
     """``POST /v1/tenants/{id}/lines/{id}/revoke`` from the dialog (sudo mode)."""
     try:
@@ -428,7 +428,7 @@ def suspend_line(
     ctx: Ctx,
     user: ConsoleUser,
     states: States,
-    reason: Optional = "",
+    reason: Reason = "",
 ) -> Response:
     """``POST .../suspend``: no second factor (it only takes access away)."""
     states.suspend_line(user, tenant_id, line_id, reason=reason.strip() or None, context=ctx)
