@@ -87,9 +87,9 @@ SECURITY_HEADERS: Mapping[str, str] = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    # Not "no-referrer": under it Chromium sends `Origin: null` with the page's own form
-    # posts, and the same-origin check refuses every form (sign-in included). With
-    # "same-origin" no other site is ever told a console URL, and our forms carry our Origin.
+    # Not "no-referrer": under it a browser sends ``Origin: null`` with every form POST,
+    # and the same-origin check (which refuses "null") would refuse the console's own
+    # forms. "same-origin" still sends nothing to another site.
     "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
@@ -344,7 +344,12 @@ def console_user(
     except MfaEnrollmentRequired:
         raise _SetupRequired(f"{CONSOLE_PREFIX}/enrol") from None
     request.state.console_user = user
-    return replace(user, second_factor=SecondFactor(runtime, db, ctx, user, code))
+    # A code typed into a sudo-mode form is always checked, even in the minutes after
+    # sign-in when the session is MFA-fresh: a form that asks for the code must not
+    # take a wrong one. A form without a code still passes on a fresh session, as in
+    # the API.
+    checked = replace(user, mfa_fresh=user.mfa_fresh and code is None)
+    return replace(checked, second_factor=SecondFactor(runtime, db, ctx, checked, code))
 
 
 ConsoleUser = Annotated[UserPrincipal, Depends(console_user)]

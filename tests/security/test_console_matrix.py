@@ -27,6 +27,7 @@ from fastapi.testclient import TestClient
 from tests.support.console_forms import CSRF_SECRET, post_form, sign_in_by_cookie
 from tests.support.identity import add_membership, make_tenant, make_user
 from tests.support.routes import console_routes
+from tests.support.runners import make_line
 from tests.support.settings import UNTHROTTLED, make_settings
 from vault.runtime import Runtime
 from vault.settings import Settings
@@ -103,7 +104,55 @@ _SIGN_IN_ROWS: dict[tuple[str, str], dict[str, Any]] = {
 
 
 # Lines: add, replace, revoke, suspend, resume, a line's page (api/console/lines.py).
-_LINE_ROWS: dict[tuple[str, str], dict[str, Any]] = {}
+# Managers (owner, admin; a platform admin is an owner everywhere) may change lines; the
+# sessions are MFA-fresh, so sudo-mode forms pass without a code (tests/api/console/
+# test_lines.py proves the code). Every action gets a fresh line of its own.
+_MANAGERS_ONLY = {
+    **dict.fromkeys(PEOPLE, 403),
+    "platform_admin": 200,
+    "owner": 200,
+    "admin": 200,
+    "no_role": 404,
+    "anonymous": _SIGN_IN,
+}
+_MANAGERS_ACT = {**_MANAGERS_ONLY, "platform_admin": 303, "owner": 303, "admin": 303}
+
+
+def _fresh_line(w: World) -> dict[str, Any]:
+    return {"line_id": make_line(w.runtime, w.tenant_id)}
+
+
+def _telegram(w: World) -> dict[str, Any]:
+    return {"bot_token": f"{100000 + w.counter}:{'A' * 35}{w.unique('x')}"}
+
+
+_LINE_ROWS: dict[tuple[str, str], dict[str, Any]] = {
+    ("GET", "/ui/tenants/{tenant_id}/lines/new"): row(_MANAGERS_ONLY),
+    ("POST", "/ui/tenants/{tenant_id}/lines"): row(
+        _MANAGERS_ACT, form=lambda w: {"type": "telegram", "name": w.unique("L"), **_telegram(w)}
+    ),
+    ("GET", "/ui/tenants/{tenant_id}/lines/{line_id}"): row(
+        _TENANT_READERS["expected"], params=_fresh_line
+    ),
+    ("GET", "/ui/tenants/{tenant_id}/lines/{line_id}/credential"): row(
+        _MANAGERS_ONLY, params=_fresh_line
+    ),
+    ("POST", "/ui/tenants/{tenant_id}/lines/{line_id}/credential"): row(
+        _MANAGERS_ACT, form=_telegram, params=_fresh_line
+    ),
+    ("GET", "/ui/tenants/{tenant_id}/lines/{line_id}/revoke"): row(
+        _MANAGERS_ONLY, params=_fresh_line
+    ),
+    ("POST", "/ui/tenants/{tenant_id}/lines/{line_id}/revoke"): row(
+        _MANAGERS_ACT, form=lambda w: {"reason": "matrix"}, params=_fresh_line
+    ),
+    ("POST", "/ui/tenants/{tenant_id}/lines/{line_id}/suspend"): row(
+        _MANAGERS_ACT, params=_fresh_line
+    ),
+    ("POST", "/ui/tenants/{tenant_id}/lines/{line_id}/resume"): row(
+        _MANAGERS_ACT, params=_fresh_line
+    ),
+}
 
 
 # Runners, grants, members, tenant deletion and export (api/console/people.py & co).
