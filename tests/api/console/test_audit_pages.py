@@ -224,19 +224,69 @@ def test_others_are_refused_as_the_api_refuses_them(
     assert {o for o, _, _ in reads(runtime, people.ids[who])} == {"denied"}
 
 
-def test_a_read_is_recorded_like_the_same_api_read(
+def _new_events(runtime: Runtime, after: int) -> list[tuple[object, ...]]:
+    """What a step recorded: every event after ``after``, without ids of the moment."""
+    fields = "action, outcome, actor_type, actor_id, tenant_id, resource_type, resource_id, reason"
+    with runtime.engine.connect() as conn:
+        rows = conn.execute(
+            text(f"SELECT {fields} FROM audit_events WHERE seq > :s ORDER BY seq"), {"s": after}
+        )
+        return [tuple(r) for r in rows]
+
+
+def _head(runtime: Runtime) -> int:
+    with runtime.engine.connect() as conn:
+        return int(conn.execute(text("SELECT max(seq) FROM audit_events")).scalar_one())
+
+
+def test_every_read_is_recorded_like_the_same_api_read(
     client: TestClient, runtime: Runtime, people: People
 ) -> None:
-    auditor = people.ids["auditor"]
-    client.get(
-        "/v1/audit/events",
-        params={"tenant_id": people.tenant},
-        headers=bearer(new_session(runtime, auditor)),
-    )
-    as_(client, runtime, people, "auditor")
-    assert client.get(f"/ui/tenants/{people.tenant}/audit").status_code == 200
-    api_read, page_read = reads(runtime, auditor)
-    assert api_read == page_read == ("success", "events", people.tenant)
+    """Each console read next to its API twin, as the same person: the same events (the
+    session check records nothing, so the step's events are the read's own)."""
+    t = people.tenant
+    steps = [  # (who, API method+path+query, console method+path)
+        (
+            "auditor",
+            ("GET", "/v1/audit/events", {"tenant_id": t}),
+            ("GET", f"/ui/tenants/{t}/audit"),
+        ),
+        (
+            "member",
+            ("GET", "/v1/audit/events", {"tenant_id": t}),
+            ("GET", f"/ui/tenants/{t}/audit"),
+        ),
+        (
+            "stranger",
+            ("GET", "/v1/audit/events", {"tenant_id": t}),
+            ("GET", f"/ui/tenants/{t}/audit"),
+        ),
+        (
+            "owner",
+            ("GET", "/v1/audit/export", {"tenant_id": t}),
+            ("GET", f"/ui/tenants/{t}/audit/export"),
+        ),
+        (
+            "admin",
+            ("GET", "/v1/audit/export", {"tenant_id": t}),
+            ("GET", f"/ui/tenants/{t}/audit/export"),
+        ),
+        ("platform_auditor", ("GET", "/v1/audit/export", {}), ("GET", "/ui/audit/export")),
+        ("owner", ("GET", "/v1/audit/export", {}), ("GET", "/ui/audit/export")),
+        ("platform_auditor", ("GET", "/v1/audit/verify", {}), ("POST", "/ui/audit/verify")),
+        ("owner", ("GET", "/v1/audit/verify", {}), ("POST", "/ui/audit/verify")),
+    ]
+    for who, (method, path, query), (ui_method, ui_path) in steps:
+        token = new_session(runtime, people.ids[who], mfa_fresh=True)
+        before = _head(runtime)
+        api = client.request(method, path, params=query, headers=bearer(token))
+        api_events = _new_events(runtime, before)
+        as_(client, runtime, people, who)
+        before = _head(runtime)
+        page = client.get(ui_path) if ui_method == "GET" else post_form(client, ui_path)
+        assert page.status_code == api.status_code, (who, ui_path)
+        assert _new_events(runtime, before) == api_events, (who, ui_path)
+        assert api_events, (who, path)
 
 
 # -- verify and export -------------------------------------------------------------------
