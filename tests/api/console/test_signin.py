@@ -220,6 +220,8 @@ def test_every_page_has_the_strict_csp_and_no_store(
         assert directives["form-action"] == "'self'", where
         assert directives["script-src"] == "'self'" and directives["style-src"] == "'self'"
         assert reply.headers.get("cache-control") == "no-store", where
+        # Not no-referrer: under it browsers send "Origin: null" with the console's forms.
+        assert reply.headers.get("referrer-policy") == "same-origin", where
     statuses = [r.status_code for r in replies]
     assert 200 in statuses and 404 in statuses and 403 in statuses and 303 in statuses
 
