@@ -58,7 +58,7 @@ def end_session(
     users: Users,
 ) -> Response:
     """``DELETE /v1/me/sessions/{id}``; ending this browser's own session signs it out."""
-    end_own_session(runtime, db, ctx, user, users, session_id)
+    end_own_session(runtime, db, ctx=ctx, user=user, users=users, session_id=session_id)
     if session_id != user.session_id:
         return see_other(f"{CONSOLE_PREFIX}/account")
     response = see_other(f"{CONSOLE_PREFIX}/login")

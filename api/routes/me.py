@@ -43,6 +43,7 @@ def my_session_list(runtime: Runtime, db: Session, user: UserPrincipal) -> list[
 def end_own_session(
     runtime: Runtime,
     db: Session,
+    *,
     ctx: RequestContext,
     user: UserPrincipal,
     users: UserService,
@@ -170,7 +171,7 @@ def end_my_session(
     """End one of my sessions.
 
     Another user's session id, or one already ended, is 404."""
-    end_own_session(runtime, db, ctx, user, users, session_id)
+    end_own_session(runtime, db, ctx=ctx, user=user, users=users, session_id=session_id)
     return Response(status_code=204)
 
 

@@ -186,7 +186,7 @@ def attacker_site() -> Iterator[dict[str, Any]]:
     site: dict[str, Any] = {"target": "", "token": "x"}
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        def do_GET(self) -> None:
             body = _ATTACKER_PAGE.format(**site).encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/html; charset=utf-8")

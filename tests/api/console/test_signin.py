@@ -188,9 +188,7 @@ def _csp_directives(header: str) -> dict[str, str]:
     return {p.split(" ", 1)[0]: p.split(" ", 1)[1] if " " in p else "" for p in parts}
 
 
-def test_every_page_has_the_strict_csp_and_no_store(
-    client: TestClient, runtime: Runtime
-) -> None:
+def test_every_page_has_the_strict_csp_and_no_store(client: TestClient, runtime: Runtime) -> None:
     admin = make_user(runtime, "root@console.test", platform_role="admin", totp=True)
     tenant_id = make_tenant(runtime, "Headers")
     sign_in_by_cookie(client, runtime, admin.id)
