@@ -308,6 +308,10 @@ def test_next_keeps_the_page_through_both_steps(
         "/ui/\\\\evil.example",
         "/v1/me",
         "javascript:alert(1)",
+        "/ui/../v1/me",
+        "/ui/%2e%2e/v1/me",
+        "/ui/tenants/%2E%2E/%2E%2E/v1/me",
+        "/ui/\r\nSet-Cookie: x=1",
         "ui/tenants",
     ],
 )
