@@ -161,23 +161,40 @@ def test_session_cookie_is_secure_on_https_and_loopback(
     secure: bool,
 ) -> None:
     app = create_app(settings, runtime=runtime)
-    host = urlsplit(base_url).netloc
+    origin = f"{urlsplit(base_url).scheme}://{urlsplit(base_url).netloc}"
     with TestClient(app, base_url=base_url, client=(client_host, 50000)) as client:
-        _fresh_browser(client)
-        client.cookies.set(CSRF_COOKIE, CSRF_SECRET, domain=urlsplit(base_url).hostname or "")
-        token = csrf_token_for(CSRF_SECRET, None)
+        # Cookies by hand: a cookie jar would not send a Secure cookie over plain HTTP.
+        client.cookies.clear()
         reply = client.post(
             "/ui/login",
             data={
-                "csrf_token": token,
+                "csrf_token": csrf_token_for(CSRF_SECRET, None),
                 "email": bootstrap.admin_email,
                 "password": bootstrap.admin_password,
             },
-            headers={"origin": f"{urlsplit(base_url).scheme}://{host}"},
+            headers={"origin": origin, "cookie": f"{CSRF_COOKIE}={CSRF_SECRET}"},
             follow_redirects=False,
         )
         assert reply.status_code == 303, reply.text
-        assert ("secure" in _flags(_set_cookies(reply)[MFA_COOKIE])) is secure
+        mfa = _set_cookies(reply)[MFA_COOKIE]
+        assert ("secure" in _flags(mfa)) is secure
+        client.cookies.clear()
+        reply = client.post(
+            "/ui/login/code",
+            data={
+                "csrf_token": csrf_token_for(CSRF_SECRET, None),
+                "mfa_code": _code(bootstrap.admin_totp_secret, runtime),
+            },
+            headers={
+                "origin": origin,
+                "cookie": f"{CSRF_COOKIE}={CSRF_SECRET}; {mfa.split(';', 1)[0]}",
+            },
+            follow_redirects=False,
+        )
+        assert reply.status_code == 303, reply.text
+        session = _flags(_set_cookies(reply)[SESSION_COOKIE])
+        assert {"httponly", "samesite=strict", "path=/ui"} <= session
+        assert ("secure" in session) is secure
 
 
 # -- headers on every page ------------------------------------------------------------
