@@ -27,7 +27,7 @@ from fastapi.testclient import TestClient
 from tests.support.console_forms import CSRF_SECRET, post_form, sign_in_by_cookie
 from tests.support.identity import add_membership, make_tenant, make_user, new_session
 from tests.support.routes import console_routes
-from tests.support.settings import make_settings
+from tests.support.settings import UNTHROTTLED, make_settings
 from vault.runtime import Runtime
 from vault.settings import Settings
 from vault.storage.engine import unit_of_work
@@ -152,8 +152,7 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
         data_dir=tmp_path / "var",
         database_url=db_url,
         log_level="warning",
-        throttle_free_failures=100_000,
-        unauth_failures_per_window=100_000,
+        **UNTHROTTLED,
     )
 
 
