@@ -25,12 +25,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.support.console_forms import CSRF_SECRET, post_form, sign_in_by_cookie
-from tests.support.identity import add_membership, make_tenant, make_user
+from tests.support.identity import add_membership, make_tenant, make_user, new_session
 from tests.support.routes import console_routes
 from tests.support.runners import make_line
 from tests.support.settings import UNTHROTTLED, make_settings
 from vault.runtime import Runtime
 from vault.settings import Settings
+from vault.storage.engine import unit_of_work
 
 PEOPLE = (
     "platform_admin",
@@ -200,7 +201,24 @@ _AUDIT_ROWS: dict[tuple[str, str], dict[str, Any]] = {
 
 
 # The account page (api/console/account.py).
-_ACCOUNT_ROWS: dict[tuple[str, str], dict[str, Any]] = {}
+def _owners_other_session(w: World) -> dict[str, Any]:
+    """A fresh second session of the owner: the owner may end it (303 back to the
+    account page); for anyone else it is not theirs (404, as DELETE /v1/me/sessions)."""
+    token = new_session(w.runtime, w.user_ids["owner"])
+    with unit_of_work(w.runtime.sessions) as db:
+        found = w.runtime.authenticator.store.resolve(db, token, now=w.runtime.clock.now())
+    assert found is not None
+    return {"session_id": found.session_id}
+
+
+_ACCOUNT_ROWS: dict[tuple[str, str], dict[str, Any]] = {
+    ("GET", "/ui/account"): _SIGNED_IN,
+    ("GET", "/ui/account/export"): _SIGNED_IN,  # one's own data only
+    ("POST", "/ui/account/sessions/{session_id}/end"): row(
+        {**dict.fromkeys(PEOPLE, 404), "owner": 303, "anonymous": _SIGN_IN},
+        params=_owners_other_session,
+    ),
+}
 
 
 CONSOLE_EXPECTATIONS: dict[tuple[str, str], dict[str, Any]] = {
