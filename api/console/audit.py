@@ -60,7 +60,9 @@ _FIELDS = {
     "line_id": 128,
     "from": 40,
     "to": 40,
+    "order": 8,
 }
+ORDERS = ("oldest", "newest")  # the API's default first
 _READER_ROLES = frozenset({"owner", "auditor"})
 
 Seq = Annotated[int, Path(ge=1, le=2**62)]
@@ -120,6 +122,7 @@ def read_filters(
         until=_moment(values["to"], "to") if values["to"] else None,
         limit=PAGE_SIZE,
         cursor=cursor or None,
+        newest_first=_choice(values["order"], ORDERS, "order") == "newest",
     )
     return Filters(values, query)
 
@@ -195,13 +198,14 @@ def _events_page(visit: _Visit, tenant_id: str | None, cursor: str | None) -> Re
         "title": "Audit" if scope["tenant"] is None else f"Audit · {scope['tenant'].name}",
         "events": result.events,
         "filters": filters.values,
-        "filtered": any(filters.values.values()),
+        "filtered": any(v for k, v in filters.values.items() if k != "order"),
         "paged": cursor is not None,
         "first_url": filters.url(scope["base"]),
         "next_url": next_url,
         "actions": ACTION_CHOICES,
         "outcomes": OUTCOMES,
         "actor_types": ACTOR_TYPES,
+        "newest": filters.query.newest_first,
     }
     return visit.page("audit.html", context)
 

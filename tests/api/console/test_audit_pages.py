@@ -142,6 +142,14 @@ def test_a_platform_auditor_filters_pages_and_opens_an_event(
     rest = seqs(r.text)
     assert len(rest) == 10 and rest[0] > fetches[-1] and "Next page" not in r.text
     assert "First page" in parse(r.text).links
+    # Newest first, paging towards older events.
+    r = client.get("/ui/audit", params={"action": "credential.fetch", "order": "newest"})
+    newest = seqs(r.text)
+    assert newest == sorted(newest, reverse=True) and newest[0] == rest[-1]
+    assert 'value="newest" selected' in r.text
+    older = seqs(client.get(parse(r.text).links["Next page"]).text)
+    assert older == sorted(older, reverse=True) and older[0] < newest[-1]
+    assert sorted(newest + older) == fetches + rest
     # The detail shows every field of the event.
     r = client.get(f"/ui/audit/events/{denied[0]}")
     assert r.status_code == 200
