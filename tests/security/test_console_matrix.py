@@ -28,7 +28,7 @@ from tests.support.console_forms import CSRF_SECRET, post_form, sign_in_by_cooki
 from tests.support.identity import add_membership, make_tenant, make_user
 from tests.support.routes import console_routes
 from tests.support.runners import grant, make_runner
-from tests.support.settings import make_settings
+from tests.support.settings import UNTHROTTLED, make_settings
 from vault.runtime import Runtime
 from vault.settings import Settings
 
@@ -231,8 +231,7 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
         data_dir=tmp_path / "var",
         database_url=db_url,
         log_level="warning",
-        throttle_free_failures=100_000,
-        unauth_failures_per_window=100_000,
+        **UNTHROTTLED,
     )
 
 

@@ -28,7 +28,7 @@ from tests.support.identity import (
     new_session,
 )
 from tests.support.routes import app_routes
-from tests.support.settings import make_settings
+from tests.support.settings import UNTHROTTLED, make_settings
 from vault import authz
 from vault.authz import RUNNER_PERMISSIONS, RunnerPermission
 from vault.runtime import Runtime
@@ -491,8 +491,7 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
         data_dir=tmp_path / "var",
         database_url=db_url,
         log_level="warning",
-        throttle_free_failures=100_000,
-        unauth_failures_per_window=100_000,
+        **UNTHROTTLED,
         webhook_allow_private=True,
     )
 

@@ -17,10 +17,18 @@ from typing import Any
 
 from vault.settings import Settings
 
-__all__ = ["ACCOUNT_POLICIES_OFF", "make_settings"]
+__all__ = ["ACCOUNT_POLICIES_OFF", "UNTHROTTLED", "make_settings"]
 
 # Both account policies off (see the module docstring); override per test to turn one on.
 ACCOUNT_POLICIES_OFF: dict[str, Any] = {"require_mfa": False, "require_password_change": False}
+
+
+# For tests that make hundreds of deliberate failures from one client address (the
+# permission matrices): no login throttling and no unauthenticated-flood limit.
+UNTHROTTLED: dict[str, Any] = {
+    "throttle_free_failures": 100_000,
+    "unauth_failures_per_window": 100_000,
+}
 
 
 def make_settings(data_dir: Path, database_url: str | None = None, **overrides: Any) -> Settings:
