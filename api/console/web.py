@@ -87,7 +87,10 @@ SECURITY_HEADERS: Mapping[str, str] = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # Not "no-referrer": under it a browser sends ``Origin: null`` with every form POST,
+    # and the same-origin check (which refuses "null") would refuse the console's own
+    # forms. "same-origin" still sends nothing to another site.
+    "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 _SAFE_METHODS = frozenset({"GET", "HEAD"})

@@ -152,8 +152,20 @@ class ConsoleBrowser:
 
 
 def _console_error(found: Findings, page: Any, msg: Any) -> None:
-    if msg.type == "error":
+    if msg.type == "error" and not _document_refusal(page, msg):
         found.console_errors.append(f"{page.url}: {msg.text}")
+
+
+def _document_refusal(page: Any, msg: Any) -> bool:
+    """Chromium logs a 4xx answer to the page's own document as a console error: that is
+    the console answering a refused form with a page people read (a wrong code, a 403),
+    not a broken page. A failed script, style sheet or image still counts."""
+    url = (msg.location or {}).get("url", "")
+    return (
+        msg.text.startswith("Failed to load resource: the server responded with a status of 4")
+        and bool(url)
+        and _page_key(url) == _page_key(page.url)
+    )
 
 
 def _loaded(found: Findings, page: Any, frame: Any) -> None:
