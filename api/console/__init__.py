@@ -12,7 +12,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from api.console import members, runners, signin, tenant_settings, tenants
+from api.console import account, lines, members, runners, signin, tenant_settings, tenants
 from api.console.web import CONSOLE_PREFIX
 
 __all__ = ["install_console"]
@@ -21,6 +21,8 @@ _STATIC = Path(__file__).with_name("static")
 ROUTERS = (
     signin.router,
     tenants.router,
+    lines.router,
+    account.router,
     runners.router,
     members.router,
     tenant_settings.router,

@@ -10,6 +10,7 @@ cookie. A user with no second factor yet is sent to enrolment by the account pol
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
@@ -64,7 +65,7 @@ def login(
         context = {"title": "Sign in", "next": target, "error": exc.detail, "email": email}
         return page(request, "login.html", context, status=status)
     if result.mfa_token is not None:
-        response = see_other(f"{CONSOLE_PREFIX}/login/code?next={target}")
+        response = see_other(f"{CONSOLE_PREFIX}/login/code?next={quote(target, safe='/')}")
         set_cookie(response, request, MFA_COOKIE, result.mfa_token)
         return response
     assert result.session is not None

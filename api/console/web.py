@@ -28,7 +28,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
@@ -198,12 +198,19 @@ async def _check_form(request: Request) -> None:
 
 
 def safe_next(value: str | None) -> str:
-    """Where to go after sign-in: a console path of this site, never another site's."""
-    if not value or not value.startswith(f"{CONSOLE_PREFIX}/") or "\\" in value:
-        return f"{CONSOLE_PREFIX}/"
+    """Where to go after sign-in: a console path of this site, never another site's, nor
+    one that leaves ``/ui/`` once the browser resolves dot segments (``/ui/../v1/...``,
+    also percent-encoded), nor one with control characters (header splitting)."""
+    home = f"{CONSOLE_PREFIX}/"
+    if not value or not value.startswith(home) or "\\" in value:
+        return home
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        return home
     parts = urlsplit(value)
     if parts.scheme or parts.netloc or value.startswith("//"):
-        return f"{CONSOLE_PREFIX}/"
+        return home
+    if any(seg in (".", "..") for seg in unquote(parts.path).split("/")):
+        return home
     return value
 
 
@@ -344,7 +351,12 @@ def console_user(
     except MfaEnrollmentRequired:
         raise _SetupRequired(f"{CONSOLE_PREFIX}/enrol") from None
     request.state.console_user = user
-    return replace(user, second_factor=SecondFactor(runtime, db, ctx, user, code))
+    # A code typed into a sudo-mode form is always checked, even in the minutes after
+    # sign-in when the session is MFA-fresh: a form that asks for the code must not
+    # take a wrong one. A form without a code still passes on a fresh session, as in
+    # the API.
+    checked = replace(user, mfa_fresh=user.mfa_fresh and code is None)
+    return replace(checked, second_factor=SecondFactor(runtime, db, ctx, checked, code))
 
 
 ConsoleUser = Annotated[UserPrincipal, Depends(console_user)]

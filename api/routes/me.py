@@ -7,17 +7,54 @@ from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, Response
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
 
 from api.deps import Ctx, CurrentUser, Db, Rt, UserErasure, UserExport, Users
-from vault.audit.events import Actor
-from vault.authz import PlatformRole, require_second_factor
+from vault.audit.events import Actor, RequestContext
+from vault.authz import PlatformRole, UserPrincipal, require_second_factor
 from vault.clock import rfc3339
 from vault.errors import NotFound
+from vault.identity.users import UserService
 from vault.privacy.scrub import scrub_after_shred
+from vault.runtime import Runtime
 
-__all__ = ["router"]
+__all__ = ["end_own_session", "my_session_list", "router"]
 
 router = APIRouter(tags=["users"])
+
+
+def my_session_list(runtime: Runtime, db: Session, user: UserPrincipal) -> list[dict[str, Any]]:
+    """The user's live sessions as ``GET /v1/me/sessions`` and the console's account page
+    show them: ids (never tokens), times, address, user agent, which one is this one."""
+    views = runtime.authenticator.store.live_sessions(db, user.user_id, now=runtime.clock.now())
+    return [
+        {
+            "id": v.id,
+            "created_at": rfc3339(v.created_at),
+            "last_seen_at": rfc3339(v.last_seen_at),
+            "ip": v.ip,
+            "user_agent": v.user_agent,
+            "current": v.id == user.session_id,
+        }
+        for v in views
+    ]
+
+
+def end_own_session(
+    runtime: Runtime,
+    db: Session,
+    *,
+    ctx: RequestContext,
+    user: UserPrincipal,
+    users: UserService,
+    session_id: str,
+) -> None:
+    """End one of the user's own live sessions, audited (the API and the console both).
+    Another user's session id, or one already ended, is 404."""
+    now = runtime.clock.now()
+    if not runtime.authenticator.store.revoke_own(db, user.user_id, session_id, now=now):
+        raise NotFound("no such session")
+    users.session_ended(user, session_id, ctx=ctx)
 
 
 class TotpBeginBody(BaseModel):
@@ -124,20 +161,7 @@ def my_sessions(runtime: Rt, db: Db, user: CurrentUser) -> dict[str, Any]:
 
     Each with its id (never the token), creation time, last use, address and user agent,
     and which one is this request's."""
-    views = runtime.authenticator.store.live_sessions(db, user.user_id, now=runtime.clock.now())
-    return {
-        "sessions": [
-            {
-                "id": v.id,
-                "created_at": rfc3339(v.created_at),
-                "last_seen_at": rfc3339(v.last_seen_at),
-                "ip": v.ip,
-                "user_agent": v.user_agent,
-                "current": v.id == user.session_id,
-            }
-            for v in views
-        ]
-    }
+    return {"sessions": my_session_list(runtime, db, user)}
 
 
 @router.delete("/v1/me/sessions/{session_id}", status_code=204)
@@ -147,10 +171,7 @@ def end_my_session(
     """End one of my sessions.
 
     Another user's session id, or one already ended, is 404."""
-    now = runtime.clock.now()
-    if not runtime.authenticator.store.revoke_own(db, user.user_id, session_id, now=now):
-        raise NotFound("no such session")
-    users.session_ended(user, session_id, ctx=ctx)
+    end_own_session(runtime, db, ctx=ctx, user=user, users=users, session_id=session_id)
     return Response(status_code=204)
 
 

@@ -161,4 +161,9 @@ def test_the_allow_list_is_the_contracts() -> None:
         "/v1/me/totp/confirm",
         "/v1/me/password",
         "/v1/auth/logout",
+        # The console's set-up pages and sign-out (api/console/signin.py), the same four.
+        "/ui/enrol",
+        "/ui/enrol/confirm",
+        "/ui/password",
+        "/ui/logout",
     } == ACCOUNT_SETUP_PATHS

@@ -11,9 +11,10 @@ appsecret-proof), replacements, and wrong
 guesses that look like secrets (a password typed into the email field, a secret in a
 query string, malformed credentials). Each may appear only in the one response that
 legitimately returns it (its create or token response, a runner's fetch) and nowhere
-else: no other response body or header, no server log line, no audit event (API and
-database), no audit export file, no byte of the database (SQLite file and WAL while the
-server runs; PostgreSQL: ``pg_dump`` of the whole database).
+else: no other response body or header (the console's pages included: every GET
+console route, as a platform admin, once everything is planted), no server log line,
+no audit event (API and database), no audit export file, no byte of the database
+(SQLite file and WAL while the server runs; PostgreSQL: ``pg_dump`` of the whole database).
 
 tests/security/test_no_secret_leaks.py is the in-process companion (caplog, every
 text column, shredded envelopes leaving the SQLite files).
@@ -28,6 +29,7 @@ import itertools
 import os
 import re
 import secrets
+import string
 import subprocess
 from collections import defaultdict
 from collections.abc import Iterator
@@ -38,10 +40,13 @@ from typing import Any
 import httpx
 import pyotp
 import pytest
+from fastapi import FastAPI
 
+from api.console import install_console
 from tests.support.db import pg_dump
 from tests.support.lines import planted
 from tests.support.platforms import PlatformStandIn, platform_standin
+from tests.support.routes import console_routes
 from tests.support.server import LINEVAULT, Admin, ServerProcess, running_server
 
 # Every unauthenticated failure audited in full (not aggregated after the first), so the
@@ -130,6 +135,73 @@ def _token_field_swaps(s: Sweep, client_id: str, client_secret: str) -> None:
     basic(client_secret, client_secret)
     basic(client_id, client_secret, body=f"grant_type={client_secret}")
     basic(client_id, client_secret, body=f"grant_type=client_credentials&client_id={client_secret}")
+
+
+def _set_cookies(response: httpx.Response) -> dict[str, str]:
+    """The cookie values a console response sets (the jar would keep the Secure ones from
+    a plain-HTTP loopback server to itself)."""
+    found = {}
+    for header in response.headers.get_list("set-cookie"):
+        name, _, rest = header.partition("=")
+        found[name] = rest.split(";", 1)[0].strip('"')
+    return found
+
+
+def _console_cookie_header(jar: dict[str, str]) -> dict[str, str]:
+    return {"Cookie": "; ".join(f"{k}={v}" for k, v in jar.items() if v)}
+
+
+def _console_sign_in(s: Sweep, admin: Admin, codes: Codes) -> dict[str, str]:
+    """The console's two sign-in steps; the cookies it sets are planted as secrets, each
+    allowed only in the response that sets it."""
+    jar: dict[str, str] = {}
+
+    def step(method: str, url: str, form: dict[str, str] | None, expect: int) -> httpx.Response:
+        r = s.call(method, url, data=form, headers=_console_cookie_header(jar), expect=expect)
+        for name, value in _set_cookies(r).items():
+            jar[name] = value
+            if value:
+                s.plant(value)
+                s.allowed[value].add(len(s.seen) - 1)
+        return r
+
+    page = step("GET", "/ui/login", None, 200)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token is not None
+    form = {"csrf_token": token.group(1), "email": admin.email, "password": admin.password}
+    assert step("POST", "/ui/login", form, 303).headers["location"].startswith("/ui/login/code")
+    page = step("GET", "/ui/login/code", None, 200)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token is not None
+    form = {"csrf_token": token.group(1), "mfa_code": codes.next(admin.totp_secret)}
+    step("POST", "/ui/login/code", form, 303)
+    assert jar.get("lv_session")
+    return jar
+
+
+def _console_sweep(s: Sweep, admin: Admin, codes: Codes, values: dict[str, list[str]]) -> list[str]:
+    """Every GET route of the console (tests.support.routes.console_routes, so a new page
+    is swept without a change here), for every known value of its path parameters; the
+    answers join ``s.seen``, where the final search looks for every planted secret."""
+    app = FastAPI()
+    install_console(app)
+    jar = _console_sign_in(s, admin, codes)
+    pages: list[str] = []
+    for path, methods in console_routes(app.routes):
+        if "GET" not in methods:
+            continue
+        names = [n for _, n, _, _ in string.Formatter().parse(path) if n]
+        missing = [n for n in names if n not in values]
+        assert not missing, f"the canary sweep has no value for {missing} of GET {path}"
+        for combo in itertools.product(*(values[n] for n in names)):
+            url = path.format(**dict(zip(names, combo, strict=True)))
+            r = s.http.get(url, headers=_console_cookie_header(jar))
+            headers = "\n".join(f"{k}: {v}" for k, v in r.headers.items())
+            s.seen.append(f"GET {url} -> {r.status_code}\n{headers}\n\n{r.text}")
+            assert r.status_code < 500, (url, r.text[-500:])
+            pages.append(r.text)
+    assert len(pages) >= 8
+    return pages
 
 
 @pytest.fixture
@@ -340,13 +412,13 @@ def test_planted_secrets_appear_only_where_they_belong(
     r = s.call("POST", f"/v1/runners/{runner_id}/rotate-secret", headers=root, expect=200)
     client_secret = r.json()["client_secret"]
     s.returns(r, client_secret)
-    s.call(
+    grant_id = s.call(
         "POST",
         f"/v1/tenants/{tenant}/grants",
         json={"runner_id": runner_id, "lines": ["*"]},
         headers=owner,
         expect=201,
-    )
+    ).json()["id"]
     form = {"grant_type": "client_credentials", "client_id": client_id}
     s.call("POST", "/v1/runner/token", data={**form, "client_secret": old_secret}, expect=401)
     s.call(
@@ -425,6 +497,18 @@ def test_planted_secrets_appear_only_where_they_belong(
         if not cursor:
             break
     assert s.call("GET", "/v1/audit/verify", headers=root, expect=200).json()["ok"] is True
+    # -- the console: every GET page as a platform admin, with every line planted ---------
+    path_values = {
+        "tenant_id": [tenant],
+        "line_id": list(lines.values()),
+        "runner_id": [runner_id],
+        "grant_id": [grant_id],
+        "user_id": [owner_id],
+        "seq": [str(events[-1]["seq"])],
+        "event_id": [str(events[-1]["seq"])],
+    }
+    pages = _console_sweep(s, admin, codes, path_values)
+    assert any("Canary" in p and "telegram" in p for p in pages)  # the sweep sees the lines
     assert len(events) > 40
     actions = {e["action"] for e in events}
     for action in (

@@ -25,12 +25,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.support.console_forms import CSRF_SECRET, post_form, sign_in_by_cookie
-from tests.support.identity import add_membership, make_tenant, make_user
+from tests.support.identity import add_membership, make_tenant, make_user, new_session
 from tests.support.routes import console_routes
-from tests.support.runners import grant, make_runner
+from tests.support.runners import grant, make_line, make_runner
 from tests.support.settings import UNTHROTTLED, make_settings
 from vault.runtime import Runtime
 from vault.settings import Settings
+from vault.storage.engine import unit_of_work
 
 PEOPLE = (
     "platform_admin",
@@ -104,7 +105,55 @@ _SIGN_IN_ROWS: dict[tuple[str, str], dict[str, Any]] = {
 
 
 # Lines: add, replace, revoke, suspend, resume, a line's page (api/console/lines.py).
-_LINE_ROWS: dict[tuple[str, str], dict[str, Any]] = {}
+# Managers (owner, admin; a platform admin is an owner everywhere) may change lines; the
+# sessions are MFA-fresh, so sudo-mode forms pass without a code (tests/api/console/
+# test_lines.py proves the code). Every action gets a fresh line of its own.
+_MANAGERS_ONLY = {
+    **dict.fromkeys(PEOPLE, 403),
+    "platform_admin": 200,
+    "owner": 200,
+    "admin": 200,
+    "no_role": 404,
+    "anonymous": _SIGN_IN,
+}
+_MANAGERS_ACT = {**_MANAGERS_ONLY, "platform_admin": 303, "owner": 303, "admin": 303}
+
+
+def _fresh_line(w: World) -> dict[str, Any]:
+    return {"line_id": make_line(w.runtime, w.tenant_id)}
+
+
+def _telegram(w: World) -> dict[str, Any]:
+    return {"bot_token": f"{100000 + w.counter}:{'A' * 35}{w.unique('x')}"}
+
+
+_LINE_ROWS: dict[tuple[str, str], dict[str, Any]] = {
+    ("GET", "/ui/tenants/{tenant_id}/lines/new"): row(_MANAGERS_ONLY),
+    ("POST", "/ui/tenants/{tenant_id}/lines"): row(
+        _MANAGERS_ACT, form=lambda w: {"type": "telegram", "name": w.unique("L"), **_telegram(w)}
+    ),
+    ("GET", "/ui/tenants/{tenant_id}/lines/{line_id}"): row(
+        _TENANT_READERS["expected"], params=_fresh_line
+    ),
+    ("GET", "/ui/tenants/{tenant_id}/lines/{line_id}/credential"): row(
+        _MANAGERS_ONLY, params=_fresh_line
+    ),
+    ("POST", "/ui/tenants/{tenant_id}/lines/{line_id}/credential"): row(
+        _MANAGERS_ACT, form=_telegram, params=_fresh_line
+    ),
+    ("GET", "/ui/tenants/{tenant_id}/lines/{line_id}/revoke"): row(
+        _MANAGERS_ONLY, params=_fresh_line
+    ),
+    ("POST", "/ui/tenants/{tenant_id}/lines/{line_id}/revoke"): row(
+        _MANAGERS_ACT, form=lambda w: {"reason": "matrix"}, params=_fresh_line
+    ),
+    ("POST", "/ui/tenants/{tenant_id}/lines/{line_id}/suspend"): row(
+        _MANAGERS_ACT, params=_fresh_line
+    ),
+    ("POST", "/ui/tenants/{tenant_id}/lines/{line_id}/resume"): row(
+        _MANAGERS_ACT, params=_fresh_line
+    ),
+}
 
 
 # Runners, grants, members, tenant deletion and export (api/console/runners.py,
@@ -137,15 +186,7 @@ _PLATFORM_ADMIN_ONLY = {
     "platform_admin": 200,
     "anonymous": _SIGN_IN,
 }
-_MANAGERS_ACT = {
-    **dict.fromkeys(PEOPLE, 403),
-    "platform_admin": 303,
-    "owner": 303,
-    "admin": 303,
-    "no_role": 404,
-    "anonymous": _SIGN_IN,
-}
-_MANAGERS_READ = {**_MANAGERS_ACT, "platform_admin": 200, "owner": 200, "admin": 200}
+_MANAGERS_READ = _MANAGERS_ONLY  # the lines section's: owner, admin (and platform admin)
 _OWNERS_ACT = {**_MANAGERS_ACT, "admin": 403}
 _OWNERS_READ = {**_MANAGERS_READ, "admin": 403}
 
@@ -212,7 +253,24 @@ _AUDIT_ROWS: dict[tuple[str, str], dict[str, Any]] = {}
 
 
 # The account page (api/console/account.py).
-_ACCOUNT_ROWS: dict[tuple[str, str], dict[str, Any]] = {}
+def _owners_other_session(w: World) -> dict[str, Any]:
+    """A fresh second session of the owner: the owner may end it (303 back to the
+    account page); for anyone else it is not theirs (404, as DELETE /v1/me/sessions)."""
+    token = new_session(w.runtime, w.user_ids["owner"])
+    with unit_of_work(w.runtime.sessions) as db:
+        found = w.runtime.authenticator.store.resolve(db, token, now=w.runtime.clock.now())
+    assert found is not None
+    return {"session_id": found.session_id}
+
+
+_ACCOUNT_ROWS: dict[tuple[str, str], dict[str, Any]] = {
+    ("GET", "/ui/account"): _SIGNED_IN,
+    ("GET", "/ui/account/export"): _SIGNED_IN,  # one's own data only
+    ("POST", "/ui/account/sessions/{session_id}/end"): row(
+        {**dict.fromkeys(PEOPLE, 404), "owner": 303, "anonymous": _SIGN_IN},
+        params=_owners_other_session,
+    ),
+}
 
 
 CONSOLE_EXPECTATIONS: dict[tuple[str, str], dict[str, Any]] = {

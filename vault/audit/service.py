@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, true
 
 from vault.audit.actions import AUDIT_FAMILIES, action_filter
 from vault.audit.chain import format_ts
@@ -57,6 +57,8 @@ class EventFilter:
     until: datetime | None = None
     limit: int = DEFAULT_LIMIT
     cursor: str | None = None
+    # Newest first (a line's recent accesses); the cursor then pages towards older events.
+    newest_first: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +109,7 @@ class AuditReader:
     def list_events(
         self, principal: UserPrincipal, query: EventFilter, *, context: RequestContext
     ) -> EventPage:
-        after = decode_cursor(query.cursor) if query.cursor is not None else 0
+        after = decode_cursor(query.cursor) if query.cursor is not None else None
         if query.action is not None:
             _action_clause(query.action)  # refuse an unknown action before any audit event
         if query.since and query.until and query.since > query.until:
@@ -115,7 +117,9 @@ class AuditReader:
         limit = max(1, min(query.limit, MAX_LIMIT))
         self._authorize_read(principal, query.tenant_id, context=context)
         self._audit.emit(self._read_event(principal, "events", query.tenant_id, context, "success"))
-        stmt = select(*(_EV.c[name] for name in EVENT_COLUMNS)).where(_EV.c.seq > after)
+        stmt = select(*(_EV.c[name] for name in EVENT_COLUMNS)).where(
+            _seq_clause(after, newest_first=query.newest_first)
+        )
         if query.action is not None:
             stmt = stmt.where(_action_clause(query.action))
         for column, value in (
@@ -131,7 +135,8 @@ class AuditReader:
             stmt = stmt.where(_EV.c.ts >= format_ts(query.since))
         if query.until is not None:
             stmt = stmt.where(_EV.c.ts < format_ts(query.until))
-        stmt = stmt.order_by(_EV.c.seq).limit(limit + 1)
+        order = _EV.c.seq.desc() if query.newest_first else _EV.c.seq
+        stmt = stmt.order_by(order).limit(limit + 1)
         with snapshot(self._engine) as conn:
             rows = [dict(zip(EVENT_COLUMNS, row, strict=True)) for row in conn.execute(stmt)]
         more = len(rows) > limit
@@ -256,6 +261,13 @@ def _denied_reason(exc: Forbidden | NotFound) -> str:
     if isinstance(exc, NotFound):
         return "not a member of the tenant"
     return exc.detail
+
+
+def _seq_clause(after: int | None, *, newest_first: bool) -> Any:
+    """Where a page starts: after the cursor's event, or before it when newest first."""
+    if newest_first:
+        return _EV.c.seq < after if after is not None else true()
+    return _EV.c.seq > (after or 0)
 
 
 def _action_clause(value: str) -> Any:
