@@ -8,9 +8,12 @@ audit event) that did not commit.
 A route reaches a service through one ``Annotated`` name: ``Lines``, ``States``, ``Grants``,
 ``Runners``, ``RunnerTokens``, ``Tenants``, ``Users``, ``TenantKeys``, ``TenantErasure``,
 ``TenantExport``, ``UserErasure``, ``UserExport``, ``Webhooks``, each made for the
-request from the runtime and the request's unit of work. Long-lived services
-(``runtime.authenticator``, ``runtime.factor_changes``, ``runtime.audit_reader``) are
-fields of the runtime (``Rt``).
+request from the runtime and the request's unit of work. Services that act for the
+caller (``Grants``, ``Runners``) come from a plain builder taking the principal
+(``grant_service_for``, ``runner_registry_for``), which the console's dependencies call
+with its cookie-session principal: one builder, so both paths authorize and audit alike.
+Long-lived services (``runtime.authenticator``, ``runtime.factor_changes``,
+``runtime.audit_reader``) are fields of the runtime (``Rt``).
 
 Account safety: ``CurrentUser`` also applies ``vault.authz.check_account_ready`` with the
 route's path template and the ``require_mfa`` / ``require_password_change`` settings, so
@@ -91,7 +94,9 @@ __all__ = [
     "credentials_for",
     "current_user",
     "get_runtime",
+    "grant_service_for",
     "request_context",
+    "runner_registry_for",
     "unit_of_work",
 ]
 
@@ -290,26 +295,41 @@ def _states(runtime: Rt, db: Db) -> LineStates:
     return line_states_for(runtime, db)
 
 
-def _grants(runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser) -> GrantService:
+def grant_service_for(
+    runtime: Runtime, db: Session, ctx: RequestContext, principal: UserPrincipal
+) -> GrantService:
+    """The grants service acting for ``principal``: one builder for the API (bearer
+    session) and the console (cookie session), so both authorize and audit alike."""
     return GrantService(
         db,
         audit=runtime.audit,
         clock=runtime.clock,
-        principal=user,
+        principal=principal,
         context=ctx,
         macs=row_macs(runtime.system_keys),
     )
 
 
-def _runners(runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser) -> RunnerRegistry:
+def runner_registry_for(
+    runtime: Runtime, db: Session, ctx: RequestContext, principal: UserPrincipal
+) -> RunnerRegistry:
+    """The runner registry acting for ``principal`` (API and console alike)."""
     return RunnerRegistry(
         db,
         system_keys=runtime.system_keys,
         audit=runtime.audit,
         clock=runtime.clock,
-        actor_id=user.user_id,
+        actor_id=principal.user_id,
         context=ctx,
     )
+
+
+def _grants(runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser) -> GrantService:
+    return grant_service_for(runtime, db, ctx, user)
+
+
+def _runners(runtime: Rt, db: Db, ctx: Ctx, user: CurrentUser) -> RunnerRegistry:
+    return runner_registry_for(runtime, db, ctx, user)
 
 
 def _runner_tokens(runtime: Rt, db: Db) -> TokenIssuer:

@@ -12,13 +12,31 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from api.console import account, audit, lines, signin, tenants
+from api.console import (
+    account,
+    audit,
+    lines,
+    members,
+    runners,
+    signin,
+    tenant_settings,
+    tenants,
+)
 from api.console.web import CONSOLE_PREFIX
 
 __all__ = ["install_console"]
 
 _STATIC = Path(__file__).with_name("static")
-ROUTERS = (signin.router, tenants.router, lines.router, account.router, audit.router)
+ROUTERS = (
+    signin.router,
+    tenants.router,
+    lines.router,
+    account.router,
+    runners.router,
+    members.router,
+    tenant_settings.router,
+    audit.router,
+)
 
 
 def install_console(app: FastAPI) -> None:

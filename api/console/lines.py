@@ -71,7 +71,13 @@ class CredentialField:
 
 CREDENTIAL_FIELDS: Mapping[str, tuple[CredentialField, ...]] = {
     "telegram": (
-        CredentialField("bot_token", "Bot token", True, True, "From BotFather, e.g. 123456:ABC…"),
+        CredentialField(
+            "bot_token",
+            "Bot token",
+            True,
+            True,
+            "From BotFather: the bot id, a colon and about 35 characters",
+        ),
     ),
     "instagram": (
         CredentialField("access_token", "Access token", True, True, "A long-lived user token"),

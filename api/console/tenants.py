@@ -14,7 +14,13 @@ from fastapi.responses import Response
 
 from api.console.web import CONSOLE_PREFIX, ConsoleRoute, ConsoleUser, page
 from api.deps import Ctx, Lines, Rt, Tenants
-from vault.authz import Permission, UserPrincipal, tenant_allows
+from vault.authz import (
+    Permission,
+    PlatformPermission,
+    UserPrincipal,
+    platform_allows,
+    tenant_allows,
+)
 from vault.errors import NotFound
 from vault.identity.tenants import TenantView
 
@@ -43,7 +49,9 @@ def expiring_soon(expires_at: datetime | None, *, now: datetime, window: float) 
 @router.get("/tenants")
 def tenant_list(request: Request, user: ConsoleUser, tenants: Tenants) -> Response:
     views = tenants.list_for(user)
-    return page(request, "tenants.html", {"title": "Tenants", "tenants": views})
+    can_create = platform_allows(user, PlatformPermission.TENANT_CREATE)
+    context = {"title": "Tenants", "tenants": views, "can_create": can_create}
+    return page(request, "tenants.html", context)
 
 
 @router.get("/tenants/{tenant_id}")

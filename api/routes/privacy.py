@@ -14,10 +14,14 @@ from fastapi import APIRouter, BackgroundTasks, Header
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import Ctx, CurrentUser, Rt, TenantErasure, TenantExport
+from vault.audit.events import RequestContext
+from vault.authz import UserPrincipal
 from vault.clock import rfc3339
+from vault.privacy.erasure import DeletedTenant, TenantEraser
 from vault.privacy.scrub import scrub_after_shred
+from vault.runtime import Runtime
 
-__all__ = ["router"]
+__all__ = ["router", "shred_tenant"]
 
 router = APIRouter(tags=["tenants"])
 
@@ -48,9 +52,26 @@ def delete_tenant(
 
     Every key of the tenant is destroyed, so its stored credentials can never be opened
     again (tenant owner or platform admin; fresh second factor)."""
-    deleted = erasure.delete(user, tenant_id, context=ctx)  # body.mfa_code: api/deps.py
-    tasks.add_task(scrub_after_shred, runtime.engine)  # runs after the commit
+    # The code (body.mfa_code) reaches the eraser through the principal (api/deps.py).
+    deleted = shred_tenant(runtime, erasure, tasks, user, tenant_id, ctx=ctx)
     return {"id": deleted.id, "deleted_at": rfc3339(deleted.deleted_at), "shredded": True}
+
+
+def shred_tenant(
+    runtime: Runtime,
+    erasure: TenantEraser,
+    tasks: BackgroundTasks,
+    user: UserPrincipal,
+    tenant_id: str,
+    *,
+    ctx: RequestContext,
+) -> DeletedTenant:
+    """Delete the tenant (the eraser authorizes, asks for the second factor and audits),
+    then scrub the freed pages once the request's transaction has committed. The one
+    way both ``DELETE /v1/tenants/{id}`` and the console's settings page delete."""
+    deleted = erasure.delete(user, tenant_id, context=ctx)
+    tasks.add_task(scrub_after_shred, runtime.engine)  # runs after the commit
+    return deleted
 
 
 @router.get("/v1/tenants/{tenant_id}/export")

@@ -21,14 +21,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import Ctx, CurrentUser, Runners, RunnerTokens, credentials_for
-from vault.authz import (
-    PlatformPermission,
-    authorize_platform,
-    platform_allows,
-    runner_directory_allowed,
-)
+from vault.authz import PlatformPermission, authorize_platform
 from vault.clock import rfc3339
-from vault.errors import Forbidden, Unauthenticated
+from vault.errors import Unauthenticated
 from vault.runners.secrets import looks_like_runner_token
 from vault.storage.models import Runner
 
@@ -142,11 +137,8 @@ def list_runners(user: CurrentUser, runners: Runners) -> RunnerList:
 
     Platform admins and auditors see every field; tenant owners and admins see id, name,
     created_at and status, so that they can grant runners."""
-    if platform_allows(user, PlatformPermission.RUNNER_READ):
-        return RunnerList(runners=[_out(r) for r in runners.list()])
-    if not runner_directory_allowed(user):
-        raise Forbidden()
-    return RunnerList(runners=[_summary(r) for r in runners.list()])
+    rows, full = runners.visible_to(user)
+    return RunnerList(runners=[_out(r) if full else _summary(r) for r in rows])
 
 
 @router.get("/v1/runners/{runner_id}", response_model=RunnerOut)

@@ -27,7 +27,7 @@ from fastapi.testclient import TestClient
 from tests.support.console_forms import CSRF_SECRET, post_form, sign_in_by_cookie
 from tests.support.identity import add_membership, make_tenant, make_user, new_session
 from tests.support.routes import console_routes
-from tests.support.runners import make_line
+from tests.support.runners import grant, make_line, make_runner
 from tests.support.settings import UNTHROTTLED, make_settings
 from vault.runtime import Runtime
 from vault.settings import Settings
@@ -156,8 +156,96 @@ _LINE_ROWS: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 
-# Runners, grants, members, tenant deletion and export (api/console/people.py & co).
-_PEOPLE_ROWS: dict[tuple[str, str], dict[str, Any]] = {}
+# Runners, grants, members, tenant deletion and export (api/console/runners.py,
+# members.py, tenant_settings.py). Every action gets fresh objects per request.
+def _fresh_runner(world: World) -> str:
+    runner_id, _, _ = make_runner(world.runtime, world.unique("matrix-runner-"))
+    return runner_id
+
+
+def _fresh_member(world: World) -> str:
+    user = make_user(world.runtime, f"{world.unique('joiner')}@console.test")
+    add_membership(world.runtime, world.tenant_id, user.id, "member")
+    return user.id
+
+
+def _doomed_tenant(world: World) -> dict[str, str]:
+    """A tenant named "Doomed" with the world's people in their roles, per request."""
+    tenant_id = make_tenant(world.runtime, "Doomed")
+    for person in ("owner", "admin", "member", "auditor"):
+        add_membership(world.runtime, tenant_id, world.user_ids[person], person)
+    return {"tenant_id": tenant_id}
+
+
+def _fresh_grant(world: World) -> dict[str, str]:
+    return {"grant_id": grant(world.runtime, world.tenant_id, _fresh_runner(world), ["*"])}
+
+
+_PLATFORM_ADMIN_ONLY = {
+    **dict.fromkeys(PEOPLE, 403),
+    "platform_admin": 200,
+    "anonymous": _SIGN_IN,
+}
+_MANAGERS_READ = _MANAGERS_ONLY  # the lines section's: owner, admin (and platform admin)
+_OWNERS_ACT = {**_MANAGERS_ACT, "admin": 403}
+_OWNERS_READ = {**_MANAGERS_READ, "admin": 403}
+
+_PEOPLE_ROWS: dict[tuple[str, str], dict[str, Any]] = {
+    # Runners: platform readers the full list, tenant managers the directory.
+    ("GET", "/ui/runners"): row(
+        {
+            **dict.fromkeys(PEOPLE, 200),
+            "member": 403,
+            "auditor": 403,
+            "no_role": 403,
+            "anonymous": _SIGN_IN,
+        }
+    ),
+    ("POST", "/ui/runners"): row(_PLATFORM_ADMIN_ONLY, form=lambda w: {"name": w.unique("r")}),
+    ("POST", "/ui/runners/{runner_id}/rotate"): row(
+        _PLATFORM_ADMIN_ONLY, params=lambda w: {"runner_id": _fresh_runner(w)}
+    ),
+    ("POST", "/ui/runners/{runner_id}/disable"): row(
+        {**_PLATFORM_ADMIN_ONLY, "platform_admin": 303},
+        params=lambda w: {"runner_id": _fresh_runner(w)},
+    ),
+    # Grants: owners, admins and auditors read; owners and admins write.
+    ("GET", "/ui/tenants/{tenant_id}/grants"): row(
+        {**_MANAGERS_READ, "platform_auditor": 200, "auditor": 200}
+    ),
+    ("POST", "/ui/tenants/{tenant_id}/grants"): row(
+        _MANAGERS_ACT, form=lambda w: {"runner_id": _fresh_runner(w), "scope": "all"}
+    ),
+    ("POST", "/ui/tenants/{tenant_id}/grants/{grant_id}/delete"): row(
+        _MANAGERS_ACT, params=_fresh_grant
+    ),
+    # Members: owners and admins.
+    ("GET", "/ui/tenants/{tenant_id}/members"): row(_MANAGERS_READ),
+    ("POST", "/ui/tenants/{tenant_id}/members"): row(
+        _MANAGERS_ACT,
+        form=lambda w: {
+            "user_id": make_user(w.runtime, f"{w.unique('new')}@console.test").id,
+            "role": "member",
+        },
+    ),
+    ("POST", "/ui/tenants/{tenant_id}/members/{user_id}/role"): row(
+        _MANAGERS_ACT,
+        params=lambda w: {"user_id": _fresh_member(w)},
+        form=lambda w: {"role": "auditor"},
+    ),
+    ("POST", "/ui/tenants/{tenant_id}/members/{user_id}/remove"): row(
+        _MANAGERS_ACT, params=lambda w: {"user_id": _fresh_member(w)}
+    ),
+    # Settings: the export and the deletion are the owner's (platform admins act as one).
+    ("GET", "/ui/tenants/{tenant_id}/settings"): row(_OWNERS_READ),
+    ("POST", "/ui/tenants/{tenant_id}/settings/export"): row(_OWNERS_READ),
+    ("POST", "/ui/tenants/{tenant_id}/settings/delete"): row(
+        _OWNERS_ACT, params=_doomed_tenant, form=lambda w: {"confirm_name": "Doomed"}
+    ),
+    ("POST", "/ui/tenants"): row(
+        {**_PLATFORM_ADMIN_ONLY, "platform_admin": 303}, form=lambda w: {"name": w.unique("T")}
+    ),
+}
 
 
 # Audit: events, an event, verify, export, the chart (api/console/audit.py). The API's

@@ -12,6 +12,7 @@ every server process.
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -22,9 +23,15 @@ from kms.crypto import constant_time_equal
 from vault.audit.events import RequestContext
 from vault.audit.flood import FailureFlood
 from vault.audit.trail import AuditTrail
-from vault.authz import PlatformPermission, UserPrincipal, authorize_platform
+from vault.authz import (
+    PlatformPermission,
+    UserPrincipal,
+    authorize_platform,
+    platform_allows,
+    runner_directory_allowed,
+)
 from vault.clock import Clock
-from vault.errors import NotFound, Unauthenticated, Unprocessable
+from vault.errors import Forbidden, NotFound, Unauthenticated, Unprocessable
 from vault.ids import new_id
 from vault.keys.system import SystemKeys
 from vault.lines.guard import failures_audited
@@ -168,6 +175,18 @@ class RunnerRegistry:
         return list(
             self._session.execute(select(Runner).order_by(Runner.created_at, Runner.id)).scalars()
         )
+
+    def visible_to(self, principal: UserPrincipal) -> tuple[builtins.list[Runner], bool]:
+        """The runners ``principal`` may list, and whether they see every field.
+
+        Platform readers see the full rows (True); a tenant owner or admin sees the
+        directory (False: id, name, created and status, enough to grant a runner); anyone
+        else is refused. One rule for ``GET /v1/runners`` and the console's list."""
+        if platform_allows(principal, PlatformPermission.RUNNER_READ):
+            return self.list(), True
+        if not runner_directory_allowed(principal):
+            raise Forbidden()
+        return self.list(), False
 
     def rotate_secret(self, runner_id: str) -> NewRunner:
         """A new secret; the old one and every token issued under it stop working at once."""

@@ -32,7 +32,8 @@ def _instagram(runtime: Runtime, tenant_id: str, name: str, *, days: float) -> d
 
 
 def _row(html: str, name: str) -> str:
-    found = re.search(rf"<tr>\s*<th scope=\"row\">{re.escape(name)}</th>(.*?)</tr>", html, re.S)
+    pattern = rf"<tr>\s*<th scope=\"row\">(?:<a [^>]*>)?{re.escape(name)}(?:</a>)?</th>(.*?)</tr>"
+    found = re.search(pattern, html, re.S)
     assert found, f"no row for {name}"
     return found.group(1)
 
