@@ -245,12 +245,8 @@ def test_forms_from_another_origin_or_without_token_are_refused(
         assert other.get_by_role("alert").is_visible()
         assert "another site" in other.get_by_role("alert").inner_text()
         other.close()
-        # The refusal's 403 is the one console error this journey expects; any other
-        # still fails it.
-        errors = console.findings.console_errors
-        expected = [e for e in errors if e.startswith(f"{server.url}/ui/logout: ") and "403" in e]
-        assert expected, errors
-        errors[:] = [e for e in errors if e not in expected]
+        # The refusal page's own 403 is not counted as a console error by the harness
+        # (tests/support/console.py); anything else the browser logged still fails.
 
         # Nothing changed: the session still works.
         page.get_by_role("link", name="Tenants").click()
