@@ -12,7 +12,16 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from api.console import account, lines, members, runners, signin, tenant_settings, tenants
+from api.console import (
+    account,
+    audit,
+    lines,
+    members,
+    runners,
+    signin,
+    tenant_settings,
+    tenants,
+)
 from api.console.web import CONSOLE_PREFIX
 
 __all__ = ["install_console"]
@@ -26,6 +35,7 @@ ROUTERS = (
     runners.router,
     members.router,
     tenant_settings.router,
+    audit.router,
 )
 
 

@@ -16,9 +16,12 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from api.deps import Ctx, CurrentUser, Rt
+from vault.audit.events import RequestContext
 from vault.audit.service import EventFilter
+from vault.authz import UserPrincipal
+from vault.runtime import Runtime
 
-__all__ = ["router"]
+__all__ = ["export_response", "router"]
 
 router = APIRouter(tags=["audit"])
 
@@ -181,6 +184,15 @@ def export(
     `linevault audit public-key --raw` obtained out of band. The export is itself recorded
     (`audit.export`) and signed before the first byte is sent; a chain that does not verify
     is refused (409) rather than exported."""
+    return export_response(runtime, user, ctx, tenant_id)
+
+
+def export_response(
+    runtime: Runtime, user: UserPrincipal, ctx: RequestContext, tenant_id: str | None
+) -> StreamingResponse:
+    """The export as a download, for this route and the console's button alike: written
+    (and its ``audit.export`` event committed) before the response starts, so a refusal
+    or a broken chain is still an ordinary error answer."""
     # Closed by _stream once sent (a with-block would close it before the response).
     spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024, mode="w+", encoding="utf-8")  # noqa: SIM115
     try:

@@ -248,8 +248,44 @@ _PEOPLE_ROWS: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 
-# Audit: events, an event, verify, export, the chart (api/console/audit.py).
-_AUDIT_ROWS: dict[tuple[str, str], dict[str, Any]] = {}
+# Audit: events, an event, verify, export, the chart (api/console/audit.py). The API's
+# reader, so the rows of /v1/audit/*: platform admins and auditors read everything, a
+# tenant's owner and auditor the tenant. Anyone else signed in who opens /ui/audit is
+# offered the tenants whose trail they may read (nothing of the trail is read there).
+_PLATFORM_AUDIT = {"platform_admin": 200, "platform_auditor": 200, "anonymous": _SIGN_IN}
+_AUDIT_READERS = row(
+    {
+        **_PLATFORM_AUDIT,
+        "owner": 200,
+        "auditor": 200,
+        "admin": 403,
+        "member": 403,
+        "no_role": 404,
+    }
+)
+
+
+def _tenant_event(world: World) -> dict[str, Any]:
+    """An event of the main tenant, for the audit event pages."""
+    from tests.support.audit import sample_event
+
+    return {"seq": str(world.runtime.audit.emit(sample_event(1, tenant=world.tenant_id)))}
+
+
+_AUDIT_ROWS: dict[tuple[str, str], dict[str, Any]] = {
+    ("GET", "/ui/audit"): _SIGNED_IN,
+    ("GET", "/ui/audit/activity"): _SIGNED_IN,
+    # Like GET /v1/audit/events without tenant_id: 422 for everyone but platform readers.
+    ("GET", "/ui/audit/events/{seq}"): row({**_PLATFORM_AUDIT, _ALL: 422}, params=_tenant_event),
+    ("POST", "/ui/audit/verify"): row({**_PLATFORM_AUDIT, _ALL: 403}),
+    ("GET", "/ui/audit/export"): row({**_PLATFORM_AUDIT, _ALL: 403}),
+    ("GET", "/ui/tenants/{tenant_id}/audit"): _AUDIT_READERS,
+    ("GET", "/ui/tenants/{tenant_id}/audit/activity"): _AUDIT_READERS,
+    ("GET", "/ui/tenants/{tenant_id}/audit/events/{seq}"): row(
+        _AUDIT_READERS["expected"], params=_tenant_event
+    ),
+    ("GET", "/ui/tenants/{tenant_id}/audit/export"): _AUDIT_READERS,
+}
 
 
 # The account page (api/console/account.py).

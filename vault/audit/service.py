@@ -18,6 +18,7 @@ from typing import IO, Any, Literal
 from sqlalchemy import Engine, select, true
 
 from vault.audit.actions import AUDIT_FAMILIES, action_filter
+from vault.audit.activity import ActivityGroup, FetchActivity, fetch_activity
 from vault.audit.chain import format_ts
 from vault.audit.events import Actor, AuditEvent, RequestContext
 from vault.audit.export import ExportSummary, write_export
@@ -43,6 +44,7 @@ MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 _EV = AuditEventRow.__table__
 _CURSOR_PREFIX = "lvc1:"
+_ACTIVITY = "fetch_activity"  # the audit.read event's resource id for the fetch chart
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +147,26 @@ class AuditReader:
         next_cursor = encode_cursor(int(rows[-1]["seq"])) if more else None
         return EventPage(events=events, next_cursor=next_cursor)
 
+    def fetch_activity(
+        self,
+        principal: UserPrincipal,
+        *,
+        group: ActivityGroup,
+        tenant_id: str | None,
+        context: RequestContext,
+    ) -> FetchActivity:
+        """Credential fetches per hour over the last 7 days, per line or per runner, served
+        and denied (:mod:`vault.audit.activity`). The same people as :meth:`list_events`
+        may read it, and it is the same read of the trail, so it is audited the same way:
+        ``audit.read`` (``resource.id = "fetch_activity"``), denied attempts too, durable
+        before a count is returned."""
+        self._authorize_read(principal, tenant_id, context=context, what=_ACTIVITY)
+        self._audit.emit(self._read_event(principal, _ACTIVITY, tenant_id, context, "success"))
+        with snapshot(self._engine) as conn:
+            return fetch_activity(
+                conn, group=group, tenant_id=tenant_id, now=self._audit.clock.now()
+            )
+
     def verify(self, principal: UserPrincipal, *, context: RequestContext) -> VerifyResult:
         if not platform_allows(principal, PlatformPermission.AUDIT_VERIFY):
             self._audit.emit(self._read_event(principal, "verify", None, context, "denied"))
@@ -224,17 +246,24 @@ class AuditReader:
     # -- internals -------------------------------------------------------------------
 
     def _authorize_read(
-        self, principal: UserPrincipal, tenant_id: str | None, *, context: RequestContext
+        self,
+        principal: UserPrincipal,
+        tenant_id: str | None,
+        *,
+        context: RequestContext,
+        what: str = "events",
     ) -> None:
+        """Platform readers read every tenant; a tenant's owner or auditor must name it.
+        A refusal is recorded (``resource.id = what``) before it is raised."""
         if platform_allows(principal, PlatformPermission.AUDIT_READ_ALL):
             return
         if tenant_id is None:
-            self._audit.emit(self._read_event(principal, "events", None, context, "denied"))
+            self._audit.emit(self._read_event(principal, what, None, context, "denied"))
             raise InvalidRequest("tenant_id is required", field="tenant_id")
         try:
             authorize(principal, tenant_id, Permission.AUDIT_READ)
         except (Forbidden, NotFound):
-            self._audit.emit(self._read_event(principal, "events", tenant_id, context, "denied"))
+            self._audit.emit(self._read_event(principal, what, tenant_id, context, "denied"))
             raise
 
     @staticmethod
