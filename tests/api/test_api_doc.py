@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 
 from api.app import create_app
 from api.cli import app as cli_app
-from tests.support.routes import app_routes
+from tests.support.routes import app_routes, console_routes
 from tests.support.testdata import REPO_ROOT
 from vault.settings import Settings
 
@@ -48,6 +48,14 @@ def routes(tmp_path_factory: pytest.TempPathFactory) -> set[tuple[str, str]]:
     }
 
 
+@pytest.fixture(scope="module")
+def console_paths(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+    """The console's page paths: the doc names a few (its "Console" section), without
+    headings, since the pages are for people and not part of the HTTP API."""
+    app = create_app(Settings(data_dir=tmp_path_factory.mktemp("api-doc-ui") / "var"))
+    return {path for path, _methods in console_routes(app.routes)}
+
+
 def _headings(doc: str) -> list[tuple[str, str]]:
     return [(m.group(1), m.group(2)) for m in _ENDPOINT_HEADING.finditer(doc)]
 
@@ -64,11 +72,14 @@ def test_every_heading_is_a_route_and_appears_once(doc: str, routes: set[tuple[s
     assert not stale, f"headings in {DOC.name} for routes the app does not have: {stale}"
 
 
-def test_every_path_written_in_the_doc_exists(doc: str, routes: set[tuple[str, str]]) -> None:
+def test_every_path_written_in_the_doc_exists(
+    doc: str, routes: set[tuple[str, str]], console_paths: set[str]
+) -> None:
     paths = {path for _method, path in routes}
     spans = _CODE_SPAN.findall(_FENCED.sub("", doc))
     written = {m.group(1) for m in map(_PATH.fullmatch, spans) if m}
     assert len(written) >= len(paths)
+    paths |= console_paths
     unknown = sorted(written - paths)
     assert not unknown, f"{DOC.name} names paths the app does not serve: {unknown}"
 
