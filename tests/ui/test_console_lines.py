@@ -172,6 +172,11 @@ def test_owner_adds_a_line_grants_it_and_revokes_it(served: Served) -> None:
             runner.invalidate()
             with pytest.raises(Revoked):
                 runner.fetch(tenant_id, line_id)
+        # The reviewer's picture of it: the fetch, then the refused one after the revoke.
+        page.goto(f"{url}/ui/tenants/{tenant_id}/audit/activity")
+        page.get_by_role("img", name=re.compile("^Credential fetches per hour")).wait_for()
+        check(page)
+        save_screenshot(page, "audit-chart")
     assert served.status(tenant_id, line_id) == "revoked"
 
 
