@@ -104,9 +104,9 @@ def test_wrong_content_type_and_validation_are_documented(spec: dict[str, Any]) 
     assert "expected form" in str(spec["components"]["schemas"]["Problem"])
 
 
-def test_root_redirects_to_docs_and_docs_load_local_files(client: TestClient) -> None:
+def test_root_redirects_to_the_console_and_docs_load_local_files(client: TestClient) -> None:
     root = client.get("/", follow_redirects=False)
-    assert root.status_code == 307 and root.headers["location"] == "/docs"
+    assert root.status_code == 307 and root.headers["location"] == "/ui/"
     for page in ("/docs", "/redoc"):
         response = client.get(page)
         csp = response.headers["content-security-policy"]
