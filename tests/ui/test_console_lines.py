@@ -103,17 +103,26 @@ def line_row(page: Any, name: str) -> Any:
     return page.get_by_role("row").filter(has=page.get_by_role("link", name=name, exact=True))
 
 
-def grant_to_new_runner(served: Served, tenant_id: str, line_id: str) -> tuple[str, str]:
-    """A runner registered and granted the line through the API: (client_id, secret)."""
+def register_runner(served: Served, name: str) -> tuple[str, str]:
+    """A runner registered through the API (the people journey registers one in the
+    browser): (client_id, client secret)."""
     with served.api() as api:
-        runner = api.post("/v1/runners", json={"name": "flows"})
+        runner = api.post("/v1/runners", json={"name": name})
         assert runner.status_code == 201, runner.text
-        granted = api.post(
-            f"/v1/tenants/{tenant_id}/grants",
-            json={"runner_id": runner.json()["id"], "lines": [line_id]},
-        )
-        assert granted.status_code == 201, granted.text
     return runner.json()["client_id"], runner.json()["client_secret"]
+
+
+def grant_in_the_browser(page: Any, url: str, tenant_id: str, runner: str, line: str) -> None:
+    """The owner grants ``runner`` the line named ``line`` on the tenant's Grants page
+    (the session is fresh from sign-in, so the code may stay empty)."""
+    page.goto(f"{url}/ui/tenants/{tenant_id}/grants")
+    check(page)
+    page.get_by_label("Runner", exact=True).select_option(label=runner)
+    page.get_by_label("Chosen lines").check()
+    page.get_by_label(line).check()
+    page.get_by_role("button", name="Grant access").click()
+    page.get_by_role("row", name=re.compile(runner)).wait_for()
+    check(page)
 
 
 def test_owner_adds_a_line_grants_it_and_revokes_it(served: Served) -> None:
@@ -149,7 +158,8 @@ def test_owner_adds_a_line_grants_it_and_revokes_it(served: Served) -> None:
         line_id = found.group(1)
         assert BOT_TOKEN not in page.content()
 
-        client_id, secret = grant_to_new_runner(served, tenant_id, line_id)
+        client_id, secret = register_runner(served, "flows")
+        grant_in_the_browser(page, url, tenant_id, "flows", "Support bot")
         with RunnerClient(url, client_id, secret, workflow_id="wf-console") as runner:
             assert runner.fetch(tenant_id, line_id).credential == {"bot_token": BOT_TOKEN}
 
