@@ -12,6 +12,7 @@ one reconnect policy of :mod:`vault.storage.engine`.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -24,6 +25,7 @@ from vault.audit.chain import HEAD_MAC_PURPOSE, HeadSeal
 from vault.audit.checkpoints import Checkpointer
 from vault.audit.fastbatch import PgFastBatch
 from vault.audit.flood import FailureFlood
+from vault.audit.headboard import HEAD_BOARD_FILE, HeadBoard
 from vault.audit.service import AuditReader
 from vault.audit.trail import AuditTrail
 from vault.audit.verify import TailPolicy
@@ -55,6 +57,8 @@ from vault.storage.engine import (
 )
 from vault.storage.migrate import current_revision, head_revision
 from vault.storage.sessions import session_factory
+
+log = logging.getLogger("linevault.audit")
 
 __all__ = [
     "NotInitialised",
@@ -339,6 +343,16 @@ def _open_engine(settings: Settings) -> Engine:
     return engine
 
 
+def _head_board(settings: Settings) -> HeadBoard | None:
+    """The host's shared audit head, in the data directory (None without one: each
+    process then starts from the head it wrote last)."""
+    try:
+        return HeadBoard(settings.data_dir / HEAD_BOARD_FILE)
+    except OSError as exc:
+        log.warning("audit head file unavailable: %s", type(exc).__name__)
+        return None
+
+
 def _audit(
     settings: Settings,
     *,
@@ -354,7 +368,13 @@ def _audit(
     fast = (
         None
         if is_sqlite(engine)
-        else PgFastBatch(engine, checkpointer=checkpointer, seal=seal, usage=usage)
+        else PgFastBatch(
+            engine,
+            checkpointer=checkpointer,
+            seal=seal,
+            usage=usage,
+            board=_head_board(settings),
+        )
     )
     writer = AuditWriter(
         sessions,

@@ -31,6 +31,7 @@ __all__ = [
     "EXPORT_TAMPERS",
     "OTHER_TENANT_VALUES",
     "anchored_settings",
+    "checkpoint_hashes",
     "event_rows",
     "export_lines",
     "fill_chain",
@@ -156,6 +157,13 @@ def export_lines(runtime: Runtime, *, tenant_id: str | None = None) -> list[str]
 
 
 # -- database tampering (raw SQL, as an attacker with database access would) ---------------
+
+
+def checkpoint_hashes(engine: Engine) -> dict[int, str]:
+    """The signed checkpoints: seq -> hash."""
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT seq, hash FROM audit_checkpoints"))
+        return {int(r.seq): str(r.hash) for r in rows}
 
 
 def _checkpoint_seqs(engine: Engine) -> list[int]:

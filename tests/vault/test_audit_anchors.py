@@ -10,10 +10,15 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
 
 from kms.crypto import verify_signature
-from tests.support.audit import anchored_settings, fill_chain, sample_event, verify_chain
+from tests.support.audit import (
+    anchored_settings,
+    checkpoint_hashes,
+    fill_chain,
+    sample_event,
+    verify_chain,
+)
 from vault.audit.anchors import ANCHOR_FILE, AnchorError, read_anchors
 from vault.runtime import Runtime
 from vault.settings import Settings
@@ -31,16 +36,10 @@ def _dir(runtime: Runtime) -> Path:
     return directory
 
 
-def _checkpoints(runtime: Runtime) -> dict[int, str]:
-    with runtime.engine.connect() as conn:
-        rows = conn.execute(text("SELECT seq, hash FROM audit_checkpoints"))
-        return {int(r.seq): str(r.hash) for r in rows}
-
-
 def test_every_checkpoint_is_a_c2sp_signed_note(runtime: Runtime) -> None:
     fill_chain(runtime, 20)
     public = runtime.system_keys.audit_public_key
-    assert dict(read_anchors(_dir(runtime), public_key=public)) == _checkpoints(runtime)
+    assert dict(read_anchors(_dir(runtime), public_key=public)) == checkpoint_hashes(runtime.engine)
     path = _dir(runtime) / ANCHOR_FILE
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     # The first note, checked by hand against the specification, not through read_anchors.
@@ -49,7 +48,7 @@ def test_every_checkpoint_is_a_c2sp_signed_note(runtime: Runtime) -> None:
     origin, size, root = body.splitlines()
     assert origin == f"linevault/audit/{runtime.system_keys.audit_key_id}"
     assert int(size) == 1  # `linevault init` signed its own event
-    assert base64.b64decode(root).hex() == _checkpoints(runtime)[1]
+    assert base64.b64decode(root).hex() == checkpoint_hashes(runtime.engine)[1]
     assert signature_line.startswith("\u2014 " + origin + " ")
     raw = base64.b64decode(signature_line.split(" ")[2])
     key_hash = hashlib.sha256(origin.encode() + b"\n\x01" + public).digest()[:4]

@@ -9,10 +9,12 @@ being written twice. The deadline sweep of the loop bridge is checked here too.
 from __future__ import annotations
 
 import asyncio
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from tests.support.audit import sample_event, verify_chain
 from tests.support.runners import (
@@ -26,8 +28,10 @@ from tests.support.runners import (
 )
 from tests.vault.test_runners import RUN_CTX
 from vault.audit.fastbatch import PgFastBatch
+from vault.clock import FixedClock
 from vault.runners.bridge import AuditBridge
-from vault.runtime import Runtime
+from vault.runtime import Runtime, open_runtime
+from vault.settings import Settings
 from vault.storage.engine import unit_of_work
 
 
@@ -119,3 +123,49 @@ def test_the_bridge_fails_waiters_past_their_deadline() -> None:
             await slow
 
     asyncio.run(scenario())
+
+
+def tmp_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="lv-otherhost-"))
+
+
+def _head_reads(runtime: Runtime) -> list[str]:
+    """Record every unlocked look at the audit head: the one-statement batch's, after it
+    found the head moved (the locked path's reads, when a checkpoint may be due, are
+    not counted)."""
+    reads: list[str] = []
+
+    def spy(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if "FROM audit_head" in statement and "FOR UPDATE" not in statement:
+            reads.append(statement)
+
+    event.listen(runtime.engine, "before_cursor_execute", spy)
+    return reads
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["one-host", "no-head-file"])
+def test_processes_of_one_host_link_after_each_other_without_rereading_the_head(
+    runtime: Runtime, settings: Settings, clock: FixedClock, shared: bool
+) -> None:
+    """Two writers take turns, as two ``--workers`` processes do: with the host's head
+    file each links after the head the other posted, in one statement and no look at
+    the head; without it, every batch first finds the head moved."""
+    # Without the file: another host, its own data directory (the same root key).
+    elsewhere = {"data_dir": tmp_dir(), "root_key_file": settings.key_file}
+    other_settings = settings if shared else settings.model_copy(update=elsewhere)
+    other = open_runtime(other_settings, clock=clock)
+    try:
+        writers = [runtime.audit_writer, other.audit_writer]
+        for writer in writers:  # each learns the head (and the checkpoint hint) once
+            writer.record(sample_event(0))
+        reads = [_head_reads(runtime), _head_reads(other)]
+        for i in range(20):
+            writers[i % 2].record(sample_event(i))
+    finally:
+        other.close()
+    looks = len(reads[0]) + len(reads[1])
+    if shared:
+        assert looks == 0, reads
+    else:
+        assert looks >= 19, looks  # the control: the test sees what the file saves
+    assert verify_chain(runtime).ok

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 from sqlalchemy import event, insert, select
 from sqlalchemy.orm import Session
@@ -53,11 +54,39 @@ _EV = AuditEventRow.__table__
 _SORTED_COLUMNS = [_EV.c[name] for name in SORTED_FIELDS] + [_EV.c.hash]
 _TS = SORTED_FIELDS.index("ts")
 _SIGNED = "linevault.audit.checkpoint_signed"
+_APPENDED = "linevault.audit.checkpoint_appended"
 _LISTENING = "linevault.audit.checkpoint_listening"
 
 
 def _forget_signed(session: Session) -> None:
     session.info.pop(_SIGNED, None)
+    session.info.pop(_APPENDED, None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """A chain position this process computed itself, following from a checkpoint.
+
+    ``checkpoint`` is the (seq, hash) it was signed at; ``head`` the (seq, hash) reached
+    since by appends this process made or checked; ``newest_ts`` the newest event time
+    after the checkpoint (None: no event yet). Signing a later head built on it signs
+    hashes this process computed, never ones read back from the database, so a row
+    rewritten meanwhile is not laundered: verification recomputes it and fails.
+    """
+
+    checkpoint: tuple[int, str]
+    head: tuple[int, str]
+    newest_ts: str | None
+
+
+def _span(rows: Sequence[dict[str, object]]) -> tuple[tuple[int, str], tuple[int, str], str]:
+    """The head ``rows`` were appended after, the head they reached, their newest time."""
+    first, last = rows[0], rows[-1]
+    return (
+        (cast(int, first["seq"]) - 1, cast(str, first["prev_hash"])),
+        (cast(int, last["seq"]), cast(str, last["hash"])),
+        max(cast(str, row["ts"]) for row in rows),
+    )
 
 
 def checkpoint_message(*, seq: int, hash: str, ts: str) -> bytes:
@@ -141,6 +170,8 @@ class Checkpointer:
         self._every = every
         self._period = timedelta(seconds=seconds)
         self._hint: tuple[int, datetime] | None = None
+        self._known: _Known | None = None
+        self._known_lock = threading.Lock()
 
     @property
     def public_key(self) -> bytes:
@@ -173,6 +204,8 @@ class Checkpointer:
         last = rows[-1]
         seq, hash_ = last["seq"], last["hash"]
         assert isinstance(seq, int) and isinstance(hash_, str)
+        self._listen(session)
+        session.info.setdefault(_APPENDED, []).append(_span(rows))
         now = self._clock.now()
         if self._hint is not None and not self._due(seq, now, self._hint):
             return
@@ -180,6 +213,12 @@ class Checkpointer:
         if latest is not None and (latest[0] >= seq or not self._due(seq, now, latest)):
             return
         self._write_or_log(session, seq=seq, hash=hash_, batch_start=cast(int, rows[0]["seq"]))
+
+    def appended(self, rows: Sequence[dict[str, object]]) -> None:
+        """``rows`` were committed by a writer outside any session (the one-statement
+        batch): if they follow the position this process knows, it moves to their end."""
+        if rows:
+            self._extend(*_span(rows))
 
     def may_be_due(self, seq: int) -> bool:
         """Could a batch ending at ``seq`` need a checkpoint? False only when the cached
@@ -269,7 +308,7 @@ class Checkpointer:
         )
         if self._anchors is not None:
             self._anchors.after_commit(session, record)
-        self._note_signed(session, seq, record.ts)
+        self._note_signed(session, seq, hash, record.ts)
         return record
 
     def _write_or_log(
@@ -311,27 +350,52 @@ class Checkpointer:
             return f"the checkpoint at seq {newest.seq} has an invalid signature"
         if newest.seq >= seq:  # an older seq (a prune anchor): the caller verified it
             return None
+        batch_start = batch_start or seq + 1
+        start, known_ts = self._start(newest, before=batch_start)
         rows = [
             tuple(r)
             for r in session.execute(
                 select(*_SORTED_COLUMNS)
-                .where(_EV.c.seq > newest.seq, _EV.c.seq <= seq)
+                .where(_EV.c.seq > start[0], _EV.c.seq <= seq)
                 .order_by(_EV.c.seq)
             )
         ]
-        reached = links_from(ChainHead(newest.seq, newest.hash), rows)
+        reached = links_from(ChainHead(*start), rows)
         if reached is None or (reached.seq, reached.hash) != (seq, hash):
             return f"it does not follow from the checkpoint at seq {newest.seq}"
-        return self._tail_problem(newest, rows, batch_start=batch_start or seq + 1)
+        stamps = [str(r[_TS]) for r in rows[: batch_start - 1 - start[0]]]
+        if known_ts is not None:
+            stamps.append(known_ts)
+        return self._tail_problem(newest, stamps, batch_start=batch_start)
+
+    def _start(
+        self, newest: CheckpointRecord, *, before: int
+    ) -> tuple[tuple[int, str], str | None]:
+        """Where to start reading the tail, and the newest event time before it.
+
+        From the position this process knows, if it follows from ``newest`` and lies
+        before ``before`` (the first seq of the batch being signed); else from
+        ``newest`` itself. Under load this reads only the batch, not the whole tail
+        again (re-reading and re-hashing 1,000 events per checkpoint was ~10 % of a
+        fetch's CPU, docs/benchmarks.md)."""
+        known = self._known
+        if (
+            known is not None
+            and known.checkpoint == (newest.seq, newest.hash)
+            and newest.seq <= known.head[0] < before
+        ):
+            return known.head, known.newest_ts
+        return (newest.seq, newest.hash), None
 
     def _tail_problem(
-        self, newest: CheckpointRecord, rows: Sequence[Sequence[Any]], *, batch_start: int
+        self, newest: CheckpointRecord, stamps: Sequence[str], *, batch_start: int
     ) -> str | None:
+        """``stamps``: the times of the unsigned events before the batch."""
         earlier = batch_start - 1 - newest.seq
         if earlier >= self._every:
             return f"{earlier} events after seq {newest.seq} were left unsigned"
         if earlier > 0:
-            stamped = max(str(r[_TS]) for r in rows[:earlier])
+            stamped = max(stamps)
             try:
                 late = parse_ts(stamped) - parse_ts(newest.ts) >= self._period
             except ValueError:
@@ -340,19 +404,37 @@ class Checkpointer:
                 return f"events after seq {newest.seq} were left unsigned too long"
         return None
 
-    def _note_signed(self, session: Session, seq: int, ts: str) -> None:
-        """Make the checkpoint the hint once ``session`` commits (a rolled-back one never
-        existed)."""
+    def _listen(self, session: Session) -> None:
+        """What this transaction appended and signed counts once it commits (a rolled-back
+        transaction never happened)."""
         if not session.info.get(_LISTENING):
             session.info[_LISTENING] = True
             event.listen(session, "after_commit", self._committed)
             event.listen(session, "after_rollback", _forget_signed)
-        session.info[_SIGNED] = max(session.info.get(_SIGNED, (0, ts)), (seq, ts))
+
+    def _note_signed(self, session: Session, seq: int, hash: str, ts: str) -> None:
+        self._listen(session)
+        session.info[_SIGNED] = max(session.info.get(_SIGNED, (0, ts, "")), (seq, ts, hash))
 
     def _committed(self, session: Session) -> None:
+        for span in session.info.pop(_APPENDED, ()):
+            self._extend(*span)
         signed = session.info.pop(_SIGNED, None)
-        if signed is not None and (self._hint is None or signed[0] > self._hint[0]):
-            self._hint = (signed[0], parse_ts(signed[1]))
+        if signed is None:
+            return
+        seq, ts, hash_ = signed
+        with self._known_lock:
+            self._known = _Known((seq, hash_), (seq, hash_), None)
+        if self._hint is None or seq > self._hint[0]:
+            self._hint = (seq, parse_ts(ts))
+
+    def _extend(self, prev: tuple[int, str], reached: tuple[int, str], newest_ts: str) -> None:
+        with self._known_lock:
+            known = self._known
+            if known is not None and known.head == prev:
+                if known.newest_ts is not None:
+                    newest_ts = max(known.newest_ts, newest_ts)
+                self._known = _Known(known.checkpoint, reached, newest_ts)
 
     def _due(self, seq: int, now: datetime, last: tuple[int, datetime]) -> bool:
         return seq - last[0] >= self._every or now - last[1] >= self._period

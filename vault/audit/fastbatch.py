@@ -24,6 +24,7 @@ outcome unknown; the transactional path then recognises an applied batch by its 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -43,6 +44,7 @@ from vault.audit.chain import (
 )
 from vault.audit.checkpoints import Checkpointer
 from vault.audit.events import AuditEvent
+from vault.audit.headboard import HeadBoard
 from vault.storage.epoch import EPOCH_SQL
 from vault.storage.usage import USAGE_ADD, USAGE_INSERT, minute_window
 
@@ -73,8 +75,10 @@ class PgFastBatch:
         checkpointer: Checkpointer | None,
         seal: HeadSeal,
         usage: BatchUsage,
+        board: HeadBoard | None = None,
     ) -> None:
         self._engine = engine
+        self._board = board
         self._seal = seal
         # Compiled once to the driver's text: executed as is, the statement skips
         # SQLAlchemy's per-execution compile step on the writer's critical path.
@@ -86,8 +90,18 @@ class PgFastBatch:
 
     def observe_head(self, head: ChainHead) -> None:
         self._head = head
+        if self._board is not None:
+            with self._board.turn():
+                self._board.post(head)
 
     def close(self) -> None:
+        """Give the connection back and let go of the host's head file (writer stopped)."""
+        self._release()
+        if self._board is not None:
+            self._board.close()
+            self._board = None
+
+    def _release(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
@@ -96,7 +110,7 @@ class PgFastBatch:
         """Drop the connection: the next statement runs on a fresh one from the pool."""
         if self._conn is not None:
             self._conn.invalidate()
-        self.close()
+        self._release()
 
     def _connection(self) -> Connection:
         if self._conn is None:
@@ -106,47 +120,73 @@ class PgFastBatch:
     def write(
         self, events: Sequence[AuditEvent], *, now: datetime, guard: int | None
     ) -> WriteResult | None:
-        head = self._head
-        if head is None or not events:
-            return None
-        if self._checkpointer is not None and self._checkpointer.may_be_due(head.seq + len(events)):
+        if not events:
             return None
         window = minute_window(now)
         counts = self._usage.counts(events)
         if counts and self._usage.prune_due(window):
             return None
         usage = to_json([{"r": r, "w": window, "c": n} for r, n in sorted(counts.items())])
-        # With several processes the head usually moved since this one last wrote: one
-        # unlocked look at it and a second attempt cost less than the locked path.
+        with self._turn():
+            result, totals = self._write_in_turn(events, now=now, guard=guard, usage=usage)
+        if totals:  # "runner_id:total,..." (ids never hold ':' or ',')
+            pairs = (item.rpartition(":") for item in totals.split(","))
+            self._usage.observe(window, [(r, int(c)) for r, _, c in pairs])
+        return result
+
+    def _write_in_turn(
+        self, events: Sequence[AuditEvent], *, now: datetime, guard: int | None, usage: str
+    ) -> tuple[WriteResult | None, str | None]:
+        """The statement, during this process's turn, held until its answer: the
+        processes of a host never race each other for the head, the next one in turn
+        links after the head this one posts."""
+        # The head may still have moved since it was posted (the locked path, another
+        # host): one unlocked look at it and a second attempt cost less than the locked
+        # path.
+        start: ChainHead | None = None
         for attempt in (1, 2):
-            result, totals = self._attempt(head, events, now=now, guard=guard, usage=usage)
+            built = self._build(start, events, now=now)
+            if built is None:
+                return None, None
+            result, totals = self._attempt(*built, guard=guard, usage=usage)
             if result is not None:
-                if totals:  # "runner_id:total,..." (ids never hold ':' or ',')
-                    pairs = (item.rpartition(":") for item in totals.split(","))
-                    self._usage.observe(window, [(r, int(c)) for r, _, c in pairs])
-                return result
-            moved = self._read_head() if attempt == 1 else None
-            if moved is None or (
-                self._checkpointer is not None
-                and self._checkpointer.may_be_due(moved.seq + len(events))
-            ):
+                if result.rows is not None and self._board is not None:
+                    self._board.post(built[2])
+                return result, totals
+            start = self._read_head() if attempt == 1 else None
+            if start is None:
                 break
-            head = moved
-        return None  # the head keeps moving: the transactional path takes the lock
+        return None, None  # the head keeps moving: the transactional path takes the lock
+
+    def _turn(self) -> contextlib.AbstractContextManager[None]:
+        return self._board.turn() if self._board is not None else contextlib.nullcontext()
+
+    def _build(
+        self, head: ChainHead | None, events: Sequence[AuditEvent], *, now: datetime
+    ) -> tuple[ChainHead, list[dict[str, object]], ChainHead] | None:
+        """The head to link after (the host's newest when ``head`` is None), the batch's
+        rows and the new head; None when there is no head to start from or a checkpoint
+        may be due."""
+        if head is None:
+            head = (self._board.read() if self._board is not None else None) or self._head
+        if head is None or (
+            self._checkpointer is not None and self._checkpointer.may_be_due(head.seq + len(events))
+        ):
+            return None
+        rows = chain_rows(head, events, now=now)
+        return head, rows, self._seal.successor(head, rows)
 
     def _attempt(
         self,
         head: ChainHead,
-        events: Sequence[AuditEvent],
+        rows: list[dict[str, object]],
+        new: ChainHead,
         *,
-        now: datetime,
         guard: int | None,
         usage: str,
     ) -> tuple[WriteResult | None, str | None]:
-        """One try of the statement after ``head``: the result (None if the head moved)
-        and the usage totals it returned."""
-        rows = chain_rows(head, events, now=now)
-        new = self._seal.successor(head, rows)
+        """One try of the statement linking ``rows`` after ``head``: the result (None if
+        the head moved) and the usage totals it returned."""
         params: dict[str, Any] = {
             "seq": new.seq,
             "hash": new.hash,
@@ -173,6 +213,8 @@ class PgFastBatch:
             raise
         if applied:
             self._head = new
+            if self._checkpointer is not None:
+                self._checkpointer.appended(rows)
             return WriteResult(rows, int(epoch)), totals
         if guard is not None and epoch != guard:
             self._head = head  # possibly still right; a wrong hint only costs a fallback
