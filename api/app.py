@@ -7,6 +7,7 @@ per server process, unless a test hands one in.
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -82,19 +83,37 @@ def _start_background_work(app: FastAPI) -> list[Callable[[], None]]:
     return [stop_checks, dispatcher.stop, scheduler.stop, worker.stop, forget]
 
 
+# How long a thread may hold the GIL while another waits for it (CPython's default: 5 ms).
+_SWITCH_INTERVAL = 0.001
+
+
+def _tune_for_serving() -> None:
+    """Interpreter settings for a long-running server process.
+
+    - :func:`gc.freeze` moves every object made so far out of the cyclic collector's
+      reach. The process holds about a million long-lived objects (the framework,
+      SQLAlchemy, the models); without this, each full collection walks them all and
+      stalls every request for ~100 ms, several times a minute under load (that was the
+      fetch's p99).
+    - A 1 ms switch interval: after each commit the audit writer's thread waits for the
+      GIL while the event loop runs, and every answer of its batch waits with it; up to
+      5 ms of that per batch cost about 5 % of the fetches a second (docs/benchmarks.md).
+    """
+    gc.collect()
+    gc.freeze()
+    sys.setswitchinterval(_SWITCH_INTERVAL)
+
+
 def create_app(
     settings: Settings,
     *,
     runtime: Runtime | None = None,
     clock: Clock | None = None,
-    freeze_gc: bool = False,
+    serving: bool = False,
 ) -> FastAPI:
-    """The application. ``freeze_gc`` (set by ``linevault serve``): once started, move
-    every object made so far out of the cyclic garbage collector's reach
-    (:func:`gc.freeze`). The process holds about a million long-lived objects (the
-    framework, SQLAlchemy, the models); without this, each full collection walks them
-    all and stalls every request for ~100 ms, several times a minute under load (that
-    was the fetch's p99). Not for tests, which start many apps in one process."""
+    """The application. ``serving`` (set by ``linevault serve``) tunes the interpreter
+    once started (:func:`_tune_for_serving`); not for tests, which start many apps in one
+    process."""
     owns_runtime = runtime is None
 
     @asynccontextmanager
@@ -103,9 +122,8 @@ def create_app(
         if app.state.runtime is None:
             app.state.runtime = open_runtime(settings, clock=clock)
         stops = _start_background_work(app)
-        if freeze_gc:
-            gc.collect()
-            gc.freeze()
+        if serving:
+            _tune_for_serving()
         try:
             yield
         finally:

@@ -21,7 +21,9 @@ from prometheus_client import (
     multiprocess,
 )
 
-__all__ = ["FETCH_DURATION", "MULTIPROC_ENV", "Metrics", "render"]
+from vault.metrics import Labelled
+
+__all__ = ["FETCHES", "FETCH_DURATION", "MULTIPROC_ENV", "Metrics", "render"]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own variable
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -46,12 +48,17 @@ FETCH_DURATION = Histogram(
 )
 
 
+FETCHES = Labelled(FETCH_DURATION)
+_REQUESTS = Labelled(HTTP_REQUESTS)
+_DURATIONS = Labelled(HTTP_DURATION)
+
+
 class Metrics:
     """What the request middleware records for every request."""
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        HTTP_REQUESTS.labels(method, route, str(status)).inc()
-        HTTP_DURATION.labels(route).observe(seconds)
+        _REQUESTS(method, route, str(status)).inc()
+        _DURATIONS(route).observe(seconds)
 
 
 def render() -> tuple[bytes, str]:

@@ -52,8 +52,12 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        announced = False  # a request with neither header has no body (RFC 9112, 6.3)
         for name, value in scope.get("headers", ()):
-            if name == b"content-length":
+            if name == b"transfer-encoding":
+                announced = True
+            elif name == b"content-length":
+                announced = True
                 try:
                     declared = int(value)
                 except ValueError:
@@ -66,6 +70,9 @@ class BodyLimitMiddleware:
                         send, 413, "payload_too_large", "Payload too large", self.detail
                     )
                     return
+        if not announced:  # nothing to count (every fetch): no wrapper on its answer
+            await self.app(scope, receive, send)
+            return
         body = _LimitedBody(receive, send, max_bytes=self.max_bytes, detail=self.detail)
         await self.app(scope, body.receive, body.send)
 

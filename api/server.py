@@ -14,4 +14,4 @@ __all__ = ["build_app"]
 def build_app() -> FastAPI:
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
-    return create_app(settings, freeze_gc=True)
+    return create_app(settings, serving=True)

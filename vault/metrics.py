@@ -9,17 +9,43 @@ and would not be for a per-process gauge. The HTTP metrics and the exposition li
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 from prometheus_client import Counter, Histogram
 
 __all__ = [
     "ARGON2_VERIFICATIONS",
     "AUDIT_BATCH_EVENTS",
+    "DECISIONS",
     "DECISION_CACHE",
     "PLATFORMS",
     "PLATFORM_REQUESTS",
     "TOTP_CHECKS",
+    "Labelled",
     "count_platform_request",
 ]
+
+_M = TypeVar("_M", Counter, Histogram)
+
+
+class Labelled(Generic[_M]):
+    """A metric's children by label values, each looked up once.
+
+    ``metric.labels(...)`` takes a lock and builds a key on every call; on the fetch path
+    (four labelled metrics a request) that was measurable. Label values here come from
+    small fixed sets (routes, statuses, outcomes), so the map stays small.
+    """
+
+    def __init__(self, metric: _M) -> None:
+        self._metric: _M = metric
+        self._children: dict[tuple[str, ...], _M] = {}
+
+    def __call__(self, *values: str) -> _M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
 
 # The line types whose platforms the connectors call (docs/lines.md).
 PLATFORMS = ("telegram", "instagram", "messenger")
@@ -48,8 +74,9 @@ TOTP_CHECKS = Counter("linevault_totp_checks", "TOTP and recovery codes evaluate
 
 # Every series exists from the start (at 0), so dashboards and alerts see them before
 # the first event, in multiprocess mode too (a series is only written once created).
+DECISIONS = Labelled(DECISION_CACHE)
 for _result in ("hit", "stale", "miss"):
-    DECISION_CACHE.labels(result=_result)
+    DECISIONS(_result)
 for _platform in PLATFORMS:
     for _outcome in ("ok", "refused", "error"):
         PLATFORM_REQUESTS.labels(platform=_platform, outcome=_outcome)

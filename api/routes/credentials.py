@@ -31,7 +31,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import credentials_for, get_runtime, request_context
-from api.metrics import FETCH_DURATION
+from api.metrics import FETCHES
 from api.problems import problem_for, problem_response
 from kms.errors import KmsError
 from vault.audit.events import RequestContext
@@ -103,7 +103,7 @@ async def _as_runner(
         outcome = type(exc).__name__
         raise
     finally:
-        FETCH_DURATION.labels(api, outcome).observe(time.perf_counter() - start)
+        FETCHES(api, outcome).observe(time.perf_counter() - start)
 
 
 async def run_fetch(

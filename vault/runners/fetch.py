@@ -80,7 +80,7 @@ from vault.keys.keyring import KeyRing
 from vault.keys.system import SystemKeys
 from vault.lines.expiry import fetch_expiry_reason
 from vault.lines.status import state_refusal
-from vault.metrics import DECISION_CACHE
+from vault.metrics import DECISIONS
 from vault.runners.bridge import AuditBridge
 from vault.runners.decisions import DecisionCache, Key
 from vault.runners.events import fetch_event
@@ -238,12 +238,12 @@ class CredentialFetcher:
                 decision, guard = hit
                 try:
                     await self._durable(decision.event, guard)
-                    DECISION_CACHE.labels(result="hit").inc()
+                    DECISIONS("hit").inc()
                     return self._answer(decision)
                 except StaleDecision:
-                    DECISION_CACHE.labels(result="stale").inc()
+                    DECISIONS("stale").inc()
                     self._forget(params)
-            DECISION_CACHE.labels(result="miss").inc()
+            DECISIONS("miss").inc()
             try:
                 # The read's own timeouts (statement, TCP, pool) bound the thread; the
                 # request waits no longer than the audit wait either way.
