@@ -8,12 +8,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from tests.support.audit import action_events as audit
 from tests.support.runners import TELEGRAM, make_line, make_tenant, revoke_line
 from vault.clock import FixedClock
 from vault.ids import new_id
 from vault.runtime import Runtime
 from vault.storage.engine import unit_of_work
-from vault.storage.models import AuditEventRow, Membership, Runner
+from vault.storage.models import Membership, Runner
 
 PROBLEM = "application/problem+json"
 
@@ -50,17 +51,6 @@ def session_token(runtime: Runtime, *, platform_role: str | None = "admin", tena
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-def audit(runtime: Runtime, action: str) -> list[AuditEventRow]:
-    with unit_of_work(runtime.sessions) as session:
-        return list(
-            session.execute(
-                select(AuditEventRow)
-                .where(AuditEventRow.action == action)
-                .order_by(AuditEventRow.seq)
-            ).scalars()
-        )
 
 
 @pytest.fixture

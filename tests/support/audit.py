@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, select, text
 
 from tests.support.settings import make_settings
 from vault.audit.events import (
@@ -25,11 +25,14 @@ from vault.audit.store import verify_database
 from vault.audit.verify import VerifyResult
 from vault.runtime import Runtime, audit_tail
 from vault.settings import Settings
+from vault.storage.engine import unit_of_work
+from vault.storage.models import AuditEventRow
 
 __all__ = [
     "DB_TAMPERS",
     "EXPORT_TAMPERS",
     "OTHER_TENANT_VALUES",
+    "action_events",
     "anchored_settings",
     "checkpoint_hashes",
     "event_rows",
@@ -157,6 +160,18 @@ def export_lines(runtime: Runtime, *, tenant_id: str | None = None) -> list[str]
 
 
 # -- database tampering (raw SQL, as an attacker with database access would) ---------------
+
+
+def action_events(runtime: Runtime, action: str) -> list[AuditEventRow]:
+    """The stored events of ``action``, oldest first."""
+    with unit_of_work(runtime.sessions) as session:
+        return list(
+            session.execute(
+                select(AuditEventRow)
+                .where(AuditEventRow.action == action)
+                .order_by(AuditEventRow.seq)
+            ).scalars()
+        )
 
 
 def checkpoint_hashes(engine: Engine) -> dict[int, str]:

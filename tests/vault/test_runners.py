@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, update
 
+from tests.support.audit import action_events as events
 from tests.support.runners import (
     CTX,
     TELEGRAM,
@@ -36,20 +37,9 @@ from vault.runners.fetch import CredentialFetcher
 from vault.runners.secrets import token_hash
 from vault.runtime import Runtime, open_runtime
 from vault.storage.engine import unit_of_work
-from vault.storage.models import AuditEventRow, Kek, RunnerToken, RunnerUsage, Tenant
+from vault.storage.models import Kek, RunnerToken, RunnerUsage, Tenant
 
 RUN_CTX = RequestContext(request_id="req_x", ip="10.0.0.1", workflow_id="wf-7", run_id="run-42")
-
-
-def events(runtime: Runtime, action: str) -> list[AuditEventRow]:
-    with unit_of_work(runtime.sessions) as session:
-        return list(
-            session.execute(
-                select(AuditEventRow)
-                .where(AuditEventRow.action == action)
-                .order_by(AuditEventRow.seq)
-            ).scalars()
-        )
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from tests.support.audit import action_events as events
 from tests.support.console_forms import post_form, sign_in_by_cookie
 from tests.support.identity import SeededUser, add_membership, make_user, totp_code
 from tests.support.runners import (
@@ -31,7 +32,7 @@ from tests.support.runners import (
 from vault.clock import FixedClock
 from vault.runtime import Runtime
 from vault.storage.engine import unit_of_work
-from vault.storage.models import AuditEventRow, Membership, Runner, Tenant
+from vault.storage.models import Membership, Runner, Tenant
 
 _SECRET = re.compile(r'<code id="client-secret" class="secret">([^<]+)</code>')
 
@@ -70,17 +71,6 @@ def code(user: SeededUser, runtime: Runtime, clock: FixedClock) -> str:
     clock.advance(30)
     assert user.totp_secret is not None
     return totp_code(user.totp_secret, runtime)
-
-
-def events(runtime: Runtime, action: str) -> list[AuditEventRow]:
-    with unit_of_work(runtime.sessions) as session:
-        return list(
-            session.execute(
-                select(AuditEventRow)
-                .where(AuditEventRow.action == action)
-                .order_by(AuditEventRow.seq)
-            ).scalars()
-        )
 
 
 def runner_token(client: TestClient, client_id: str, secret: str) -> Any:
