@@ -1,10 +1,12 @@
 """A fetch batch in ONE statement on PostgreSQL: the writer's fast path.
 
 The transactional path costs a batch five round trips (lock and read the head, read
-the epoch, append, count usage, commit). When this process wrote the last batch it
-already knows the head, so the whole batch can be one autocommit statement that:
+the epoch, append, count usage, commit). When this process wrote the last batch, or
+the host's head file names the head another process of the host wrote last
+(:mod:`vault.audit.headboard`), the head is known, so the whole batch can be one
+autocommit statement that:
 
-- checks the head is still what this process wrote (``seq`` and ``hash``) and, for
+- checks the head is still that one (``seq`` and ``hash``) and, for
   cached decisions, that the authorization epoch still equals the guard; the UPDATE of
   ``audit_head`` takes the chain's row lock, and PostgreSQL re-checks the condition on
   the newest row version if another writer committed meanwhile, so two processes can
@@ -150,8 +152,6 @@ class PgFastBatch:
                 return None, None
             result, totals = self._attempt(*built, guard=guard, usage=usage)
             if result is not None:
-                if result.rows is not None and self._board is not None:
-                    self._board.post(built[2])
                 return result, totals
             start = self._read_head() if attempt == 1 else None
             if start is None:
@@ -213,6 +213,8 @@ class PgFastBatch:
             raise
         if applied:
             self._head = new
+            if self._board is not None:  # during this process's turn: the next links here
+                self._board.post(new)
             if self._checkpointer is not None:
                 self._checkpointer.appended(rows)
             return WriteResult(rows, int(epoch)), totals
